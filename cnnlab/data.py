@@ -1,0 +1,496 @@
+"""CIFAR-10 as uint8 tensors: loading, caching, normalising.
+
+One call, :func:`load_cifar10`, gives a split as a :class:`Split` holding
+``images`` (uint8, shape (N, 3, 32, 32)), ``labels`` (int64, shape (N,)) and the
+class names. Sources, tried in order by ``source="auto"``:
+
+1. the cache of already-decoded tensors (written on first load);
+2. the official release through torchvision (``datasets.CIFAR10``), downloaded
+   into ``root`` if it is not there yet;
+3. an ImageFolder-layout copy: a folder or ``.tar.gz`` holding
+   ``<split>/<class>/*.jpg|png`` (the offline archive is one).
+
+``CNNLAB_DATA`` (or ``root=``) names the data folder, or an ImageFolder folder or
+archive directly; then only the cache and that copy are tried. The ``synthetic``
+source is a small made-up dataset for offline tests; it is never chosen silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tarfile
+import tempfile
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import DATA_ENV
+
+#: CIFAR-10 class names in label order.
+CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+#: Per-channel mean and standard deviation of the normalisation (pixels in [0, 1]).
+MEAN = 0.5
+STD = 0.5
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """Pixels to what the network sees.
+
+    Args:
+        images: uint8 tensor (..., 3, H, W) with values 0..255, or float in [0, 1].
+
+    Returns:
+        float32 tensor of the same shape in [-1, 1] (black is -1).
+    """
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    return (x - MEAN) / STD
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize`: network input (..., 3, H, W) to [0, 1] floats."""
+    return (x.float() * STD + MEAN).clamp(0.0, 1.0)
+
+
+def to_display(images: torch.Tensor):
+    """Images for ``imshow``: uint8 (N, 3, H, W) or (3, H, W) to a numpy float
+    array (N, H, W, 3) or (H, W, 3) in [0, 1]."""
+    x = images.detach().cpu()
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else denormalize(x)
+    return x.movedim(-3, -1).numpy()
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+CACHE_ENV = "CNNLAB_CACHE"
+SPLITS = ("train", "test")
+_CACHE_FORMAT = 1
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+class DataError(RuntimeError):
+    """CIFAR-10 could not be loaded; the message lists what was tried and the fixes."""
+
+
+@dataclass
+class Split:
+    """One split of CIFAR-10 (or of the synthetic stand-in).
+
+    Attributes:
+        images: uint8 tensor (N, 3, 32, 32), values 0..255.
+        labels: int64 tensor (N,), values 0..9 in :data:`CLASSES` order.
+        classes: the class names.
+        source: where the images came from, in words.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, n: int | None, seed: int = 0) -> "Split":
+        """A random subset of ``n`` images (the same for the same seed); ``None`` or
+        ``n >= len(self)`` returns the whole split."""
+        if n is None or n >= len(self):
+            return self
+        if n < 1:
+            raise ValueError(f"subset size n={n} must be at least 1.")
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(self), generator=g)[:n].sort().values
+        return Split(self.images[idx], self.labels[idx], self.classes,
+                     f"{self.source} (random {n} of {len(self)}, seed {seed})")
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not valid; use 'train' or 'test'.")
+    return split
+
+
+def default_root() -> Path:
+    """``$CNNLAB_DATA`` if set, else ``~/.cache/cnnlab/data``."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    return _user_cache() / "data"
+
+
+def _user_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnnlab"
+
+
+def _is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)
+
+
+def _is_imagefolder(path: Path) -> bool:
+    return path.is_dir() and any((path / s).is_dir() for s in SPLITS) and not (
+        path / "cifar-10-batches-py"
+    ).exists()
+
+
+def _cache_dir(near: Path) -> Path:
+    """Where decoded tensors go: $CNNLAB_CACHE, else beside the data when that
+    folder is writable, else the user cache folder."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    folder = near if near.is_dir() else near.parent
+    if os.access(folder, os.W_OK):
+        return folder / "cnnlab-cache"
+    return _user_cache() / "decoded"
+
+
+def _source_key(path: Path) -> str:
+    st = path.stat()
+    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def _digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(images.contiguous().numpy().data)
+    h.update(labels.contiguous().numpy().data)
+    return h.hexdigest()
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_cache(path: Path, split: Split) -> None:
+    try:
+        _atomic_save(
+            {
+                "format": _CACHE_FORMAT,
+                "images": split.images,
+                "labels": split.labels,
+                "classes": list(split.classes),
+                "source": split.source,
+                "sha256": _digest(split.images, split.labels),
+            },
+            path,
+        )
+    except OSError as exc:  # a read-only or full disk must not stop the lab
+        warnings.warn(f"Could not write the decoded-data cache {path}: {exc}", stacklevel=3)
+
+
+def _read_cache(path: Path) -> Split | None:
+    """The cached split, or None when absent. A damaged cache is reported, removed
+    when possible, and treated as absent (never half-loaded)."""
+    if not path.is_file():
+        return None
+    try:
+        d = torch.load(path, weights_only=True)
+        images, labels = d["images"], d["labels"]
+        ok = (
+            d.get("format") == _CACHE_FORMAT
+            and images.dtype == torch.uint8
+            and images.ndim == 4
+            and images.shape[1:] == (3, 32, 32)
+            and labels.shape == (images.shape[0],)
+            and d.get("sha256") == _digest(images, labels)
+        )
+        if ok:
+            return Split(images, labels, tuple(d["classes"]), d["source"] + " [cache]")
+        problem = "its contents do not match their checksum"
+    except Exception as exc:  # truncated file, not a torch file, missing keys
+        problem = f"{type(exc).__name__}: {exc}"
+    warnings.warn(
+        f"Ignoring the damaged data cache {path} ({problem}); decoding the images again.",
+        stacklevel=3,
+    )
+    try:
+        path.unlink()
+    except OSError:
+        pass
+    return None
+
+
+# -- ImageFolder copies (a folder or an archive of <split>/<class>/<image>) ----
+
+_MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+)$")
+
+
+def _decode(data: bytes, name: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except Exception as exc:
+        raise DataError(f"{name} is not a readable image ({exc}).") from exc
+    if arr.shape != (32, 32, 3):
+        raise DataError(f"{name} is {arr.shape[1]}x{arr.shape[0]}, not a 32x32 CIFAR image.")
+    return arr
+
+
+def _collect(items, origin: str) -> dict[str, Split]:
+    """Turn (split, class, filename, bytes) items into Splits in ImageFolder order."""
+    found: dict[str, dict[str, list[tuple[str, np.ndarray]]]] = {}
+    for split, cls, fname, data in items:
+        found.setdefault(split, {}).setdefault(cls, []).append(
+            (fname, _decode(data, f"{origin}:{split}/{cls}/{fname}"))
+        )
+    out = {}
+    for split, by_class in found.items():
+        names = sorted(by_class)
+        if tuple(names) != CLASSES:
+            missing = sorted(set(CLASSES) - set(names))
+            extra = sorted(set(names) - set(CLASSES))
+            raise DataError(
+                f"{origin}: the {split} split has class folders {names}; expected the ten "
+                f"CIFAR-10 classes {list(CLASSES)}"
+                + (f" (missing: {missing})" if missing else "")
+                + (f" (unexpected: {extra})" if extra else "")
+                + ". The copy is incomplete or is not CIFAR-10."
+            )
+        images, labels = [], []
+        for label, cls in enumerate(CLASSES):
+            for _, arr in sorted(by_class[cls], key=lambda t: t[0]):
+                images.append(arr)
+                labels.append(label)
+        tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+        out[split] = Split(tensor, torch.tensor(labels, dtype=torch.int64), CLASSES,
+                           f"ImageFolder copy {origin}")
+    return out
+
+
+def _iter_archive(path: Path):
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                m = _MEMBER.search(member.name)
+                if not m or not m.group(3).lower().endswith(_IMAGE_SUFFIXES):
+                    continue
+                f = tar.extractfile(member)
+                yield m.group(1), m.group(2), m.group(3), f.read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise DataError(
+            f"The archive {path} is damaged or incomplete ({type(exc).__name__}: {exc}). "
+            "Copy or download it again; its sha256 should match the one its provider gives."
+        ) from exc
+
+
+def _iter_folder(path: Path):
+    for split in SPLITS:
+        base = path / split
+        if not base.is_dir():
+            continue
+        for cls_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            for f in sorted(cls_dir.iterdir()):
+                if f.suffix.lower() in _IMAGE_SUFFIXES:
+                    yield split, cls_dir.name, f.name, f.read_bytes()
+
+
+def _load_imagefolder(path: Path, split: str, cache: Path | None) -> Split:
+    it = _iter_archive(path) if _is_archive(path) else _iter_folder(path)
+    splits = _collect(it, str(path))
+    if split not in splits:
+        raise DataError(f"{path} holds no '{split}/<class>/<image>' files.")
+    if cache is not None:  # both splits were decoded: cache both
+        for name, s in splits.items():
+            _write_cache(cache / f"imagefolder-{_source_key(path)}-{name}.pt", s)
+    return splits[split]
+
+
+def _load_official(root: Path, split: str, download: bool) -> Split:
+    from torchvision.datasets import CIFAR10
+
+    ds = CIFAR10(str(root), train=(split == "train"), download=download)
+    images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor(ds.targets, dtype=torch.int64)
+    return Split(images, labels, tuple(ds.classes), f"official CIFAR-10 release in {root}")
+
+
+def load_cifar10(
+    split: str = "train",
+    root: str | os.PathLike | None = None,
+    source: str = "auto",
+    download: bool = True,
+) -> Split:
+    """Load one split of CIFAR-10 as uint8 tensors, decoding once and caching.
+
+    Args:
+        split: ``"train"`` (50,000 images) or ``"test"`` (10,000).
+        root: a data folder, or an ImageFolder folder or ``.tar.gz`` archive of
+            ``<split>/<class>/*.jpg|png``. Defaults to ``$CNNLAB_DATA``, else
+            ``~/.cache/cnnlab/data``.
+        source: ``"auto"`` (cache, then official release, then an ImageFolder
+            copy), ``"official"``, ``"imagefolder"`` or ``"synthetic"`` (made-up
+            images, see :func:`synthetic_cifar10`; only when asked for by name).
+        download: allow torchvision to download the official release into ``root``.
+
+    Returns:
+        A :class:`Split` with ``images`` uint8 (N, 3, 32, 32) and ``labels`` int64 (N,).
+
+    Raises:
+        DataError: no source worked; the message lists what was tried and how to fix it.
+
+    Example:
+        >>> test = load_cifar10("test")            # doctest: +SKIP
+        >>> test.images.shape
+        torch.Size([10000, 3, 32, 32])
+    """
+    _check_split(split)
+    if source not in ("auto", "official", "imagefolder", "synthetic"):
+        raise ValueError(
+            f"source={source!r} is not valid; use 'auto', 'official', 'imagefolder' "
+            "or 'synthetic'."
+        )
+    if source == "synthetic":
+        return synthetic_cifar10(split)
+    root = Path(root).expanduser() if root is not None else default_root()
+    tried: list[str] = []
+
+    # An archive or ImageFolder folder named directly is the user's explicit choice:
+    # only the cache and that copy are tried.
+    direct = _is_archive(root) or _is_imagefolder(root)
+    if not direct and source in ("auto", "official"):
+        cache = _cache_dir(root) if root.is_dir() else None
+        cached = _read_cache(cache / f"official-{split}.pt") if cache else None
+        if cached is not None:
+            return cached
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            s = _load_official(root, split, download)
+            _write_cache(_cache_dir(root) / f"official-{split}.pt", s)
+            return s
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            how = "download" if download else "read (download=False)"
+            tried.append(f"official CIFAR-10 release, {how} into {root}: {reason}")
+    if direct or source in ("auto", "imagefolder"):
+        if direct:
+            copies = [root]
+        elif root.is_dir():
+            copies = sorted(p for p in root.iterdir() if _is_archive(p) or _is_imagefolder(p))
+        else:
+            copies = []
+        if copies:
+            copy = copies[0]
+            cache = _cache_dir(copy)
+            cached = _read_cache(cache / f"imagefolder-{_source_key(copy)}-{split}.pt")
+            return cached if cached is not None else _load_imagefolder(copy, split, cache)
+        tried.append(f"an ImageFolder folder or .tar.gz archive at or inside {root}: none found")
+
+    raise DataError(
+        f"Could not load the CIFAR-10 {split} split. Tried:\n"
+        + "".join(f"  - {t}\n" for t in tried)
+        + "Ways to fix it:\n"
+        f"  1. With internet: let torchvision download it (download=True, the default), "
+        f"into root or ${DATA_ENV}.\n"
+        f"  2. Offline: point root= or ${DATA_ENV} at a copy: the official "
+        "'cifar-10-batches-py' folder's parent, or an ImageFolder folder or .tar.gz of "
+        "<split>/<class>/*.jpg|png.\n"
+        "  3. To try the lab without the real images: source='synthetic' "
+        "(made-up images; the results are not CIFAR-10's)."
+    )
+
+
+# ---------------------------------------------------------------------------
+# Synthetic stand-in
+# ---------------------------------------------------------------------------
+
+SYNTHETIC_SIZES = {"train": 3000, "test": 600}
+
+
+def synthetic_cifar10(split: str = "train", n: int | None = None, seed: int = 0) -> Split:
+    """A small made-up dataset with CIFAR-10's shapes and ten learnable classes.
+
+    Class ``c`` is a blob of one of ten colours over a striped background whose
+    orientation also depends on ``c``, with random position, phase and noise. The
+    network learns it in a few epochs, so tests and offline notebook runs exercise
+    every step; the results say nothing about CIFAR-10.
+
+    Args:
+        split: ``"train"`` or ``"test"`` (different random images).
+        n: number of images; default 3,000 (train) or 600 (test).
+        seed: base seed.
+
+    Returns:
+        A :class:`Split` with ``images`` uint8 (n, 3, 32, 32) and balanced labels.
+    """
+    _check_split(split)
+    n = SYNTHETIC_SIZES[split] if n is None else n
+    if n < 1:
+        raise ValueError(f"n={n} must be at least 1.")
+    g = torch.Generator().manual_seed(seed * 2 + (split == "test"))
+    labels = torch.arange(n) % 10
+    labels = labels[torch.randperm(n, generator=g)]
+    palette = torch.tensor(
+        [[0.9, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.9], [0.9, 0.9, 0.1],
+         [0.9, 0.1, 0.9], [0.1, 0.9, 0.9], [1.0, 0.5, 0.0], [0.5, 0.0, 1.0],
+         [0.6, 0.6, 0.6], [0.3, 0.15, 0.0]]
+    )
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    angle = labels.float() * (torch.pi / 10)
+    phase = torch.rand(n, generator=g) * 2 * torch.pi
+    stripes = torch.sin(
+        (xx * torch.cos(angle)[:, None, None] + yy * torch.sin(angle)[:, None, None]) * 0.8
+        + phase[:, None, None]
+    )
+    cy, cx = (torch.rand(2, n, generator=g) * 16 + 8)
+    blob = torch.exp(-((yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2) / 40.0)
+    img = 0.5 + 0.2 * stripes[:, None] + blob[:, None] * (palette[labels][:, :, None, None] - 0.5)
+    img = img + 0.08 * torch.randn(n, 3, 32, 32, generator=g)
+    images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    return Split(images, labels.to(torch.int64), CLASSES, f"synthetic ({split}, seed {seed})")
+
+
+def load_lab_data(config, root=None, source: str = "auto", download: bool = True
+                  ) -> tuple[Split, Split]:
+    """The train and test splits a profile asks for (subsets for ``quick``).
+
+    Args:
+        config: a :class:`cnnlab.config.LabConfig` (``train_size``, ``test_size``,
+            ``seed``).
+        root, source, download: as for :func:`load_cifar10`.
+
+    Returns:
+        ``(train, test)`` :class:`Split` objects.
+    """
+    if source == "synthetic":
+        train = synthetic_cifar10("train", n=config.train_size, seed=config.seed)
+        test = synthetic_cifar10("test", n=config.test_size, seed=config.seed)
+        return train, test
+    train = load_cifar10("train", root, source, download).subset(config.train_size, config.seed)
+    test = load_cifar10("test", root, source, download).subset(config.test_size, config.seed)
+    return train, test

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Set up cnnlab in a virtual environment and run the lab or its tests.
+#
+#   bash run.sh lab [cnnlab lab options]   train the network, write every figure to lab-output/
+#   bash run.sh test [pytest options]      run the test suite (notebooks included)
+#
+# Environment: PYTHON (default python3), CNNLAB_VENV (default .venv), CNNLAB_PROFILE
+# (full for `lab`, quick for `test`), CNNLAB_DATA (data folder or ImageFolder archive).
+set -euo pipefail
+cd "$(dirname "$0")"
+what=${1:-}
+[ $# -gt 0 ] && shift
+case "$what" in
+  lab|test) ;;
+  *) echo "usage: bash run.sh lab|test [options]" >&2; exit 2 ;;
+esac
+
+PYTHON=${PYTHON:-python3}
+VENV=${CNNLAB_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "Creating the virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+source "$VENV/bin/activate"
+python -m pip install -q --upgrade pip
+# torch first and only when missing: an existing torch (Colab's, a CUDA build) is kept.
+python -c "import torch, torchvision" 2>/dev/null || python -m pip install -q torch torchvision
+if [ "$what" = test ]; then
+  python -m pip install -q -e ".[test,instructor]"
+else
+  python -m pip install -q -e .
+fi
+
+# The offline copy of CIFAR-10 laid beside this repository on the project's build
+# machines (see README, "Data"). Elsewhere torchvision downloads the official release.
+if [ -z "${CNNLAB_DATA:-}" ] && [ -f ../shared/data/cifar10-jpeg.tar.gz ]; then
+  export CNNLAB_DATA="$PWD/../shared/data/cifar10-jpeg.tar.gz"
+fi
+
+if [ "$what" = lab ]; then
+  exec cnnlab lab --out lab-output "$@"
+else
+  export CNNLAB_PROFILE=${CNNLAB_PROFILE:-quick}
+  exec python -m pytest "$@"
+fi

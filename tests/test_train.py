@@ -1,0 +1,132 @@
+"""Training, evaluation, devices, seeding, checkpoint reuse and the profiles."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import confusion_matrix
+
+from cnnlab import train as train_mod
+from cnnlab.config import LabConfig, get_config
+from cnnlab.data import Split, synthetic_cifar10
+from cnnlab.model import build_model
+from cnnlab.train import (evaluate, fast_dtype, get_device, seed_everything, train_model,
+                          train_or_load)
+
+TINY = get_config("quick", epochs=3, batch_size=64, lr=2e-3, train_size=1500, test_size=500)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return synthetic_cifar10("train", n=1500, seed=0), synthetic_cifar10("test", n=500, seed=0)
+
+
+def test_training_lowers_the_loss_and_beats_chance_on_held_out_data(synthetic):
+    train, test = synthetic
+    seed_everything(0)
+    model = build_model()
+    before = evaluate(model, test).accuracy
+    history = train_model(model, train, TINY, eval_data=test, progress=False)
+    losses = history.losses
+    assert len(losses) == 3 and losses[-1] < losses[0] * 0.7
+    after = evaluate(model, test)
+    assert after.accuracy > 0.5 > before + 0.2  # chance is 0.1
+    assert history.epochs[-1]["test_accuracy"] == pytest.approx(after.accuracy)
+    assert all(e["images_per_s"] > 0 for e in history.epochs)
+    assert not model.training
+
+
+def test_evaluation_matches_scikit_learn_and_a_hand_count():
+    model = build_model().eval()
+    data = synthetic_cifar10("test", n=200, seed=5)
+    ev = evaluate(model, data, precision="fp32")
+    with torch.no_grad():
+        preds = model(((data.images.float() / 255) - 0.5) / 0.5).argmax(1).numpy()
+    truth = data.labels.numpy()
+    assert np.array_equal(ev.predictions, preds)
+    assert ev.accuracy == pytest.approx((preds == truth).mean())
+    cm = confusion_matrix(truth, preds, labels=range(10))
+    assert np.array_equal(ev.confusion, cm)
+    for c in range(10):
+        assert ev.per_class_accuracy[c] == pytest.approx(((preds == c) & (truth == c)).sum()
+                                                         / (truth == c).sum())
+
+
+def test_evaluate_restores_training_mode():
+    model = build_model().train()
+    evaluate(model, synthetic_cifar10("test", n=20))
+    assert model.training
+
+
+def test_training_is_reproducible_with_the_same_seed(synthetic):
+    train, _ = synthetic
+    cfg = TINY.replace(epochs=1, train_size=300)
+    small = train.subset(300, seed=0)
+    outs = []
+    for _ in range(2):
+        seed_everything(7)
+        m = build_model()
+        train_model(m, small, cfg.replace(precision="fp32"), progress=False)
+        outs.append(m[0].weight.detach().clone())
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_cpu_fallback_when_no_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert get_device() == torch.device("cpu")
+    assert "CPU" in capsys.readouterr().out
+    assert fast_dtype(torch.device("cpu"), "fp32") is None
+    m = build_model()
+    h = train_model(m, synthetic_cifar10("train", n=64), TINY.replace(epochs=1), progress=False)
+    assert next(m.parameters()).device.type == "cpu" and len(h.epochs) == 1
+
+
+def test_bf16_is_used_only_where_the_cpu_has_it(monkeypatch):
+    monkeypatch.setattr(train_mod, "cpu_has_fast_bf16", lambda: False)
+    assert fast_dtype(torch.device("cpu")) is None
+    monkeypatch.setattr(train_mod, "cpu_has_fast_bf16", lambda: True)
+    assert fast_dtype(torch.device("cpu")) is torch.bfloat16
+    with pytest.raises(ValueError, match="precision='half'"):
+        fast_dtype(torch.device("cpu"), "half")
+
+
+def test_train_or_load_reuses_a_matching_checkpoint(tmp_path, synthetic):
+    train, test = synthetic
+    cfg = TINY.replace(epochs=1, train_size=300)
+    small = train.subset(300, seed=0)
+    path = tmp_path / "model.pt"
+    m1, info1 = train_or_load(cfg, small, test, path, device=torch.device("cpu"), progress=False)
+    assert not info1["reused"] and path.exists()
+    m2, info2 = train_or_load(cfg, small, test, path, device=torch.device("cpu"), progress=False)
+    assert info2["reused"]
+    for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(v1, v2), k
+    # Another recipe retrains, and keeps the old model rather than overwriting it.
+    _, info3 = train_or_load(cfg.replace(seed=1), small, test, path,
+                             device=torch.device("cpu"), progress=False)
+    assert not info3["reused"] and (tmp_path / "model.previous.pt").exists()
+
+
+def test_profiles_and_environment_variable(monkeypatch):
+    full, quick, ref = get_config("full"), get_config("quick"), get_config("reference")
+    assert (full.train_size, full.test_size) == (None, None)
+    assert quick.train_size < 50_000 and quick.test_size < 10_000
+    assert (ref.batch_size, ref.lr, ref.epochs, ref.schedule) == (32, 1e-3, 5, "constant")
+    monkeypatch.setenv("CNNLAB_PROFILE", "quick")
+    assert get_config() == quick
+    monkeypatch.setenv("CNNLAB_PROFILE", "fast")
+    with pytest.raises(ValueError, match="'fast'.*CNNLAB_PROFILE.*full, quick, reference"):
+        get_config()
+    with pytest.raises(ValueError, match="Unknown configuration field"):
+        get_config("full", epoch=3)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        LabConfig(batch_size=0)
+    assert LabConfig.from_dict(quick.to_dict()) == quick
+    assert "batch_size" in quick.describe()
+
+
+def test_empty_training_split_is_refused():
+    empty = Split(torch.empty(0, 3, 32, 32, dtype=torch.uint8), torch.empty(0, dtype=torch.int64),
+                  ("a",) * 10, "empty")
+    with pytest.raises(ValueError, match="empty"):
+        train_model(build_model(), empty, TINY, progress=False)
