@@ -1,3 +1,35 @@
-"""cnnlab: what a small convolutional network learns, as a one-session lab."""
+"""cnnlab: what a small convolutional network learns, as a one-session lab.
+
+The notebook-facing names are re-exported here; each lives in the module of its
+section (``cnnlab.data``, ``cnnlab.model``, ``cnnlab.train``, ``cnnlab.filters``,
+``cnnlab.activations``, ``cnnlab.occlusion``, ``cnnlab.embedding``,
+``cnnlab.metrics``, ``cnnlab.checks``, ``cnnlab.widgets``, ``cnnlab.lab``).
+"""
 
 __version__ = "0.1.0"
+
+from .activations import extract_features, feature_extractor, plot_top_k, top_k, validate_units
+from .config import LabConfig, get_config
+from .data import (CLASSES, DataError, Split, denormalize, load_cifar10, load_lab_data,
+                   normalize, synthetic_cifar10, to_display)
+from .embedding import embed, plot_embedding, trustworthiness_score
+from .filters import activation_maps, filter_images, plot_activation_maps, plot_filters
+from .metrics import plot_confusion
+from .model import (FIRST_LINEAR, N_UNITS, build_model, first_linear_index, load_checkpoint,
+                    save_checkpoint)
+from .occlusion import (occlusion_maps, occlusion_mask, plot_occlusion, top_k_occlusion)
+from .widgets import embedding_explorer, filter_explorer, occlusion_explorer, unit_explorer
+from .train import (Evaluation, History, evaluate, get_device, seed_everything, train_model,
+                    train_or_load)
+
+__all__ = [
+    "CLASSES", "FIRST_LINEAR", "N_UNITS", "DataError", "Evaluation", "History", "LabConfig",
+    "Split", "activation_maps", "build_model", "denormalize", "embed", "evaluate",
+    "extract_features", "feature_extractor", "filter_images", "first_linear_index",
+    "get_config", "get_device", "load_checkpoint", "load_cifar10", "load_lab_data",
+    "normalize", "occlusion_mask", "occlusion_maps", "plot_activation_maps", "plot_confusion",
+    "plot_embedding", "plot_filters", "plot_occlusion", "plot_top_k", "save_checkpoint",
+    "seed_everything", "synthetic_cifar10", "to_display", "top_k", "top_k_occlusion",
+    "train_model", "train_or_load", "trustworthiness_score", "validate_units",
+    "unit_explorer", "occlusion_explorer", "filter_explorer", "embedding_explorer",
+]

@@ -53,7 +53,7 @@ def _setup(args):
     print(config.describe())
     device = get_device()
     print(f"device: {device}")
-    source = "synthetic" if args.synthetic else "auto"
+    source = "synthetic" if args.synthetic else None  # None: $CNNLAB_SOURCE, else auto
     train, test = load_lab_data(config, args.data, source, download=not args.no_download)
     print(f"data: {len(train)} training and {len(test)} test images from {train.source}")
     return config, device, train, test

@@ -71,10 +71,10 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
     return (x.float() * STD + MEAN).clamp(0.0, 1.0)
 
 
-def to_display(images: torch.Tensor):
-    """Images for ``imshow``: uint8 (N, 3, H, W) or (3, H, W) to a numpy float
-    array (N, H, W, 3) or (H, W, 3) in [0, 1]."""
-    x = images.detach().cpu()
+def to_display(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Images for ``imshow``: uint8 (N, 3, H, W) or (3, H, W) (tensor or array) to a
+    numpy float array (N, H, W, 3) or (H, W, 3) in [0, 1]."""
+    x = torch.as_tensor(images).detach().cpu()
     x = x.float() / 255.0 if x.dtype == torch.uint8 else denormalize(x)
     return x.movedim(-3, -1).numpy()
 
@@ -162,7 +162,9 @@ def _cache_dir(near: Path) -> Path:
     if env:
         return Path(env).expanduser()
     folder = near if near.is_dir() else near.parent
-    if os.access(folder, os.W_OK):
+    # Root may write anywhere, so also honour the folder's own write bits (a
+    # read-only shared copy, as in CI, is r-x even for root).
+    if os.access(folder, os.W_OK) and folder.stat().st_mode & 0o222:
         return folder / "cnnlab-cache"
     return _user_cache() / "decoded"
 
@@ -475,18 +477,26 @@ def synthetic_cifar10(split: str = "train", n: int | None = None, seed: int = 0)
     return Split(images, labels.to(torch.int64), CLASSES, f"synthetic ({split}, seed {seed})")
 
 
-def load_lab_data(config, root=None, source: str = "auto", download: bool = True
+SOURCE_ENV = "CNNLAB_SOURCE"
+
+
+def load_lab_data(config, root=None, source: str | None = None, download: bool = True
                   ) -> tuple[Split, Split]:
     """The train and test splits a profile asks for (subsets for ``quick``).
 
     Args:
         config: a :class:`cnnlab.config.LabConfig` (``train_size``, ``test_size``,
             ``seed``).
-        root, source, download: as for :func:`load_cifar10`.
+        root, download: as for :func:`load_cifar10`.
+        source: as for :func:`load_cifar10`; ``None`` reads ``$CNNLAB_SOURCE``
+            (set it to ``synthetic`` to run the lab offline on made-up images),
+            else ``"auto"``.
 
     Returns:
         ``(train, test)`` :class:`Split` objects.
     """
+    if source is None:
+        source = os.environ.get(SOURCE_ENV) or "auto"
     if source == "synthetic":
         train = synthetic_cifar10("train", n=config.train_size, seed=config.seed)
         test = synthetic_cifar10("test", n=config.test_size, seed=config.seed)

@@ -155,7 +155,7 @@ def train_model(
     gen = torch.Generator().manual_seed(config.seed)
     history = History()
     # In a log file (CI, nohup) redraw every 10 s instead of ten times a second.
-    quiet_log = not getattr(sys.stderr, "isatty", lambda: False)()
+    quiet_log = "ipykernel" not in sys.modules and not sys.stderr.isatty()
     bar = tqdm(total=total, disable=not progress, unit="step", desc="training",
                mininterval=10.0 if quiet_log else 0.1)
     try:

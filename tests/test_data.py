@@ -177,3 +177,18 @@ def test_real_archive_gives_official_labels_and_fast_second_load():
     elapsed = time.perf_counter() - start
     assert torch.equal(again.images, test.images)
     print(f"second load of the 10,000 test images: {elapsed:.3f} s")
+
+
+def test_read_only_data_folder_is_never_written_to(tmp_path, monkeypatch):
+    monkeypatch.delenv("CNNLAB_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "usercache"))
+    make_imagefolder(tmp_path / "shared" / "copy")
+    archive = make_archive(tmp_path / "shared" / "copy", tmp_path / "shared" / "c.tar.gz")
+    (tmp_path / "shared").chmod(0o555)
+    try:
+        load_cifar10("test", root=archive)
+        assert not (tmp_path / "shared" / "cnnlab-cache").exists()
+        assert list((tmp_path / "usercache" / "cnnlab" / "decoded").glob("*-test.pt"))
+        assert "[cache]" in load_cifar10("test", root=archive).source
+    finally:
+        (tmp_path / "shared").chmod(0o755)

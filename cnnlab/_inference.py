@@ -1,0 +1,122 @@
+"""Private helpers shared by the analyses: fast inference, eval mode, input checks.
+
+The analyses (feature extraction, occlusion, activation maps) run the network
+many times without gradients. Where the hardware is fast at it they use bf16
+autocast and ``channels_last`` inputs, exactly as training does
+(:func:`cnnlab.train.autocast` and :func:`cnnlab.train.memory_format` decide
+where); ``precision="fp32"`` always gives plain fp32 in the default layout,
+which is what the tests compare. :func:`evaluating` puts models in eval mode
+and restores every submodule's mode afterwards; :func:`as_image_batch` and
+:func:`is_whole` check arguments with messages a student can act on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import normalize
+from .train import autocast, memory_format
+
+PRECISIONS = ("auto", "fp32")
+
+
+def is_whole(value, low: int | None = None) -> bool:
+    """True for an integer (Python or NumPy, not bool) that is at least ``low``."""
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, (bool, np.bool_))
+        and (low is None or value >= low)
+    )
+
+
+def check_precision(precision: str) -> None:
+    """Raise a ValueError unless ``precision`` is "auto" or "fp32"."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision={precision!r} is not known. Use 'auto' (bf16 where the "
+            "hardware computes it natively, else fp32) or 'fp32' (always exact fp32)."
+        )
+
+
+def inference_context(
+    device: torch.device, precision: str = "auto"
+) -> contextlib.AbstractContextManager:
+    """Autocast for fast inference on ``device``, or a no-op.
+
+    bf16 autocast on CUDA (fp16 on cards without bf16) and on CPUs with native
+    bf16 (AVX512-BF16 or AMX) when ``precision="auto"``; ``nullcontext`` for
+    ``"fp32"``, on MPS and on other CPUs.
+    """
+    check_precision(precision)
+    return autocast(device, precision)
+
+
+def use_channels_last(device: torch.device, precision: str = "auto") -> bool:
+    """Whether inputs should be laid out ``channels_last`` (CUDA or CPU, "auto" only)."""
+    check_precision(precision)
+    return memory_format(device, precision) == torch.channels_last
+
+
+def as_image_batch(images, what: str = "images") -> torch.Tensor:
+    """Images as a tensor (N, 3, H, W), with a teaching error otherwise."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(
+            f"{what} must be a tensor of shape (N, 3, H, W), got {type(images).__name__}."
+        )
+    if images.ndim == 3 and images.shape[0] == 3:
+        raise ValueError(
+            f"{what} has shape {tuple(images.shape)}: that is one image. Pass a batch "
+            f"of shape (N, 3, H, W); for a single image use {what}[None]."
+        )
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(
+            f"{what} must have shape (N, 3, H, W) (N RGB images), got "
+            f"{tuple(images.shape)}."
+        )
+    if images.shape[0] == 0:
+        raise ValueError(
+            f"{what} is empty (shape {tuple(images.shape)}): there is nothing to "
+            "analyse. Check the slice or subset that produced it."
+        )
+    return images
+
+
+def prepare_batch(
+    images: torch.Tensor, device: torch.device, channels_last: bool
+) -> torch.Tensor:
+    """Move a batch to ``device`` and normalise it if it is uint8 pixels.
+
+    uint8 (N, 3, H, W) is normalised to [-1, 1] on the device (moving uint8 is
+    four times cheaper than float); a float tensor is taken as already
+    normalised. Returns float32, ``channels_last`` when asked.
+    """
+    x = images.to(device, non_blocking=True)
+    x = normalize(x) if x.dtype == torch.uint8 else x.float()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@contextlib.contextmanager
+def evaluating(*modules: nn.Module) -> Iterator[None]:
+    """Put every module (and all their submodules) in eval mode, then restore.
+
+    Each submodule gets back its own ``training`` flag, so a model whose parts
+    were in mixed modes is left exactly as it was, even if the body raises.
+    """
+    saved = [(m, m.training) for module in modules for m in module.modules()]
+    try:
+        for module in modules:
+            module.eval()
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag

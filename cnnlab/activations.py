@@ -1,0 +1,285 @@
+"""Section 2 and 3 of the lab: the feature extractor, its features, the top-K images.
+
+The extractor is the network up to and including its first ``nn.Linear``
+(``model[:14]`` for the course network): its output is the 128 "units" the lab
+studies. :func:`extract_features` runs images through it in batches;
+:func:`top_k` finds, for every unit, the images that excite it most.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from ._figures import new_figure
+from ._inference import (
+    as_image_batch,
+    evaluating,
+    inference_context,
+    is_whole,
+    prepare_batch,
+    use_channels_last,
+)
+from .model import first_linear_index, model_device
+
+
+def feature_extractor(model: nn.Sequential, upto: int | None = None) -> nn.Sequential:
+    """The layers of ``model`` up to and including index ``upto``.
+
+    Args:
+        model: the course network (an ``nn.Sequential``).
+        upto: index of the last layer kept; ``None`` means the first ``nn.Linear``
+            (13 for the course network, so the extractor is ``model[:14]``).
+
+    Returns:
+        ``model[:upto + 1]``, which shares its layers (and weights) with ``model``.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Sequential``.
+        ValueError: ``upto`` is not a layer index of ``model``.
+
+    Example:
+        >>> extractor = feature_extractor(build_model())  # model[:14]
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(
+            f"feature_extractor needs an nn.Sequential it can slice, got "
+            f"{type(model).__name__}. Pass the network from cnnlab.build_model()."
+        )
+    if upto is None:
+        upto = first_linear_index(model)
+    if not is_whole(upto):
+        raise TypeError(f"upto={upto!r} must be a layer index (an int) or None.")
+    if not 0 <= upto < len(model):
+        raise ValueError(
+            f"upto={upto} is not a layer of this model: it has {len(model)} layers, "
+            f"numbered 0 to {len(model) - 1}. Pick an index in that range "
+            "(or None for the first Linear layer)."
+        )
+    return model[: int(upto) + 1]
+
+
+def extract_features(
+    extractor: nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 512,
+    progress: bool = True,
+    precision: str = "auto",
+) -> np.ndarray:
+    """Run images through the extractor in batches and collect its outputs.
+
+    Args:
+        extractor: e.g. ``feature_extractor(model)``; it runs on its own device and
+            is put in eval mode for the call (its modes are restored afterwards).
+        images: uint8 (N, 3, H, W) with values 0..255 (normalised here), or a float
+            tensor (N, 3, H, W) already normalised to [-1, 1].
+        batch_size: images per forward pass.
+        progress: show a tqdm progress bar.
+        precision: ``"auto"`` (bf16 autocast and channels_last where the hardware
+            is fast at it) or ``"fp32"``.
+
+    Returns:
+        float32 array (N, D): one row per image, the extractor's output flattened
+        (D = 128 for the course extractor).
+
+    Raises:
+        ValueError: empty or wrongly shaped ``images``, bad ``batch_size`` or
+            ``precision``.
+
+    Example:
+        >>> feats = extract_features(feature_extractor(model), test.images)  # (10000, 128)
+    """
+    from tqdm.auto import tqdm
+
+    images = as_image_batch(images)
+    if not is_whole(batch_size, 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer, e.g. 512.")
+    device = model_device(extractor)
+    channels_last = use_channels_last(device, precision)
+    n = images.shape[0]
+    out: np.ndarray | None = None
+    with evaluating(extractor), torch.inference_mode(), inference_context(device, precision):
+        for start in tqdm(range(0, n, batch_size), disable=not progress,
+                          desc="features", unit="batch"):
+            x = prepare_batch(images[start : start + batch_size], device, channels_last)
+            y = extractor(x).float().reshape(x.shape[0], -1).cpu().numpy()
+            if out is None:
+                out = np.empty((n, y.shape[1]), dtype=np.float32)
+            out[start : start + y.shape[0]] = y
+    return out
+
+
+def validate_units(units, n_units: int, name: str = "units") -> list[int]:
+    """Check a list of unit numbers and return it as plain ints.
+
+    Args:
+        units: one unit (an int) or a sequence of them (list, tuple, range,
+            integer numpy array or tensor).
+        n_units: how many units the layer has (128 for the course network).
+        name: what the argument is called, for the error messages.
+
+    Returns:
+        The units as a list of Python ints, in the given order.
+
+    Raises:
+        TypeError: ``units`` is not a sequence of integers (floats, bools and
+            strings are refused, even ``3.0``).
+        ValueError: ``units`` is empty, or a unit is outside 0..n_units-1.
+
+    Example:
+        >>> validate_units([1, 2, 128], 128)
+        Traceback (most recent call last):
+        ValueError: units[2] = 128 is not a unit of this layer: it has 128 units, ...
+    """
+    if not is_whole(n_units, 1):
+        raise ValueError(f"n_units={n_units!r} must be a positive integer.")
+    last = n_units - 1
+    example = "[1, 2, 4]" if n_units > 4 else "[0]"
+    if units is None:
+        raise TypeError(
+            f"{name} is None: give the units to show as a list of integers from 0 to "
+            f"{last}, e.g. {example}."
+        )
+    if isinstance(units, (str, bytes)):
+        raise TypeError(
+            f"{name} = {units!r} is text. Give a list of integers from 0 to {last}, "
+            f"e.g. {example}, without quotes."
+        )
+    if isinstance(units, torch.Tensor):
+        units = units.tolist()
+    if isinstance(units, np.ndarray):
+        units = units.tolist() if units.ndim == 0 else list(units)
+    single = not isinstance(units, (Sequence, range, set, frozenset)) and not hasattr(
+        units, "__iter__"
+    )
+    entries = [units] if single else list(units)
+    if not entries:
+        raise ValueError(
+            f"{name} is empty: choose at least one unit, a number from 0 to {last}, "
+            f"e.g. {name} = {example}."
+        )
+    result = []
+    for i, u in enumerate(entries):
+        label = name if single else f"{name}[{i}]"
+        if isinstance(u, (bool, np.bool_)):
+            raise TypeError(
+                f"{label} = {bool(u)!r} is a True/False value, not a unit number. "
+                f"Use an integer from 0 to {last}."
+            )
+        if not isinstance(u, numbers.Integral):
+            shown = repr(u.item() if isinstance(u, np.generic) else u)
+            hint = ""
+            if isinstance(u, numbers.Real) and float(u).is_integer():
+                hint = f" Write {int(u)} instead of {shown}."
+            raise TypeError(
+                f"{label} = {shown} is not a whole number ({type(u).__name__}): units are "
+                f"numbered with integers from 0 to {last}.{hint}"
+            )
+        u = int(u)
+        if not 0 <= u <= last:
+            why = (
+                " (negative numbers do not count from the end here)"
+                if u < 0
+                else f" (units count from 0, so the last one is {last})"
+            )
+            raise ValueError(
+                f"{label} = {u} is not a unit of this layer: it has {n_units} units, "
+                f"numbered 0 to {last}{why}. Replace {u} with a number from 0 to {last}."
+            )
+        result.append(u)
+    return result
+
+
+def top_k(features, k: int = 10) -> np.ndarray:
+    """For every unit, the indices of the k images that activate it most.
+
+    Args:
+        features: (N, D) array or tensor of activations (e.g. from
+            :func:`extract_features`).
+        k: images kept per unit, 1 <= k <= N.
+
+    Returns:
+        int64 array (k, D): column ``u`` lists image indices for unit ``u``, most
+        activating first; ties go to the lower image index.
+
+    Raises:
+        ValueError: ``features`` is not 2-D or empty, or ``k`` is out of range.
+
+    Example:
+        >>> top_k(np.array([[0.0, 5.0], [2.0, 1.0], [1.0, 3.0]]), k=2)
+        array([[1, 0],
+               [2, 2]])
+    """
+    if isinstance(features, torch.Tensor):
+        features = features.detach().cpu().numpy()
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[0] == 0:
+        raise ValueError(
+            f"features must be a non-empty (N, D) array (one row per image), got "
+            f"shape {features.shape}."
+        )
+    n = features.shape[0]
+    if not is_whole(k, 1) or k > n:
+        raise ValueError(
+            f"k={k!r} images per unit is not possible with {n} images: use an integer "
+            f"from 1 to {n}."
+        )
+    # A stable sort of the negated values: descending, ties in index order.
+    order = np.argsort(-features.astype(np.float64), axis=0, kind="stable")
+    return order[: int(k)].astype(np.int64)
+
+
+def plot_top_k(
+    images: torch.Tensor,
+    top_indices: np.ndarray,
+    units: Sequence[int],
+    fig: Figure | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Grid of the top-K images: K rows, one column per unit, titled "unit u".
+
+    Args:
+        images: uint8 (N, 3, H, W), the images ``top_indices`` points into.
+        top_indices: (K, D) from :func:`top_k`.
+        units: units to show, each in 0..D-1.
+        fig: figure to draw into (cleared first); a new one if None.
+        title: figure title; a default one if None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    from .data import to_display
+
+    top_indices = np.ascontiguousarray(top_indices)  # no negative strides for torch
+    if top_indices.ndim != 2:
+        raise ValueError(
+            f"top_indices must be the (K, D) array returned by top_k, got shape "
+            f"{top_indices.shape}."
+        )
+    units = validate_units(units, top_indices.shape[1])
+    images = as_image_batch(images)
+    if top_indices.size and top_indices.max() >= images.shape[0]:
+        raise ValueError(
+            f"top_indices refers to image {int(top_indices.max())} but images has only "
+            f"{images.shape[0]}: pass the same images the features were computed on."
+        )
+    k = top_indices.shape[0]
+    fig = new_figure(fig, figsize=(1.1 * len(units) + 0.4, 1.1 * k + 0.6))
+    axes = fig.subplots(k, len(units), squeeze=False)
+    for j, u in enumerate(units):
+        pictures = to_display(images[torch.as_tensor(top_indices[:, u])])
+        for i in range(k):
+            ax = axes[i, j]
+            ax.imshow(pictures[i])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"unit {u}", fontsize=9)
+    fig.suptitle(title or f"Top {k} images per unit (most activating at the top)")
+    return fig
+

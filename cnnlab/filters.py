@@ -1,0 +1,219 @@
+"""Section 1 of the lab: the filters of a convolution layer, and its feature maps.
+
+A conv layer's weight has shape (out, in, kh, kw): ``out`` filters, each a small
+stack of ``in`` kernels. :func:`filter_images` turns it into pictures (colour
+when ``in == 3``, since those kernels see the red, green and blue channels; grey
+otherwise, one input channel at a time) and :func:`plot_filters` lays them out
+in a square-ish grid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from ._figures import new_figure
+from ._inference import evaluating, is_whole, prepare_batch
+from .model import model_device
+
+SCALES = ("global", "per_filter")
+
+
+def _minmax(x: np.ndarray, axis=None) -> np.ndarray:
+    """Scale ``x`` to [0, 1] over ``axis``; a constant block becomes all zeros."""
+    lo = x.min(axis=axis, keepdims=True)
+    span = x.max(axis=axis, keepdims=True) - lo
+    return np.divide(x - lo, span, out=np.zeros_like(x), where=span > 0)
+
+
+def filter_images(weight, scale: str = "global", channel: int = 0) -> np.ndarray:
+    """The filters of a conv layer as images with values in [0, 1].
+
+    Args:
+        weight: conv weight of shape (out, in, kh, kw), a Tensor (any device,
+            with or without grad) or an array, e.g. ``model[0].weight``.
+        scale: ``"global"`` min-max scales the whole weight tensor to [0, 1] once,
+            so filters can be compared; ``"per_filter"`` scales each filter (all
+            its input channels) on its own. A constant block becomes 0.
+        channel: for ``in != 3``, the input channel shown, 0..in-1 (ignored when
+            ``in == 3``). Scaling happens before the channel is picked.
+
+    Returns:
+        float32 array (out, kh, kw, 3) in colour when ``in == 3``, else
+        (out, kh, kw) in grey.
+
+    Raises:
+        ValueError: ``weight`` is not 4-D, or ``scale``/``channel`` is invalid.
+
+    Example:
+        >>> filter_images(model[0].weight).shape
+        (32, 3, 3, 3)
+    """
+    if isinstance(weight, nn.Module):
+        raise TypeError(
+            f"filter_images got the layer {weight!r}; pass its weights instead, "
+            "e.g. model[0].weight."
+        )
+    if isinstance(weight, torch.Tensor):
+        w = weight.detach().cpu().float().numpy()
+    else:
+        w = np.asarray(weight, dtype=np.float32)
+    if w.ndim != 4:
+        raise ValueError(
+            f"weight has shape {tuple(w.shape)}, but conv filters have 4 dimensions "
+            "(out_channels, in_channels, kernel_height, kernel_width). Pass the "
+            "weight of a Conv2d layer, e.g. model[0].weight."
+        )
+    if 0 in w.shape:
+        raise ValueError(f"weight of shape {tuple(w.shape)} holds no filters to show.")
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r} is not known; use 'global' or 'per_filter'.")
+    out, n_in = w.shape[:2]
+    scaled = _minmax(w) if scale == "global" else _minmax(w, axis=(1, 2, 3))
+    if n_in == 3:
+        return np.ascontiguousarray(scaled.transpose(0, 2, 3, 1), dtype=np.float32)
+    if not is_whole(channel, 0) or channel >= n_in:
+        raise ValueError(
+            f"channel={channel!r} is not an input channel of these filters: they have "
+            f"{n_in}, numbered 0 to {n_in - 1}. Pick a channel in that range."
+        )
+    return np.ascontiguousarray(scaled[:, int(channel)], dtype=np.float32)
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """Rows and columns of a square-ish grid for ``n`` pictures.
+
+    ``cols = ceil(sqrt(n))`` and ``rows = ceil(n / cols)``: 32 -> (6, 6), 10 -> (3, 4).
+
+    Raises:
+        ValueError: ``n`` is not a positive integer.
+    """
+    if not is_whole(n, 1):
+        raise ValueError(f"n={n!r} must be a positive number of pictures.")
+    cols = math.isqrt(int(n) - 1) + 1  # exact ceil(sqrt(n))
+    return -(-int(n) // cols), cols
+
+
+def plot_filters(
+    weight,
+    scale: str = "global",
+    channel: int = 0,
+    title: str | None = None,
+    fig: Figure | None = None,
+) -> Figure:
+    """Show the filters of a conv layer as a grid of small images.
+
+    Args:
+        weight: conv weight (out, in, kh, kw), as for :func:`filter_images`.
+        scale: ``"global"`` or ``"per_filter"``, as for :func:`filter_images`.
+        channel: input channel shown when ``in != 3``.
+        title: figure title; by default says how many filters and how they are shown.
+        fig: figure to draw into (cleared first); a new one if None.
+
+    Returns:
+        The matplotlib Figure: one axis per grid cell, spare cells blank.
+
+    Example:
+        >>> plot_filters(model[0].weight)  # 32 colour 3x3 filters on a 6x6 grid
+    """
+    pictures = filter_images(weight, scale=scale, channel=channel)
+    out = pictures.shape[0]
+    n_in = (weight.shape if hasattr(weight, "shape") else np.shape(weight))[1]
+    rows, cols = grid_shape(out)
+    fig = new_figure(fig, figsize=(1.0 * cols + 0.4, 1.0 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= out:
+            continue
+        if pictures.ndim == 4:
+            ax.imshow(pictures[i], interpolation="nearest")
+        else:
+            ax.imshow(pictures[i], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    if title is None:
+        kh, kw = pictures.shape[1:3]
+        shown = "in colour" if n_in == 3 else f"input channel {channel} of {n_in}, in grey"
+        title = f"{out} filters of {kh}x{kw} ({shown})"
+    fig.suptitle(title)
+    return fig
+
+
+def activation_maps(model: nn.Sequential, image, layer: int) -> np.ndarray:
+    """The feature maps of one image after layer ``layer``.
+
+    Args:
+        model: the course network (an ``nn.Sequential``); run in eval mode, its
+            modes restored afterwards.
+        image: one image (3, H, W), uint8 pixels or float already normalised to
+            [-1, 1]; a batch of one (1, 3, H, W) is accepted too.
+        layer: index of the last layer applied: the output of ``model[:layer + 1]``.
+
+    Returns:
+        float32 array (C, H', W'): one map per channel of that layer.
+
+    Raises:
+        ValueError: bad image shape, ``layer`` out of range, or a layer whose
+            output is no longer a stack of maps (Flatten and later).
+
+    Example:
+        >>> activation_maps(model, test.images[0], layer=1).shape  # after the first ReLU
+        (32, 32, 32)
+    """
+    image = torch.as_tensor(image)
+    if image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(
+            f"image must be one RGB image of shape (3, H, W), got {tuple(image.shape)}. "
+            "Pick one image from a batch with images[i]."
+        )
+    n = len(model)
+    if not is_whole(layer, 0) or layer >= n:
+        raise ValueError(
+            f"layer={layer!r} is not a layer of this model: it has {n} layers, numbered "
+            f"0 to {n - 1}. Pick one of those, e.g. 1 for the first ReLU."
+        )
+    part = model[: int(layer) + 1]
+    device = model_device(model)
+    with evaluating(model), torch.inference_mode():
+        y = part(prepare_batch(image[None], device, channels_last=False))
+    if y.ndim != 4:
+        raise ValueError(
+            f"Layer {layer} ({type(model[layer]).__name__}) outputs a vector of "
+            f"{y[0].numel()} values, not feature maps. Pick an earlier layer "
+            "(one before the Flatten)."
+        )
+    return y[0].float().cpu().numpy()
+
+
+def plot_activation_maps(
+    maps: np.ndarray, title: str | None = None, fig: Figure | None = None
+) -> Figure:
+    """Show feature maps (C, H, W) as a grid, each map with its own colour scale.
+
+    Args:
+        maps: (C, H, W) array, e.g. from :func:`activation_maps`.
+        title: figure title; a default one if None.
+        fig: figure to draw into (cleared first); a new one if None.
+
+    Returns:
+        The matplotlib Figure (viridis colour map; spare cells blank).
+    """
+    maps = np.asarray(maps.detach().cpu() if isinstance(maps, torch.Tensor) else maps)
+    if maps.ndim != 3 or maps.shape[0] == 0:
+        raise ValueError(
+            f"maps must have shape (C, H, W) (one map per channel), got {maps.shape}."
+        )
+    rows, cols = grid_shape(maps.shape[0])
+    fig = new_figure(fig, figsize=(1.0 * cols + 0.4, 1.0 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < maps.shape[0]:
+            ax.imshow(maps[i], cmap="viridis", interpolation="nearest")
+    fig.suptitle(title or f"{maps.shape[0]} feature maps of {maps.shape[1]}x{maps.shape[2]}")
+    return fig

@@ -1,0 +1,203 @@
+"""The whole lab, headless: train (or reuse) the network, then write every figure.
+
+:func:`run_lab` follows the notebook's sections in order and writes, into one
+folder, a PNG per figure, ``summary.json`` (accuracy, per-class accuracy,
+t-SNE trustworthiness, the seconds of every stage) and ``index.html`` showing
+them all. ``cnnlab lab`` calls it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .activations import extract_features, feature_extractor, plot_top_k, top_k
+from .config import LabConfig
+from .data import Split
+from .embedding import embed, plot_embedding, trustworthiness_score
+from .filters import activation_maps, plot_activation_maps, plot_filters
+from .metrics import plot_confusion
+from .occlusion import plot_occlusion, top_k_occlusion
+from .train import evaluate, get_device, train_or_load
+
+#: The figures of the lab, in notebook order: file stem -> caption.
+FIGURES = {
+    "filters_conv1": "Section 1. The 32 filters of the first conv layer (model[0]), in colour: "
+    "each has one 3x3 kernel per RGB channel.",
+    "filters_conv2": "Section 1, Exercise 2. The 32 filters of the second conv layer "
+    "(model[2]); each has 32 input channels, the first of which is shown in grey.",
+    "activation_maps": "Section 1. The 32 feature maps of the first conv layer (after its ReLU) "
+    "for one test image.",
+    "top_k": "Section 3. The test images that excite each chosen unit of the 128-unit layer "
+    "most, best first.",
+    "occlusion": "Section 4. The same images, dimmed where hiding an 11x11 patch changed the "
+    "unit's activation least: the bright parts are what the unit relies on.",
+    "tsne": "Section 5. t-SNE map of the 128-d features of the test images, one colour per "
+    "class.",
+    "confusion": "Section 5, Exercise 7. Confusion matrix on the test images, with per-class "
+    "accuracy: the evidence for which classes the network confuses.",
+}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024
+
+
+def _save(fig, path: Path) -> None:
+    """Write a figure atomically (an interrupted run never leaves half a PNG)."""
+    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def run_lab(
+    config: LabConfig,
+    train: Split,
+    test: Split,
+    out: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    retrain: bool = False,
+    device: torch.device | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run every section of the lab and write its figures to ``out``.
+
+    Args:
+        config: the profile's configuration (sizes, recipe, units, occluder, t-SNE).
+        train, test: the splits, already subset to the profile's sizes.
+        out: output folder (created).
+        checkpoint: model file to reuse or write (default: see
+            :func:`cnnlab.train.default_checkpoint`).
+        retrain: train even when a matching checkpoint exists.
+        device: where to compute (default: :func:`cnnlab.train.get_device`).
+        progress: show progress bars.
+
+    Returns:
+        The summary written to ``summary.json``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = device or get_device()
+    seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(name: str):
+        print(f"[{name}] ...", flush=True)
+        start = time.perf_counter()
+        yield
+        seconds[name] = round(time.perf_counter() - start, 3)
+        print(f"[{name}] {seconds[name]:.1f} s", flush=True)
+
+    with stage("train"):
+        model, info = train_or_load(config, train, test, checkpoint, retrain, device, progress)
+    with stage("evaluate"):
+        result = evaluate(model, test, config.precision)
+    with stage("filters"):
+        _save(plot_filters(model[0].weight, title="Filters of conv layer 0 (3 input channels)"),
+              out / "filters_conv1.png")
+        _save(plot_filters(model[2].weight, title="Filters of conv layer 2 (input channel 0)"),
+              out / "filters_conv2.png")
+        maps = activation_maps(model, test.images[0], layer=1)
+        _save(plot_activation_maps(
+            maps, title=f"Feature maps after layer 1 for a test {test.classes[test.labels[0]]}"),
+            out / "activation_maps.png")
+    with stage("features"):
+        extractor = feature_extractor(model)
+        features = extract_features(extractor, test.images, progress=progress,
+                                    precision=config.precision)
+    with stage("top_k"):
+        top = top_k(features, config.top_k)
+        _save(plot_top_k(test.images, top, config.units), out / "top_k.png")
+    with stage("occlusion"):
+        omaps = top_k_occlusion(extractor, test.images, top, config.units,
+                                size=config.occluder, stride=config.stride,
+                                precision=config.precision)
+        _save(plot_occlusion(test.images, omaps, config.units, top, sigma=config.sigma,
+                             threshold=config.threshold), out / "occlusion.png")
+    with stage("tsne"):
+        n = min(config.tsne_points or len(test), len(test))
+        emb = embed(features[:n], pca_dims=config.pca_dims, seed=config.seed,
+                    max_iter=config.tsne_iter, perplexity=config.perplexity)
+        trust = trustworthiness_score(features[:n], emb, seed=config.seed)
+        _save(plot_embedding(emb, test.labels[:n].numpy(), test.classes,
+                             title=f"t-SNE of {n} test images (trustworthiness {trust:.3f})"),
+              out / "tsne.png")
+    with stage("confusion"):
+        _save(plot_confusion(result.confusion, test.classes, result.per_class_accuracy),
+              out / "confusion.png")
+
+    history = info["metrics"].get("history", [])
+    summary = {
+        "profile": config.profile,
+        "config": config.to_dict(),
+        "device": str(device),
+        "train_source": train.source,
+        "test_source": test.source,
+        "train_images": len(train),
+        "test_images": len(test),
+        "model_reused": info["reused"],
+        "checkpoint": info["checkpoint"],
+        "accuracy": result.accuracy,
+        "per_class_accuracy": dict(zip(test.classes, result.per_class_accuracy.tolist())),
+        "training_history": history,
+        "feature_shape": list(features.shape),
+        "trustworthiness": trust,
+        "tsne_points": n,
+        "seconds": seconds,
+        "total_seconds": round(sum(seconds.values()), 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "figures": {f"{stem}.png": caption for stem, caption in FIGURES.items()},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "index.html").write_text(render_index(summary))
+    return summary
+
+
+def render_index(summary: dict) -> str:
+    """A self-contained HTML page showing every figure with its caption and the numbers."""
+    rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{a:.1%}</td></tr>"
+        for c, a in summary["per_class_accuracy"].items()
+    )
+    stages = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f} s</td></tr>"
+                     for k, v in summary["seconds"].items())
+    figures = "".join(
+        f'<figure><img src="{html.escape(name)}" alt="{html.escape(name)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for name, caption in summary["figures"].items()
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cnnlab: the lab's figures</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; padding: 0 1em; }}
+figure {{ margin: 2em 0; }} img {{ max-width: 100%; }}
+figcaption {{ color: #444; }} table {{ border-collapse: collapse; }}
+td {{ padding: 0.15em 0.8em; border-bottom: 1px solid #ddd; }}
+</style></head><body>
+<h1>What does the network learn?</h1>
+<p>Profile <b>{html.escape(summary['profile'])}</b> on {html.escape(summary['device'])};
+{summary['train_images']:,} training and {summary['test_images']:,} test images
+({html.escape(summary['test_source'])}). Test accuracy
+<b>{summary['accuracy']:.1%}</b>; t-SNE trustworthiness {summary['trustworthiness']:.3f}.</p>
+{figures}
+<h2>Per-class accuracy</h2><table>{rows}</table>
+<h2>Time per stage</h2><table>{stages}</table>
+<p>Peak memory: {summary['peak_rss_mb']:.0f} MB.</p>
+</body></html>
+"""

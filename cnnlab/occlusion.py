@@ -1,0 +1,384 @@
+"""Section 4 of the lab: which pixels a unit relies on, found by occlusion.
+
+A square occluder (11x11 black pixels by default) slides over the image with a
+stride of 4 pixels, centred at pixels 5, 9, ..., 29 on each axis (7 x 7 = 49
+positions; the patch is clipped at the border). For every position, the map
+records the unit's activation on the original image minus its activation on the
+occluded one: large values mark regions the unit needs.
+
+:func:`occlusion_maps` computes the maps; :func:`occlusion_mask` turns one map
+into a brightness mask for display (scale to [0, 1], resize, smooth, threshold)
+and :func:`plot_occlusion` shows the top-K images of some units through their
+masks.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from scipy.ndimage import gaussian_filter, zoom
+from torch import nn
+
+from ._figures import new_figure
+from ._inference import (
+    as_image_batch,
+    evaluating,
+    inference_context,
+    is_whole,
+    prepare_batch,
+    use_channels_last,
+)
+from .activations import validate_units
+from .data import MEAN, STD, to_display
+from .model import model_device
+
+
+def _check_int(name: str, value, low: int, advice: str) -> int:
+    if not is_whole(value):
+        raise TypeError(f"{name}={value!r} must be a whole number of pixels. {advice}")
+    if value < low:
+        raise ValueError(f"{name}={value} must be at least {low}. {advice}")
+    return int(value)
+
+
+def occluder_centres(image_size: int = 32, size: int = 11, stride: int = 4) -> np.ndarray:
+    """Pixel coordinates of the occluder's centre along one axis.
+
+    ``range(size // 2, image_size, stride)``: 5, 9, ..., 29 for the defaults. The
+    occluder centred at ``c`` covers pixels ``c - size // 2`` to
+    ``c - size // 2 + size - 1``, clipped to the image.
+
+    Args:
+        image_size: side of the image in pixels.
+        size: side of the square occluder in pixels, 1..image_size.
+        stride: step between positions in pixels, at least 1.
+
+    Returns:
+        int64 array (G,) of centres.
+
+    Raises:
+        ValueError: ``size`` < 1 or larger than the image, ``stride`` < 1.
+    """
+    image_size = _check_int("image_size", image_size, 1, "CIFAR-10 images have 32.")
+    size = _check_int(
+        "size", size, 1,
+        f"The occluder is a square of 1 to {image_size} pixels; the lab uses 11.",
+    )
+    if is_whole(stride) and stride == 0:
+        raise ValueError(
+            "stride=0 would never move the occluder: each step would be 0 pixels, so it "
+            "would stay on the same spot forever. Use a stride of at least 1 pixel "
+            "(the lab uses 4)."
+        )
+    stride = _check_int(
+        "stride", stride, 1, "It is the step between positions; the lab uses 4."
+    )
+    if size > image_size:
+        raise ValueError(
+            f"size={size} is larger than the {image_size}x{image_size} image: the "
+            f"occluder would hide the whole image at every position. Use a size from 1 "
+            f"to {image_size} (the lab uses 11)."
+        )
+    return np.arange(size // 2, image_size, stride, dtype=np.int64)
+
+
+def _occluder_masks(height: int, width: int, size: int, stride: int) -> torch.Tensor:
+    """Boolean masks (Gh * Gw, 1, H, W), True where the occluder is, row-major order."""
+
+    def cover(length: int) -> torch.Tensor:  # (G, length): pixel inside the patch?
+        starts = torch.from_numpy(occluder_centres(length, size, stride)) - size // 2
+        pixels = torch.arange(length)
+        return (pixels >= starts[:, None]) & (pixels < starts[:, None] + size)
+
+    rows, cols = cover(height), cover(width)
+    masks = rows[:, None, :, None] & cols[None, :, None, :]  # (Gh, Gw, H, W)
+    return masks.reshape(-1, 1, height, width)
+
+
+def occlusion_maps(
+    extractor: nn.Module,
+    images: torch.Tensor,
+    units: Sequence[int] | int | None = None,
+    size: int = 11,
+    stride: int = 4,
+    fill: float = 0.0,
+    batch_size: int = 2048,
+    precision: str = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """Occlusion maps: how much each region of each image drives each unit.
+
+    For image ``i``, unit ``units[j]`` and occluder position ``(r, c)``:
+    ``maps[i, j, r, c] = act(image) - act(image with the patch at (r, c) filled)``.
+
+    Every (image, position) pair is one occluded image and gets exactly one
+    forward pass; all requested units are read from that same pass. The
+    occluded images are made in chunks of ``batch_size``: a chunk picks its images
+    and its positions' (1, H, W) masks and fills the patches with one broadcast
+    ``torch.where`` over the 3 channels, so memory stays bounded whatever the
+    number of images, units and positions. Nothing is deep-copied or stacked.
+
+    Args:
+        extractor: network whose output (N, D) holds the units, e.g.
+            ``feature_extractor(model)``; eval mode during the call, modes restored.
+        images: uint8 (N, 3, H, W) pixels, or a float tensor already normalised
+            to [-1, 1].
+        units: which of the D outputs to map (validated against D); None for all.
+        size: occluder side in pixels (the lab uses 11).
+        stride: pixels between occluder positions (the lab uses 4).
+        fill: the occluder's pixel value before normalisation, in [0, 1]:
+            0 is black (the lab), 0.5 grey, 1 white.
+        batch_size: occluded images per forward pass.
+        precision: ``"auto"`` (bf16 autocast, channels_last where fast) or ``"fp32"``.
+        progress: show a tqdm progress bar over the chunks.
+
+    Returns:
+        float32 array (N, U, Gh, Gw): U = len(units) (D if None), Gh and Gw the
+        occluder positions per axis (7 x 7 for 32x32 images with the defaults).
+        Positive values: hiding that region lowers the unit's activation.
+
+    Raises:
+        ValueError: empty or badly shaped images, bad units, size larger than
+            the image, stride < 1, fill outside [0, 1], bad batch_size.
+
+    Example:
+        >>> maps = occlusion_maps(feature_extractor(model), test.images[:10], units=[14])
+        >>> maps.shape
+        (10, 1, 7, 7)
+    """
+    from tqdm.auto import tqdm
+
+    images = as_image_batch(images)
+    n, _, height, width = images.shape
+    masks = _occluder_masks(height, width, size, stride)  # validates size and stride
+    grid = tuple(len(occluder_centres(side, size, stride)) for side in (height, width))
+    if isinstance(fill, bool) or not isinstance(fill, numbers.Real) or not 0.0 <= fill <= 1.0:
+        raise ValueError(
+            f"fill={fill!r} must be a pixel value from 0 to 1 (before normalisation): "
+            "0 is black (the lab's choice), 0.5 grey, 1 white."
+        )
+    if not is_whole(batch_size, 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer, e.g. 2048.")
+    device = model_device(extractor)
+    channels_last = use_channels_last(device, precision)
+    n_pos = masks.shape[0]
+    masks = masks.to(device)
+    fill_value = torch.tensor((float(fill) - MEAN) / STD, device=device)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return extractor(x).float().reshape(x.shape[0], -1)
+
+    with evaluating(extractor), torch.inference_mode(), inference_context(device, precision):
+        x = prepare_batch(images, device, channels_last=False)  # (n, 3, H, W) normalised
+        base = torch.cat([forward(x[i : i + batch_size]) for i in range(0, n, batch_size)])
+        n_units = base.shape[1]
+        units = list(range(n_units)) if units is None else validate_units(units, n_units)
+        picked = torch.tensor(units, device=device)
+        base = base[:, picked]
+        diffs = np.empty((n * n_pos, len(units)), dtype=np.float32)
+        total = n * n_pos
+        for start in tqdm(range(0, total, batch_size), disable=not progress,
+                          desc="occlusion", unit="chunk"):
+            pair = torch.arange(start, min(start + batch_size, total), device=device)
+            img, pos = pair // n_pos, pair % n_pos
+            occluded = torch.where(masks[pos], fill_value, x[img])  # (B, 3, H, W)
+            act = forward(occluded)[:, picked]
+            diffs[start : start + len(pair)] = (base[img] - act).cpu().numpy()
+    maps = diffs.reshape(n, grid[0], grid[1], len(units))
+    return np.ascontiguousarray(maps.transpose(0, 3, 1, 2))
+
+
+def top_k_occlusion(
+    extractor: nn.Module,
+    images: torch.Tensor,
+    top_indices: np.ndarray,
+    units: Sequence[int],
+    **kwargs,
+) -> np.ndarray:
+    """Occlusion maps of each chosen unit on its own top-K images.
+
+    The images that appear in several units' top-K lists are occluded once:
+    every distinct image goes through :func:`occlusion_maps` a single time, with
+    all the chosen units read from the same forward passes.
+
+    Args:
+        extractor: as for :func:`occlusion_maps`.
+        images: uint8 (N, 3, H, W), the images ``top_indices`` points into.
+        top_indices: (K, D) from :func:`cnnlab.activations.top_k`.
+        units: the chosen units, each in 0..D-1.
+        **kwargs: ``size``, ``stride``, ``fill``, ``batch_size``, ``precision``,
+            ``progress``, passed to :func:`occlusion_maps`.
+
+    Returns:
+        float32 array (K, U, Gh, Gw): ``[k, j]`` is the map of unit ``units[j]``
+        on its k-th most activating image, ``images[top_indices[k, units[j]]]``;
+        the layout :func:`plot_occlusion` expects.
+    """
+    top_indices = np.ascontiguousarray(top_indices)  # no negative strides for torch
+    if top_indices.ndim != 2:
+        raise ValueError(
+            f"top_indices must be the (K, D) array returned by top_k, got shape "
+            f"{top_indices.shape}."
+        )
+    units = validate_units(units, top_indices.shape[1])
+    chosen = top_indices[:, units]  # (K, U) image indices
+    distinct, where = np.unique(chosen, return_inverse=True)
+    where = where.reshape(chosen.shape)
+    images = as_image_batch(images)
+    maps = occlusion_maps(extractor, images[torch.as_tensor(distinct)], units=units, **kwargs)
+    return maps[where, np.arange(len(units))[None, :]]  # (K, U, Gh, Gw)
+
+
+def occlusion_mask(
+    omap: np.ndarray,
+    image_size: int | tuple[int, int] = 32,
+    sigma: float = 2.0,
+    threshold: float = 0.5,
+    dim: float = 0.3,
+) -> np.ndarray:
+    """Turn one occlusion map into a brightness mask over the image.
+
+    Steps: min-max scale the map to [0, 1]; resize it to the image with linear
+    interpolation (``scipy.ndimage.zoom``, order 1); smooth it with a Gaussian of
+    ``sigma`` pixels; pixels at or above ``threshold`` become 1.0, the rest ``dim``.
+    A constant map (no region matters more than another) scales to all zeros, so
+    with ``threshold > 0`` the whole image is dimmed.
+
+    Args:
+        omap: (G, G) map (or (Gh, Gw)), e.g. ``occlusion_maps(...)[i, j]``.
+        image_size: side of the image, or (H, W).
+        sigma: Gaussian smoothing in pixels (0 for none).
+        threshold: in [0, 1]; larger keeps fewer pixels bright.
+        dim: brightness of the pixels below the threshold, in [0, 1].
+
+    Returns:
+        float32 array (H, W) with values ``dim`` and 1.0.
+    """
+    omap = np.asarray(omap, dtype=np.float64)
+    if omap.ndim != 2 or 0 in omap.shape:
+        raise ValueError(
+            f"omap must be one 2-D occlusion map (G, G), got shape {omap.shape}. "
+            "Pick one with maps[i, j]."
+        )
+    if isinstance(image_size, numbers.Integral):
+        image_size = (image_size, image_size)
+    height, width = image_size
+    for name, value, low, high in (("threshold", threshold, 0, 1), ("dim", dim, 0, 1)):
+        if not isinstance(value, numbers.Real) or not low <= value <= high:
+            raise ValueError(f"{name}={value!r} must be a number from {low} to {high}.")
+    if not isinstance(sigma, numbers.Real) or sigma < 0:
+        raise ValueError(f"sigma={sigma!r} must be a number of pixels >= 0 (the lab uses 2).")
+    lo, span = omap.min(), omap.max() - omap.min()
+    scaled = (omap - lo) / span if span > 0 else np.zeros_like(omap)
+    big = zoom(scaled, (height / omap.shape[0], width / omap.shape[1]), order=1)
+    if big.shape != (height, width):  # zoom rounds the output size; guard all the same
+        raise RuntimeError(f"zoom gave shape {big.shape}, expected {(height, width)}.")
+    smooth = gaussian_filter(big, sigma) if sigma > 0 else big
+    return np.where(smooth >= threshold, 1.0, dim).astype(np.float32)
+
+
+def _display_images(images) -> np.ndarray:
+    """uint8 (N, 3, H, W) or floats (N, H, W, 3) in [0, 1] -> float (N, H, W, 3)."""
+    if isinstance(images, torch.Tensor) or (
+        isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
+        and images.shape[1] == 3
+    ):
+        images = torch.as_tensor(images)
+        if images.dtype == torch.uint8:
+            return to_display(images)
+        images = images.detach().cpu().numpy()
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(
+            f"images must be uint8 (N, 3, H, W) or display images (N, H, W, 3) in "
+            f"[0, 1], got shape {images.shape}."
+        )
+    return images
+
+
+def masked_images(images, maps: np.ndarray, **mask_kwargs) -> np.ndarray:
+    """Each image multiplied by the mask of its occlusion map.
+
+    Args:
+        images: N images, uint8 (N, 3, H, W) or floats (N, H, W, 3) in [0, 1].
+        maps: (N, G, G) occlusion maps, one per image.
+        **mask_kwargs: ``sigma``, ``threshold``, ``dim`` for :func:`occlusion_mask`.
+
+    Returns:
+        float32 array (N, H, W, 3) in [0, 1].
+    """
+    pictures = _display_images(images)
+    maps = np.asarray(maps)
+    if maps.ndim != 3 or maps.shape[0] != pictures.shape[0]:
+        raise ValueError(
+            f"maps must hold one (G, G) map per image: expected shape "
+            f"({pictures.shape[0]}, G, G), got {maps.shape}."
+        )
+    size = pictures.shape[1:3]
+    masks = np.stack([occlusion_mask(m, image_size=size, **mask_kwargs) for m in maps])
+    return (pictures * masks[..., None]).astype(np.float32)
+
+
+def plot_occlusion(
+    images: torch.Tensor,
+    maps: np.ndarray,
+    units: Sequence[int],
+    top_indices: np.ndarray,
+    sigma: float = 2.0,
+    threshold: float = 0.5,
+    dim: float = 0.3,
+    fig: Figure | None = None,
+    title: str | None = None,
+) -> Figure:
+    """The top-K grid again, each image seen through its occlusion mask.
+
+    Args:
+        images: uint8 (N, 3, H, W), the images ``top_indices`` points into.
+        maps: (K, U, G, G) from :func:`top_k_occlusion` for the same ``units``.
+        units: the U units, one column each.
+        top_indices: (K, D) from :func:`cnnlab.activations.top_k`.
+        sigma, threshold, dim: as for :func:`occlusion_mask`.
+        fig: figure to draw into (cleared first); a new one if None.
+        title: figure title; a default one if None.
+
+    Returns:
+        The matplotlib Figure: K rows, one column per unit titled "unit u".
+    """
+    top_indices = np.ascontiguousarray(top_indices)  # no negative strides for torch
+    if top_indices.ndim != 2:
+        raise ValueError(
+            f"top_indices must be the (K, D) array returned by top_k, got shape "
+            f"{top_indices.shape}."
+        )
+    units = validate_units(units, top_indices.shape[1])
+    maps = np.asarray(maps)
+    k = top_indices.shape[0]
+    if maps.ndim != 4 or maps.shape[:2] != (k, len(units)):
+        raise ValueError(
+            f"maps has shape {maps.shape}, expected ({k}, {len(units)}, G, G): one map "
+            "per top-K image and unit, as top_k_occlusion(extractor, images, "
+            "top_indices, units) returns for the same units."
+        )
+    images = as_image_batch(images)
+    fig = new_figure(fig, figsize=(1.1 * len(units) + 0.4, 1.1 * k + 0.6))
+    axes = fig.subplots(k, len(units), squeeze=False)
+    for j, u in enumerate(units):
+        column = masked_images(
+            images[torch.as_tensor(top_indices[:, u])], maps[:, j],
+            sigma=sigma, threshold=threshold, dim=dim,
+        )
+        for i in range(k):
+            ax = axes[i, j]
+            ax.imshow(column[i])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"unit {u}", fontsize=9)
+    fig.suptitle(title or f"Top {k} images per unit, dimmed where occlusion mattered least")
+    return fig

@@ -1,0 +1,258 @@
+"""The unit explorer in a real front end: JupyterLab driven by headless Chromium.
+
+Starts JupyterLab on 127.0.0.1 (a free port, a fixed token, every Jupyter folder
+in a temporary directory, a kernelspec pointing at this Python), writes a
+notebook that builds ``unit_explorer`` on a tiny random model, runs it through
+the "Run > Run All Cells" menu, waits for the slider and the figure, moves the
+slider with the keyboard (click the handle, ArrowRight twice) and checks that the
+figure was replaced in place by a new one.
+
+Screenshots before and after the move go to ``$CNNLAB_SCREENSHOTS`` (or the
+test's temporary folder); the path is printed (``pytest -s`` shows it).
+
+Needs Debian's Chromium at /usr/bin/chromium (``.ci/install-browser.sh``; or the
+binary named by ``$CNNLAB_CHROMIUM``) and the
+``playwright`` Python package; skipped with the reason when either is missing.
+Run only this test with ``pytest -m browser``, or leave it out with
+``pytest -m "not browser"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+#: Debian's Chromium; CNNLAB_CHROMIUM names another Chromium binary.
+CHROMIUM = os.environ.get("CNNLAB_CHROMIUM", "/usr/bin/chromium")
+# Without the networking flags Chromium keeps trying hosts it cannot reach.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "cnnlab-browser-test"
+KERNEL_NAME = "cnnlab-test-python"
+REPO = Path(__file__).resolve().parents[1]
+SERVER_START_S = 60  # seconds JupyterLab may take to answer
+STEP_MS = 30_000  # longest wait for any one thing in the page
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
+
+NOTEBOOK_CODE = """\
+import sys
+import torch
+from cnnlab.activations import extract_features, feature_extractor
+from cnnlab.model import build_model
+from cnnlab.widgets import unit_explorer
+
+print("KERNEL_PYTHON=" + sys.executable)
+torch.manual_seed(0)
+model = build_model()
+images = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8)
+features = extract_features(feature_extractor(model), images, progress=False, precision="fp32")
+explorer = unit_explorer(images, features, k=3)
+explorer
+"""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_kernelspec(jupyter_path: Path) -> None:
+    """A kernelspec that runs this very Python (the venv's ipykernel), found first."""
+    spec_dir = jupyter_path / "kernels" / KERNEL_NAME
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "cnnlab test (Python 3)",
+        "language": "python",
+        # The checkout first, so the kernel imports this cnnlab even if none is installed.
+        "env": {"PYTHONPATH": os.pathsep.join(
+            filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
+        )},
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+
+
+def _write_notebook(path: Path) -> None:
+    notebook = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {
+            # Without a kernelspec JupyterLab opens a "Select Kernel" dialog that
+            # blocks every click.
+            "kernelspec": {"name": KERNEL_NAME, "display_name": "cnnlab test (Python 3)",
+                           "language": "python"},
+            "language_info": {"name": "python"},
+        },
+        "cells": [
+            {"cell_type": "code", "id": "explorer", "metadata": {}, "execution_count": None,
+             "outputs": [], "source": NOTEBOOK_CODE.splitlines(keepends=True)},
+        ],
+    }
+    path.write_text(json.dumps(notebook, indent=1))
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.exists() else "(no log)"
+
+
+@pytest.fixture
+def playwright_api():
+    """Playwright's sync API, or a skip saying what is missing (checked before any server)."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright Python package is not installed"
+    )
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is absent: run .ci/install-browser.sh (apt-get install chromium)")
+    return sync_api
+
+
+@pytest.fixture
+def jupyterlab(tmp_path, playwright_api):
+    """A JupyterLab server on 127.0.0.1 serving one notebook; yields (base URL, log path)."""
+    pytest.importorskip("jupyterlab", reason="jupyterlab is not installed")
+    pytest.importorskip("ipykernel", reason="ipykernel is not installed")
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    jupyter_path = tmp_path / "jupyter-path"
+    _write_kernelspec(jupyter_path)
+    _write_notebook(root / "explorer.ipynb")
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTER_DATA_DIR=str(tmp_path / "data"),
+        JUPYTER_PATH=str(jupyter_path),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"),
+        IPYTHONDIR=str(tmp_path / "ipython"),
+        JUPYTER_PLATFORM_DIRS="1",
+        MPLBACKEND="module://matplotlib_inline.backend_inline",
+    )
+    # No "get notified about Jupyter news?" toast over the screenshots.
+    news = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    port = _free_port()
+    log_path = tmp_path / "jupyterlab.log"
+    command = [
+        sys.executable, "-m", "jupyterlab",
+        "--no-browser", "--allow-root",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, cwd=root, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"JupyterLab exited with code {server.returncode}:\n{_tail(log_path)}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"JupyterLab did not answer in {SERVER_START_S} s:\n{_tail(log_path)}")
+            time.sleep(0.3)
+        yield base, log_path
+    finally:
+        # The server runs in its own session: stop it and the kernels it started.
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+def _screenshot_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("CNNLAB_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.resolve()
+
+
+def test_unit_slider_moved_with_the_keyboard_redraws_the_figure(
+    jupyterlab, playwright_api, tmp_path
+):
+    base, log_path = jupyterlab
+    shots = _screenshot_dir(tmp_path)
+    print(f"\nscreenshots: {shots}")
+
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(STEP_MS)
+            page.goto(f"{base}/lab/tree/explorer.ipynb?token={TOKEN}")
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+            # "Run All Cells" clicked before the kernel is ready does nothing.
+            page.locator(".jp-StatusBar-Widget").get_by_text("Idle").first.wait_for()
+
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+            output = page.locator(".jp-OutputArea-output").filter(has_text="KERNEL_PYTHON=")
+            output.wait_for()
+            assert f"KERNEL_PYTHON={sys.executable}" in output.inner_text()
+
+            figure = page.locator(".widget-output img").first
+            figure.wait_for()
+            handle = page.locator(".widget-slider .noUi-handle").first
+            handle.wait_for()
+            readout = page.locator(".widget-slider .widget-readout").first
+            assert readout.inner_text().strip() == "0"
+            before_src = figure.get_attribute("src")
+            assert before_src and before_src.startswith("data:image/png")
+            page.screenshot(path=str(shots / "before.png"))
+
+            handle.click()
+            page.keyboard.press("ArrowRight")
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function(
+                """([old]) => {
+                    const imgs = document.querySelectorAll('.widget-output img');
+                    return imgs.length === 1 && imgs[0].src !== old;
+                }""",
+                arg=[before_src],
+            )
+            page.wait_for_timeout(300)  # let the new image paint before the screenshot
+            page.screenshot(path=str(shots / "after.png"))
+
+            assert readout.inner_text().strip() == "2"
+            # Replaced in place: still one figure in the Output, with a new image.
+            assert page.locator(".widget-output img").count() == 1
+            assert figure.get_attribute("src") != before_src
+            assert page.locator(".widget-output").filter(has_text="Could not draw").count() == 0
+        except Exception:
+            page.screenshot(path=str(shots / "failure.png"))
+            print(f"JupyterLab log (tail):\n{_tail(log_path)}\nscreenshot: {shots / 'failure.png'}")
+            raise
+        finally:
+            browser.close()
+    assert (shots / "before.png").read_bytes() != (shots / "after.png").read_bytes()

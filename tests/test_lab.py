@@ -1,0 +1,70 @@
+"""The whole lab, headless, on a tiny synthetic run: every figure, summary.json, index.html."""
+
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.config import get_config
+from cnnlab.data import synthetic_cifar10
+from cnnlab.lab import FIGURES, run_lab
+
+TINY = get_config("quick", train_size=1000, test_size=300, epochs=3, batch_size=50,
+                  tsne_iter=250,
+                  units=(0, 5, 127), top_k=4)
+
+
+@pytest.fixture(scope="module")
+def lab_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lab")
+    train = synthetic_cifar10("train", n=1000)
+    test = synthetic_cifar10("test", n=300)
+    summary = run_lab(TINY, train, test, out / "figures", checkpoint=out / "model.pt",
+                      device=torch.device("cpu"), progress=False)
+    return out, summary
+
+
+def test_every_figure_is_written_and_drawn(lab_run):
+    out, _ = lab_run
+    for stem in FIGURES:
+        img = mpimg.imread(out / "figures" / f"{stem}.png")
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100, stem
+        assert img[..., :3].std() > 0.05, f"{stem}.png looks blank"
+    assert not list((out / "figures").glob("*.tmp*"))
+
+
+def test_summary_has_the_numbers_and_timings(lab_run):
+    out, summary = lab_run
+    on_disk = json.loads((out / "figures" / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert set(summary["per_class_accuracy"]) == set(synthetic_cifar10("test", n=10).classes)
+    assert summary["feature_shape"] == [300, 128]
+    assert 0.5 < summary["trustworthiness"] <= 1.0
+    assert set(summary["seconds"]) == {"train", "evaluate", "filters", "features", "top_k",
+                                       "occlusion", "tsne", "confusion"}
+    assert all(v >= 0 for v in summary["seconds"].values())
+    assert summary["peak_rss_mb"] > 0
+    # The model learned the synthetic classes well above chance (0.1).
+    assert summary["accuracy"] > 0.3
+
+
+def test_index_html_shows_every_figure(lab_run):
+    out, summary = lab_run
+    page = (out / "figures" / "index.html").read_text()
+    for stem in FIGURES:
+        assert f'src="{stem}.png"' in page
+    assert f"{summary['accuracy']:.1%}" in page
+
+
+def test_second_run_reuses_the_checkpoint(lab_run, tmp_path):
+    out, first = lab_run
+    train = synthetic_cifar10("train", n=1000)
+    test = synthetic_cifar10("test", n=300)
+    second = run_lab(TINY, train, test, tmp_path, checkpoint=out / "model.pt",
+                     device=torch.device("cpu"), progress=False)
+    assert second["model_reused"] and not first["model_reused"]
+    assert second["accuracy"] == pytest.approx(first["accuracy"])
+    assert np.isclose(second["trustworthiness"], first["trustworthiness"])

@@ -1,0 +1,414 @@
+"""The slider explorers of cnnlab.widgets, driven from Python.
+
+Each test builds an explorer on a tiny random model and 20 random images, sets
+its controls' ``.value`` as a front end would, and checks what was drawn against
+the static plot function called directly: the arrays of the AxesImages must be
+equal. Outside a kernel the explorers write their Output's ``outputs`` directly,
+so the tests read what a notebook would show.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ipywidgets")
+
+from cnnlab import widgets  # noqa: E402
+from cnnlab.activations import extract_features, feature_extractor, plot_top_k, top_k  # noqa: E402
+from cnnlab.data import to_display  # noqa: E402
+from cnnlab.filters import filter_images, plot_filters  # noqa: E402
+from cnnlab.model import build_model  # noqa: E402
+from cnnlab.occlusion import plot_occlusion, top_k_occlusion  # noqa: E402
+
+# Building a widget outside a kernel warns once per explorer; one test checks it.
+pytestmark = pytest.mark.filterwarnings("ignore:.*outside a Jupyter kernel:UserWarning")
+
+N_IMAGES = 20
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model().eval()
+
+
+@pytest.fixture(scope="module")
+def extractor(model):
+    return feature_extractor(model)
+
+
+@pytest.fixture(scope="module")
+def images():
+    generator = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (N_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=generator)
+
+
+@pytest.fixture(scope="module")
+def features(extractor, images):
+    return extract_features(extractor, images, progress=False, precision="fp32")
+
+
+def drawn(fig) -> list[np.ndarray]:
+    """The image data of every AxesImage of the figure, axes in order."""
+    return [np.asarray(im.get_array()) for ax in fig.axes for im in ax.get_images()]
+
+
+def assert_same_images(fig, expected_fig) -> None:
+    got, expected = drawn(fig), drawn(expected_fig)
+    assert len(got) == len(expected) > 0
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def shown_png(box) -> bytes:
+    """The PNG the explorer's Output shows; fails if it shows anything else."""
+    (item,) = box.output.outputs  # exactly one output: the figure replaced in place
+    assert item["output_type"] == "display_data"
+    return base64.b64decode(item["data"]["image/png"])
+
+
+def shown_text(box) -> str:
+    (item,) = box.output.outputs
+    assert item["output_type"] == "stream"
+    return item["text"]
+
+
+def other_unit(features, k: int, unit: int) -> int:
+    """A unit whose top-k images differ from ``unit``'s, so a redraw must change."""
+    top = top_k(features, k)
+    return next(u for u in range(top.shape[1]) if not np.array_equal(top[:, u], top[:, unit]))
+
+
+# --- unit_explorer -------------------------------------------------------------
+
+
+def test_unit_explorer_draws_the_static_top_k_of_the_unit_on_the_slider(images, features):
+    box = widgets.unit_explorer(images, features, k=4)
+    assert box.unit_slider.value == 0
+    assert (box.unit_slider.min, box.unit_slider.max) == (0, features.shape[1] - 1)
+    assert_same_images(box.figure, plot_top_k(images, top_k(features, 4), [0]))
+    first_png = shown_png(box)
+
+    unit = other_unit(features, 4, 0)
+    box.unit_slider.value = unit
+    assert box.n_draws == 2  # one redraw per move, nothing more
+    assert_same_images(box.figure, plot_top_k(images, top_k(features, 4), [unit]))
+    assert shown_png(box) != first_png  # the Output holds the new figure only
+
+
+def test_k_slider_redraws_with_k_rows(images, features):
+    box = widgets.unit_explorer(images, features, k=3, max_k=6)
+    assert (box.k_slider.min, box.k_slider.max) == (1, 6)
+    for k in range(1, 7):  # the slider's array is a prefix of every smaller top_k
+        np.testing.assert_array_equal(box.top_indices[:k], top_k(features, k))
+    box.unit_slider.value = 5
+    box.k_slider.value = 6
+    assert len(drawn(box.figure)) == 6
+    assert_same_images(box.figure, plot_top_k(images, top_k(features, 6), [5]))
+    box.k_slider.value = 2
+    assert_same_images(box.figure, plot_top_k(images, top_k(features, 2), [5]))
+
+
+def test_unit_explorer_with_a_unit_list_visits_only_those_units(images, features):
+    box = widgets.unit_explorer(images, features, units=np.array([3, 9, 14]), k=2)
+    assert list(box.unit_slider.options) == [3, 9, 14]
+    box.unit_slider.value = 14
+    assert_same_images(box.figure, plot_top_k(images, top_k(features, 2), [14]))
+    assert box.figure.axes[0].get_title() == "unit 14"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"units": [1, 2, 128]}, r"units\[2\] = 128 is not a unit of this layer"),
+        ({"units": []}, "is empty"),
+        ({"k": 21}, "k=21 images per unit is not possible with 20 images"),
+        ({"max_k": 0}, "max_k=0 must be a positive integer"),
+    ],
+)
+def test_unit_explorer_rejects_bad_arguments_with_a_clear_message(
+    images, features, kwargs, message
+):
+    with pytest.raises(ValueError, match=message):
+        widgets.unit_explorer(images, features, **kwargs)
+
+
+def test_unit_explorer_rejects_features_of_other_images(images, features):
+    with pytest.raises(ValueError, match="images holds 19 images but features has 20 rows"):
+        widgets.unit_explorer(images[:19], features)
+
+
+def test_mask_toggle_draws_the_static_occlusion_figure_and_caches_per_unit(
+    extractor, images, features
+):
+    box = widgets.unit_explorer(
+        images, features, k=2, extractor=extractor, size=11, stride=8,
+        threshold=0.7, sigma=1.0, precision="fp32",
+    )
+    plain = box.figure
+    box.mask_toggle.value = True
+    assert box.n_computed == 1
+    top = top_k(features, 2)
+    maps = top_k_occlusion(extractor, images, top, [0], size=11, stride=8, precision="fp32")
+    expected = plot_occlusion(images, maps, [0], top, sigma=1.0, threshold=0.7)
+    assert_same_images(box.figure, expected)
+    assert not all(np.array_equal(a, b) for a, b in zip(drawn(box.figure), drawn(plain)))
+
+    box.mask_toggle.value = False
+    assert_same_images(box.figure, plot_top_k(images, top, [0]))
+    box.mask_toggle.value = True
+    assert box.n_computed == 1  # the unit's maps came from the cache
+    box.unit_slider.value = 1
+    assert box.n_computed == 2 and set(box.mask_cache) == {0, 1}
+    box.k_slider.value = 1  # fewer images: a slice of the cached maps
+    assert box.n_computed == 2
+    assert len(drawn(box.figure)) == 1
+
+
+def test_mask_toggle_is_disabled_without_an_extractor(images, features):
+    box = widgets.unit_explorer(images, features, k=2)
+    assert box.mask_toggle.disabled
+    assert "extractor=" in box.mask_toggle.tooltip
+
+
+def test_error_in_a_move_is_shown_and_the_next_move_draws_again(model, images, features):
+    broken = model[1:14]  # starts at the ReLU: the next conv gets 3 channels, not 32
+    box = widgets.unit_explorer(images, features, k=2, extractor=broken, precision="fp32")
+    box.mask_toggle.value = True
+    text = shown_text(box)
+    assert text.startswith("Could not draw: RuntimeError")
+    assert box.figure is None and isinstance(box.error, RuntimeError)
+
+    box.mask_toggle.value = False
+    assert box.error is None
+    assert_same_images(box.figure, plot_top_k(images, top_k(features, 2), [0]))
+    shown_png(box)
+
+
+# --- occlusion_explorer --------------------------------------------------------
+
+
+@pytest.fixture
+def occlusion_box(extractor, images, features):
+    return widgets.occlusion_explorer(
+        extractor, images, features, units=[0, 5], k=2, size=11, stride=8,
+        threshold=0.5, sigma=2.0, precision="fp32",
+    )
+
+
+def expected_occlusion(extractor, images, features, size, stride, threshold, sigma):
+    top = top_k(features, 2)
+    maps = top_k_occlusion(extractor, images, top, [0, 5], size=size, stride=stride,
+                           precision="fp32")
+    return plot_occlusion(images, maps, [0, 5], top, sigma=sigma, threshold=threshold)
+
+
+def test_occlusion_explorer_draws_the_static_figure(occlusion_box, extractor, images, features):
+    box = occlusion_box
+    assert box.n_computed == 1 and list(box.cache) == [(11, 8)]
+    assert box.cache[(11, 8)].shape == (2, 2, 4, 4)
+    assert_same_images(box.figure, expected_occlusion(extractor, images, features, 11, 8, 0.5, 2.0))
+
+
+def test_threshold_and_sigma_moves_redraw_without_recomputing(
+    occlusion_box, extractor, images, features
+):
+    box = occlusion_box
+    before = drawn(box.figure)
+    box.threshold_slider.value = 0.8
+    assert box.n_computed == 1 and box.n_draws == 2
+    assert_same_images(box.figure, expected_occlusion(extractor, images, features, 11, 8, 0.8, 2.0))
+    assert not all(np.array_equal(a, b) for a, b in zip(drawn(box.figure), before))
+    box.sigma_slider.value = 0.5
+    assert box.n_computed == 1 and box.n_draws == 3
+    assert_same_images(box.figure, expected_occlusion(extractor, images, features, 11, 8, 0.8, 0.5))
+
+
+def test_size_and_stride_moves_compute_once_per_setting(occlusion_box, extractor, images, features):
+    box = occlusion_box
+    box.size_slider.value = 7
+    assert box.n_computed == 2
+    assert_same_images(box.figure, expected_occlusion(extractor, images, features, 7, 8, 0.5, 2.0))
+    box.stride_slider.value = 12
+    assert box.n_computed == 3 and box.cache[(7, 12)].shape == (2, 2, 3, 3)
+    box.stride_slider.value = 8
+    box.size_slider.value = 11
+    assert box.n_computed == 3  # both settings were cached
+    assert_same_images(box.figure, expected_occlusion(extractor, images, features, 11, 8, 0.5, 2.0))
+
+
+def test_occlusion_cache_keeps_the_most_recent_settings(extractor, images, features):
+    box = widgets.occlusion_explorer(
+        extractor, images, features, units=[0], k=1, stride=16, cache_size=2, precision="fp32"
+    )
+    box.size_slider.value = 5
+    box.size_slider.value = 3
+    assert list(box.cache) == [(5, 16), (3, 16)]
+
+
+def test_invalid_occluder_size_is_shown_and_the_next_move_draws(occlusion_box):
+    box = occlusion_box
+    box.size_slider.max = 40  # beyond the 32-pixel image; the default slider stops at 32
+    box.size_slider.value = 40
+    text = shown_text(box)
+    assert text.startswith("Could not draw: size=40 is larger than the 32x32 image")
+    assert box.figure is None and isinstance(box.error, ValueError)
+    assert (40, 8) not in box.cache
+
+    box.size_slider.value = 9
+    assert box.error is None and box.figure is not None
+    assert box.n_computed == 2
+    shown_png(box)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"units": [4, 128]}, r"units\[1\] = 128 is not a unit"),
+        ({"size": 40}, "size=40 is larger than the 32x32 image"),
+        ({"stride": 0}, "stride=0 would never move the occluder"),
+        ({"threshold": 1.5}, "threshold=1.5 must be a number from 0 to 1"),
+    ],
+)
+def test_occlusion_explorer_rejects_bad_starting_values(
+    extractor, images, features, kwargs, message
+):
+    with pytest.raises(ValueError, match=message):
+        widgets.occlusion_explorer(extractor, images, features, **kwargs)
+
+
+# --- filter_explorer -----------------------------------------------------------
+
+
+def test_filter_explorer_offers_the_conv_layers_of_the_course_network(model):
+    box = widgets.filter_explorer(model)
+    assert [value for _, value in box.layer_dropdown.options] == [0, 2, 6, 8]
+    assert box.layer_dropdown.label == "model[0]: Conv2d(3, 32, 3x3)"
+    assert box.channel_slider.disabled  # 3 input channels: shown in colour
+    assert_same_images(box.figure, plot_filters(model[0].weight))
+    assert drawn(box.figure)[0].shape == (3, 3, 3)
+
+
+def test_filter_explorer_follows_layer_channel_and_scale():
+    torch.manual_seed(0)  # a small stand-in: conv layers 0, 2, 3 with 3, 4, 5 inputs
+    small = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 5, 3), torch.nn.Conv2d(5, 3, 3),
+    )
+    box = widgets.filter_explorer(small)
+
+    def expect(layer: int, scale: str = "global", channel: int = 0) -> None:
+        pictures = filter_images(small[layer].weight, scale=scale, channel=channel)
+        got = drawn(box.figure)
+        assert len(got) == len(pictures)
+        for a, b in zip(got, pictures):
+            np.testing.assert_array_equal(a, b)
+
+    assert [value for _, value in box.layer_dropdown.options] == [0, 2, 3]
+    box.layer_dropdown.value = 2
+    assert box.n_draws == 2  # fitting the channel slider to the layer did not draw again
+    assert not box.channel_slider.disabled and box.channel_slider.max == 3
+    expect(2)
+    assert_same_images(box.figure, plot_filters(small[2].weight))
+
+    box.channel_slider.value = 3
+    box.scale_buttons.value = "per_filter"
+    assert box.n_draws == 4
+    expect(2, "per_filter", 3)
+
+    box.layer_dropdown.value = 3  # 5 input channels: the channel is kept
+    assert (box.channel_slider.value, box.channel_slider.max) == (3, 4)
+    expect(3, "per_filter", 3)
+    box.channel_slider.value = 4
+    box.layer_dropdown.value = 2  # 4 input channels: channel 4 becomes 3, drawn once
+    assert box.channel_slider.value == 3 and box.n_draws == 7
+    expect(2, "per_filter", 3)
+    box.layer_dropdown.value = 0
+    assert box.channel_slider.disabled
+    expect(0, "per_filter")
+
+
+def test_filter_explorer_needs_conv_layers():
+    with pytest.raises(ValueError, match="no nn.Conv2d"):
+        widgets.filter_explorer(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+# --- embedding_explorer --------------------------------------------------------
+
+
+def test_embedding_explorer_hides_classes_and_shows_the_chosen_point(images):
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(N_IMAGES, 2)).astype(np.float32)
+    labels = np.arange(N_IMAGES) % 4  # 5 points in each of 4 classes
+    classes = ["a", "b", "c", "d"]
+    box = widgets.embedding_explorer(xy, labels, classes, images)
+
+    def points_drawn() -> int:
+        return sum(len(c.get_offsets()) for c in box.figure.axes[0].collections)
+
+    def thumbnail() -> np.ndarray:
+        (inset,) = box.figure.axes[0].child_axes
+        (picture,) = inset.get_images()
+        return np.asarray(picture.get_array()), inset.get_title()
+
+    assert points_drawn() == N_IMAGES + 1  # every point, and the ring around point 0
+    np.testing.assert_array_equal(thumbnail()[0], to_display(images[0]))
+    box.class_boxes[1].value = False
+    assert points_drawn() == N_IMAGES - 5 + 1
+    box.point_slider.value = 7
+    picture, title = thumbnail()
+    np.testing.assert_array_equal(picture, to_display(images[7]))
+    assert title == "#7: d"
+
+    for checkbox in box.class_boxes:
+        checkbox.value = False
+    assert shown_text(box).startswith("Could not draw: No class is ticked")
+    box.class_boxes[2].value = True
+    assert points_drawn() == 5 + 1
+
+
+# --- behaviour outside Jupyter ---------------------------------------------------
+
+
+def test_no_figures_pile_up_in_pyplot(images, features):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    open_before = plt.get_fignums()
+    box = widgets.unit_explorer(images, features, k=2)
+    for unit in (1, 2, 3):
+        box.unit_slider.value = unit
+    assert plt.get_fignums() == open_before
+    assert len(box.output.outputs) == 1
+
+
+@pytest.mark.filterwarnings("default")
+def test_building_outside_a_kernel_warns_how_to_draw_instead(images, features):
+    with pytest.warns(UserWarning, match=r"outside a Jupyter kernel.*cnnlab\.plot_top_k"):
+        widgets.unit_explorer(images, features, k=2)
+
+
+def test_without_ipywidgets_explorers_say_how_to_install_it(monkeypatch, images, features):
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # makes `import ipywidgets` fail
+    with pytest.raises(ImportError, match="pip install ipywidgets"):
+        widgets.unit_explorer(images, features)
+    with pytest.raises(ImportError, match="pip install ipywidgets"):
+        widgets.filter_explorer(build_model())
+    # The static figure still works.
+    assert len(drawn(plot_top_k(images, top_k(features, 2), [0]))) == 2
+
+
+def test_cnnlab_widgets_imports_without_ipywidgets(monkeypatch):
+    import cnnlab
+
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "cnnlab.widgets")  # restored after the test
+    monkeypatch.setattr(cnnlab, "widgets", widgets)
+    fresh = importlib.import_module("cnnlab.widgets")  # runs the module's code again
+    assert fresh is not widgets
+    with pytest.raises(ImportError, match="pip install ipywidgets"):
+        fresh.filter_explorer(build_model())
