@@ -73,7 +73,7 @@ class PILDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.labels[i]
 
 
-def reference_run(train, test, epochs: int, seed: int) -> dict:
+def reference_run(train, test, epochs: int, seed: int, return_model: bool = False) -> dict:
     from torchvision import transforms
 
     transform = transforms.Compose(
@@ -111,6 +111,8 @@ def reference_run(train, test, epochs: int, seed: int) -> dict:
                               "images_per_s": len(train) / seconds, "test_accuracy": acc})
         print(f"  reference epoch {epoch}: {seconds:6.1f} s, {len(train) / seconds:6.0f} img/s, "
               f"test accuracy {acc:.2%}", flush=True)
+    if return_model:
+        out["model"] = model
     return out
 
 

@@ -241,7 +241,13 @@ def test_unit_slider_moved_with_the_keyboard_redraws_the_figure(
                 }""",
                 arg=[before_src],
             )
-            page.wait_for_timeout(300)  # let the new image paint before the screenshot
+            # Two key presses mean two redraws (unit 1, then unit 2): wait until the
+            # kernel has handled both, then for the image to stop changing.
+            page.locator(".jp-StatusBar-Widget").get_by_text("Idle").first.wait_for()
+            src = None
+            while src != figure.get_attribute("src"):
+                src = figure.get_attribute("src")
+                page.wait_for_timeout(500)
             page.screenshot(path=str(shots / "after.png"))
 
             assert readout.inner_text().strip() == "2"
