@@ -32,7 +32,7 @@ class LabConfig:
     test_size: int | None = None  # test images used; None = all 10,000
     # --- training ---------------------------------------------------------
     epochs: int = 4  # passes over the training images
-    batch_size: int = 128  # images per optimiser step
+    batch_size: int = 64  # images per optimiser step
     lr: float = 2e-3  # Adam's peak learning rate
     schedule: str = "onecycle"  # "onecycle" (warm-up then linear decay) or "constant"
     warmup: float = 0.2  # fraction of the steps spent warming up (onecycle only)
