@@ -66,6 +66,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_train
+
+from bench_train import PILDataset, reference_transform  # noqa: E402
 
 from cnnlab.activations import extract_features, feature_extractor, top_k  # noqa: E402
 from cnnlab.config import get_config  # noqa: E402
@@ -81,13 +84,14 @@ from cnnlab.train import autocast, get_device, memory_format  # noqa: E402
 BLACK = (0.0 - MEAN) / STD  # a black pixel after normalisation: -1
 
 
-def reference_occlusion(extractor, images_np, unit, size=11, stride=4):
-    """Occlusion maps of one unit, as the notebook computed them.
+def _reference_stack(images_np, size, stride):
+    """The notebook's occlusion stack: for each occluder position (row-major), a
+    ``copy.deepcopy`` of the batch with the patch blacked out, ``np.vstack``-ed on.
 
-    images_np: normalised float32 (n, 3, H, W). Returns (n, G, G) float32.
+    images_np: normalised float32 (n, 3, H, W). Returns (stack, G): the
+    position-major stack (G * G * n, 3, H, W) and G, the positions per axis.
     """
-    n, _, h, w = images_np.shape
-    centres = range(size // 2, h, stride)
+    centres = range(size // 2, images_np.shape[2], stride)
     stack = None
     for cy in centres:
         for cx in centres:
@@ -95,59 +99,46 @@ def reference_occlusion(extractor, images_np, unit, size=11, stride=4):
             top, left = max(cy - size // 2, 0), max(cx - size // 2, 0)
             occluded[:, :, top : cy - size // 2 + size, left : cx - size // 2 + size] = BLACK
             stack = occluded if stack is None else np.vstack((stack, occluded))
+    return stack, len(centres)
+
+
+def reference_occlusion(extractor, images_np, unit, size=11, stride=4):
+    """Occlusion maps of one unit, as the notebook computed them.
+
+    images_np: normalised float32 (n, 3, H, W). Returns (n, G, G) float32.
+    """
+    n = images_np.shape[0]
+    stack, g = _reference_stack(images_np, size, stride)
     device = model_device(extractor)
     with torch.no_grad():
         base = extractor(torch.from_numpy(images_np).to(device))[:, unit].cpu().numpy()
         act = extractor(torch.from_numpy(stack).to(device))[:, unit].cpu().numpy()
-    g = len(centres)
     act = act.reshape(g * g, n).T.reshape(n, g, g)  # the stack is position-major
     return base[:, None, None] - act
 
 
 def reference_occlusion_all_units(extractor, images_np, size=11, stride=4):
     """The same stack built once, every unit read from its single pass: (n, D, G, G)."""
-    n, _, h, _ = images_np.shape
-    centres = range(size // 2, h, stride)
-    stack = None
-    for cy in centres:
-        for cx in centres:
-            occluded = copy.deepcopy(images_np)
-            top, left = max(cy - size // 2, 0), max(cx - size // 2, 0)
-            occluded[:, :, top : cy - size // 2 + size, left : cx - size // 2 + size] = BLACK
-            stack = occluded if stack is None else np.vstack((stack, occluded))
+    n = images_np.shape[0]
+    stack, g = _reference_stack(images_np, size, stride)
     device = model_device(extractor)
     with torch.no_grad():
         base = extractor(torch.from_numpy(images_np).to(device)).cpu().numpy()
         act = extractor(torch.from_numpy(stack).to(device)).cpu().numpy()
-    g = len(centres)
     act = act.reshape(g, g, n, -1).transpose(2, 3, 0, 1)
     return base[:, :, None, None] - act
 
 
 def reference_features(extractor, images_uint8, batch_size=32, workers=0):
     """Features through a DataLoader of per-sample PIL transforms, as the notebook did."""
-    from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
-    from torchvision import transforms
-
-    transform = transforms.Compose(
-        [transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
-    )
-    hwc = images_uint8.permute(0, 2, 3, 1).numpy()
-
-    class Pictures(Dataset):
-        def __len__(self):
-            return len(hwc)
-
-        def __getitem__(self, i):
-            return transform(Image.fromarray(hwc[i]))
+    from torch.utils.data import DataLoader
 
     device = model_device(extractor)
     out = []
     extractor.eval()
     with torch.no_grad():
-        for batch in DataLoader(Pictures(), batch_size=batch_size, shuffle=False,
-                                num_workers=workers):
+        for batch in DataLoader(PILDataset(images_uint8, None, reference_transform()),
+                                batch_size=batch_size, shuffle=False, num_workers=workers):
             out.append(extractor(batch.to(device)).cpu().numpy())
     return np.concatenate(out)
 

@@ -35,14 +35,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from bench_analyses import reference_features, reference_occlusion  # noqa: E402
-from bench_train import machine, reference_run  # noqa: E402
+from bench_train import machine, reference_run, write_json  # noqa: E402
 
 from cnnlab.config import get_config  # noqa: E402
 from cnnlab.data import load_cifar10  # noqa: E402
@@ -167,9 +166,7 @@ def main(argv=None) -> int:
     print(f"{'peak RSS (MB)':18s}{ref_peak:12.0f}{child_peak:12.0f}")
     print(f"end-to-end ratio: {result['ratio']:.2f}x")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return 0
 
 

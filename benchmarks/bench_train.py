@@ -56,29 +56,45 @@ def machine() -> str:
             f"Python {platform.python_version()}, {platform.system()}")
 
 
-class PILDataset(torch.utils.data.Dataset):
-    """The reference's data path: one PIL image per sample, transformed per sample."""
+def reference_transform():
+    """The notebook's per-sample transform: ``ToTensor`` then ``Normalize`` to [-1, 1]."""
+    from torchvision import transforms
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
+    return transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
+    )
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """The reference's data path: one PIL image per sample, transformed per sample.
+
+    A sample is ``(image, label)``, or the image alone when ``labels`` is None.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, transform):
         self.images = images.permute(0, 2, 3, 1).numpy()  # (N, 32, 32, 3) like CIFAR10.data
-        self.labels = labels.tolist()
+        self.labels = None if labels is None else labels.tolist()
         self.transform = transform
 
     def __len__(self):
-        return len(self.labels)
+        return len(self.images)
 
     def __getitem__(self, i):
         from PIL import Image
 
-        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+        image = self.transform(Image.fromarray(self.images[i]))
+        return image if self.labels is None else (image, self.labels[i])
+
+
+def write_json(path: str, result: dict) -> None:
+    """Write ``result`` as indented JSON to ``path`` (folders made) and say so."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
 
 
 def reference_run(train, test, epochs: int, seed: int, return_model: bool = False) -> dict:
-    from torchvision import transforms
-
-    transform = transforms.Compose(
-        [transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
-    )
+    transform = reference_transform()
     loader = torch.utils.data.DataLoader(
         PILDataset(train.images, train.labels, transform),
         batch_size=32, shuffle=True, num_workers=2, persistent_workers=True,
@@ -197,9 +213,7 @@ def main(argv=None) -> int:
     else:
         print("time-to-accuracy ratio: cnnlab did not reach the reference's final accuracy")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return 0
 
 

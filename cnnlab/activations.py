@@ -9,7 +9,7 @@ studies. :func:`extract_features` runs images through it in batches;
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -195,6 +195,22 @@ def validate_units(units, n_units: int, name: str = "units") -> list[int]:
     return result
 
 
+def _feature_array(features, advice: str) -> np.ndarray:
+    """``features`` (array or tensor) as a numpy array, checked to be (N, D) with N >= 1.
+
+    ``advice`` is appended to "a non-empty (N, D) array" in the error message.
+    """
+    if isinstance(features, torch.Tensor):
+        features = features.detach().cpu().numpy()
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[0] == 0:
+        raise ValueError(
+            f"features must be a non-empty (N, D) array{advice}, got shape "
+            f"{features.shape}."
+        )
+    return features
+
+
 def top_k(features, k: int = 10) -> np.ndarray:
     """For every unit, the indices of the k images that activate it most.
 
@@ -215,14 +231,7 @@ def top_k(features, k: int = 10) -> np.ndarray:
         array([[1, 0],
                [2, 2]])
     """
-    if isinstance(features, torch.Tensor):
-        features = features.detach().cpu().numpy()
-    features = np.asarray(features)
-    if features.ndim != 2 or features.shape[0] == 0:
-        raise ValueError(
-            f"features must be a non-empty (N, D) array (one row per image), got "
-            f"shape {features.shape}."
-        )
+    features = _feature_array(features, " (one row per image)")
     n = features.shape[0]
     if not is_whole(k, 1) or k > n:
         raise ValueError(
@@ -232,6 +241,44 @@ def top_k(features, k: int = 10) -> np.ndarray:
     # A stable sort of the negated values: descending, ties in index order.
     order = np.argsort(-features.astype(np.float64), axis=0, kind="stable")
     return order[: int(k)].astype(np.int64)
+
+
+def _check_top_indices(top_indices, units) -> tuple[np.ndarray, list[int]]:
+    """``top_indices`` as a contiguous (K, D) array and ``units`` validated against D."""
+    top_indices = np.ascontiguousarray(top_indices)  # no negative strides for torch
+    if top_indices.ndim != 2:
+        raise ValueError(
+            f"top_indices must be the (K, D) array returned by top_k, got shape "
+            f"{top_indices.shape}."
+        )
+    return top_indices, validate_units(units, top_indices.shape[1])
+
+
+def _unit_grid(
+    fig: Figure | None,
+    k: int,
+    units: Sequence[int],
+    column: Callable[[int, int], np.ndarray],
+    title: str,
+) -> Figure:
+    """K rows of images, one column per unit titled "unit u".
+
+    ``column(j, u)`` gives column ``j`` (unit ``u``): K display images (K, H, W, 3);
+    it is called column by column, after the figure is made.
+    """
+    fig = new_figure(fig, figsize=(1.1 * len(units) + 0.4, 1.1 * k + 0.6))
+    axes = fig.subplots(k, len(units), squeeze=False)
+    for j, u in enumerate(units):
+        pictures = column(j, u)
+        for i in range(k):
+            ax = axes[i, j]
+            ax.imshow(pictures[i])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"unit {u}", fontsize=9)
+    fig.suptitle(title)
+    return fig
 
 
 def plot_top_k(
@@ -255,13 +302,7 @@ def plot_top_k(
     """
     from .data import to_display
 
-    top_indices = np.ascontiguousarray(top_indices)  # no negative strides for torch
-    if top_indices.ndim != 2:
-        raise ValueError(
-            f"top_indices must be the (K, D) array returned by top_k, got shape "
-            f"{top_indices.shape}."
-        )
-    units = validate_units(units, top_indices.shape[1])
+    top_indices, units = _check_top_indices(top_indices, units)
     images = as_image_batch(images)
     if top_indices.size and top_indices.max() >= images.shape[0]:
         raise ValueError(
@@ -269,17 +310,8 @@ def plot_top_k(
             f"{images.shape[0]}: pass the same images the features were computed on."
         )
     k = top_indices.shape[0]
-    fig = new_figure(fig, figsize=(1.1 * len(units) + 0.4, 1.1 * k + 0.6))
-    axes = fig.subplots(k, len(units), squeeze=False)
-    for j, u in enumerate(units):
-        pictures = to_display(images[torch.as_tensor(top_indices[:, u])])
-        for i in range(k):
-            ax = axes[i, j]
-            ax.imshow(pictures[i])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(f"unit {u}", fontsize=9)
-    fig.suptitle(title or f"Top {k} images per unit (most activating at the top)")
-    return fig
-
+    return _unit_grid(
+        fig, k, units,
+        lambda j, u: to_display(images[torch.as_tensor(top_indices[:, u])]),
+        title or f"Top {k} images per unit (most activating at the top)",
+    )

@@ -23,7 +23,6 @@ from matplotlib.figure import Figure
 from scipy.ndimage import gaussian_filter, zoom
 from torch import nn
 
-from ._figures import new_figure
 from ._inference import (
     as_image_batch,
     evaluating,
@@ -32,7 +31,7 @@ from ._inference import (
     prepare_batch,
     use_channels_last,
 )
-from .activations import validate_units
+from .activations import _check_top_indices, _unit_grid, validate_units
 from .data import MEAN, STD, to_display
 from .model import model_device
 
@@ -220,13 +219,7 @@ def top_k_occlusion(
         on its k-th most activating image, ``images[top_indices[k, units[j]]]``;
         the layout :func:`plot_occlusion` expects.
     """
-    top_indices = np.ascontiguousarray(top_indices)  # no negative strides for torch
-    if top_indices.ndim != 2:
-        raise ValueError(
-            f"top_indices must be the (K, D) array returned by top_k, got shape "
-            f"{top_indices.shape}."
-        )
-    units = validate_units(units, top_indices.shape[1])
+    top_indices, units = _check_top_indices(top_indices, units)
     chosen = top_indices[:, units]  # (K, U) image indices
     distinct, where = np.unique(chosen, return_inverse=True)
     where = where.reshape(chosen.shape)
@@ -350,13 +343,7 @@ def plot_occlusion(
     Returns:
         The matplotlib Figure: K rows, one column per unit titled "unit u".
     """
-    top_indices = np.ascontiguousarray(top_indices)  # no negative strides for torch
-    if top_indices.ndim != 2:
-        raise ValueError(
-            f"top_indices must be the (K, D) array returned by top_k, got shape "
-            f"{top_indices.shape}."
-        )
-    units = validate_units(units, top_indices.shape[1])
+    top_indices, units = _check_top_indices(top_indices, units)
     maps = np.asarray(maps)
     k = top_indices.shape[0]
     if maps.ndim != 4 or maps.shape[:2] != (k, len(units)):
@@ -366,19 +353,11 @@ def plot_occlusion(
             "top_indices, units) returns for the same units."
         )
     images = as_image_batch(images)
-    fig = new_figure(fig, figsize=(1.1 * len(units) + 0.4, 1.1 * k + 0.6))
-    axes = fig.subplots(k, len(units), squeeze=False)
-    for j, u in enumerate(units):
-        column = masked_images(
+    return _unit_grid(
+        fig, k, units,
+        lambda j, u: masked_images(
             images[torch.as_tensor(top_indices[:, u])], maps[:, j],
             sigma=sigma, threshold=threshold, dim=dim,
-        )
-        for i in range(k):
-            ax = axes[i, j]
-            ax.imshow(column[i])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(f"unit {u}", fontsize=9)
-    fig.suptitle(title or f"Top {k} images per unit, dimmed where occlusion mattered least")
-    return fig
+        ),
+        title or f"Top {k} images per unit, dimmed where occlusion mattered least",
+    )

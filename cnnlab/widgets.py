@@ -47,7 +47,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from .activations import plot_top_k, top_k, validate_units
+from .activations import _feature_array, plot_top_k, top_k, validate_units
 from .config import get_config
 from .embedding import plot_embedding
 from .filters import plot_filters
@@ -65,6 +65,9 @@ _INSTALL_HINT = (
     "it), then restart the kernel. The static figures (plot_top_k, plot_occlusion, "
     "plot_filters, plot_embedding) work without it."
 )
+
+#: What a bad ``features`` argument's error says after "a non-empty (N, D) array".
+_FEATURES_ADVICE = ", one row per image (e.g. from extract_features)"
 
 
 def _ipywidgets():
@@ -99,18 +102,6 @@ def _warn_outside_kernel(explorer: str, static: str) -> None:
 def _config_value(value, field: str):
     """``value``, or the configuration's ``field`` when ``value`` is None."""
     return getattr(get_config(), field) if value is None else value
-
-
-def _as_numpy_features(features) -> np.ndarray:
-    if isinstance(features, torch.Tensor):
-        features = features.detach().cpu().numpy()
-    features = np.asarray(features)
-    if features.ndim != 2 or features.shape[0] == 0:
-        raise ValueError(
-            f"features must be a non-empty (N, D) array, one row per image (e.g. from "
-            f"extract_features), got shape {features.shape}."
-        )
-    return features
 
 
 def _check_same_images(images, features: np.ndarray) -> None:
@@ -306,7 +297,7 @@ def unit_explorer(
         >>> unit_explorer(test.images, features, extractor=model[:14])
     """
     ipw = _ipywidgets()
-    features = _as_numpy_features(features)
+    features = _feature_array(features, _FEATURES_ADVICE)
     _check_same_images(images, features)
     n, n_units = features.shape
     k = _check_k(_config_value(k, "top_k"), n)
@@ -443,7 +434,7 @@ def occlusion_explorer(
         >>> occlusion_explorer(model[:14], test.images, features, units=[1, 2, 4])
     """
     ipw = _ipywidgets()
-    features = _as_numpy_features(features)
+    features = _feature_array(features, _FEATURES_ADVICE)
     _check_same_images(images, features)
     n, n_units = features.shape
     units = validate_units(_config_value(units, "units"), n_units)
