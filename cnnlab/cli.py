@@ -20,7 +20,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-download", action="store_true",
                    help="never try to download the official release")
     p.add_argument("--checkpoint", metavar="FILE",
-                   help="model file to reuse or write (default: checkpoints/cnnlab-<profile>.pt)")
+                   help="model file to reuse or write (default: "
+                   "~/.cache/cnnlab/checkpoints/cnnlab-<profile>.pt)")
     p.add_argument("--retrain", action="store_true",
                    help="train even when a matching checkpoint exists")
     p.add_argument("--seed", type=int, help="override the profile's seed")

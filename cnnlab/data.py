@@ -141,6 +141,7 @@ def default_root() -> Path:
 
 
 def _user_cache() -> Path:
+    """``$XDG_CACHE_HOME/cnnlab``, else ``~/.cache/cnnlab``."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "cnnlab"
 
@@ -324,7 +325,7 @@ def _iter_folder(path: Path):
 
 def _load_imagefolder(path: Path, split: str, cache: Path | None) -> Split:
     it = _iter_archive(path) if _is_archive(path) else _iter_folder(path)
-    splits = _collect(it, str(path))
+    splits = _collect(it, str(path.resolve()))
     if split not in splits:
         raise DataError(f"{path} holds no '{split}/<class>/<image>' files.")
     if cache is not None:  # both splits were decoded: cache both

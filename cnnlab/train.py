@@ -272,12 +272,15 @@ TRAINING_FIELDS = ("train_size", "epochs", "batch_size", "lr", "schedule", "warm
 
 
 def default_checkpoint(config: LabConfig, data_source: str = "") -> "Path":
-    """``$CNNLAB_CHECKPOINTS/cnnlab-<profile>[-synthetic].pt`` (default folder:
-    ``./checkpoints``)."""
+    """``$CNNLAB_CHECKPOINTS/cnnlab-<profile>[-synthetic].pt``; the folder defaults to
+    ``~/.cache/cnnlab/checkpoints``, so the command line and a notebook opened from
+    any folder share one trained model."""
     import os
     from pathlib import Path
 
-    folder = Path(os.environ.get(CHECKPOINT_ENV) or "checkpoints")
+    from .data import _user_cache
+
+    folder = Path(os.environ.get(CHECKPOINT_ENV) or _user_cache() / "checkpoints")
     tag = "-synthetic" if data_source.startswith("synthetic") else ""
     return folder / f"cnnlab-{config.profile}{tag}.pt"
 
