@@ -243,13 +243,20 @@ def top_k(features, k: int = 10) -> np.ndarray:
     return order[: int(k)].astype(np.int64)
 
 
-def _check_top_indices(top_indices, units) -> tuple[np.ndarray, list[int]]:
-    """``top_indices`` as a contiguous (K, D) array and ``units`` validated against D."""
+def _check_top_indices(top_indices, units, n_images: int | None = None
+                       ) -> tuple[np.ndarray, list[int]]:
+    """``top_indices`` as a contiguous (K, D) array and ``units`` validated against D;
+    with ``n_images``, also that every index points at one of the images."""
     top_indices = np.ascontiguousarray(top_indices)  # no negative strides for torch
     if top_indices.ndim != 2:
         raise ValueError(
             f"top_indices must be the (K, D) array returned by top_k, got shape "
             f"{top_indices.shape}."
+        )
+    if n_images is not None and top_indices.size and top_indices.max() >= n_images:
+        raise ValueError(
+            f"top_indices refers to image {int(top_indices.max())} but images has only "
+            f"{n_images}: pass the same images the features were computed on."
         )
     return top_indices, validate_units(units, top_indices.shape[1])
 
@@ -302,13 +309,8 @@ def plot_top_k(
     """
     from .data import to_display
 
-    top_indices, units = _check_top_indices(top_indices, units)
     images = as_image_batch(images)
-    if top_indices.size and top_indices.max() >= images.shape[0]:
-        raise ValueError(
-            f"top_indices refers to image {int(top_indices.max())} but images has only "
-            f"{images.shape[0]}: pass the same images the features were computed on."
-        )
+    top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
     k = top_indices.shape[0]
     return _unit_grid(
         fig, k, units,

@@ -219,11 +219,11 @@ def top_k_occlusion(
         on its k-th most activating image, ``images[top_indices[k, units[j]]]``;
         the layout :func:`plot_occlusion` expects.
     """
-    top_indices, units = _check_top_indices(top_indices, units)
+    images = as_image_batch(images)
+    top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
     chosen = top_indices[:, units]  # (K, U) image indices
     distinct, where = np.unique(chosen, return_inverse=True)
     where = where.reshape(chosen.shape)
-    images = as_image_batch(images)
     maps = occlusion_maps(extractor, images[torch.as_tensor(distinct)], units=units, **kwargs)
     return maps[where, np.arange(len(units))[None, :]]  # (K, U, Gh, Gw)
 
@@ -343,7 +343,8 @@ def plot_occlusion(
     Returns:
         The matplotlib Figure: K rows, one column per unit titled "unit u".
     """
-    top_indices, units = _check_top_indices(top_indices, units)
+    images = as_image_batch(images)
+    top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
     maps = np.asarray(maps)
     k = top_indices.shape[0]
     if maps.ndim != 4 or maps.shape[:2] != (k, len(units)):
@@ -352,7 +353,6 @@ def plot_occlusion(
             "per top-K image and unit, as top_k_occlusion(extractor, images, "
             "top_indices, units) returns for the same units."
         )
-    images = as_image_batch(images)
     return _unit_grid(
         fig, k, units,
         lambda j, u: masked_images(

@@ -334,3 +334,12 @@ def test_plot_occlusion_shows_each_top_image_through_its_mask(model, images):
             np.testing.assert_allclose(axes[i, j].get_images()[0].get_array(), expected[i])
     with pytest.raises(ValueError, match="expected \\(2, 2, G, G\\)"):
         plot_occlusion(images, maps, [10, 20], top)
+
+
+def test_top_indices_past_the_images_is_a_clear_error(model, images):
+    top = np.full((2, 128), len(images), dtype=np.int64)  # one past the last image
+    maps = np.zeros((2, 1, 7, 7), dtype=np.float32)
+    with pytest.raises(ValueError, match="refers to image 6 but images has only 6"):
+        plot_occlusion(images, maps, [0], top)
+    with pytest.raises(ValueError, match="same images the features were computed on"):
+        top_k_occlusion(feature_extractor(model), images, top, [0])
