@@ -42,5 +42,19 @@ if [ "$what" = lab ]; then
   exec cnnlab lab --out lab-output "$@"
 else
   export CNNLAB_PROFILE=${CNNLAB_PROFILE:-quick}
-  exec python -m pytest "$@"
+  if [ -z "${CNNLAB_DATA:-}" ] && [ -z "${CNNLAB_SOURCE:-}" ]; then
+    echo "No CIFAR-10 copy named (CNNLAB_DATA): the notebook runs on made-up images;" \
+         "the tests that need the real ones are skipped."
+    export CNNLAB_SOURCE=synthetic
+  fi
+  # The solution notebook trains its own model here, from scratch, once per run.
+  CNNLAB_CHECKPOINTS=$(mktemp -d)
+  export CNNLAB_CHECKPOINTS
+  trap 'rm -rf "$CNNLAB_CHECKPOINTS"' EXIT
+  if [ $# -gt 0 ]; then
+    python -m pytest "$@"
+  else
+    # The unit tests, then every solution notebook top to bottom (nbval).
+    python -m pytest tests solutions --nbval-lax --nbval-cell-timeout=600
+  fi
 fi

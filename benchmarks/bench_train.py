@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -52,7 +53,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+    from cnnlab.train import cpu_has_fast_bf16
+
+    return (f"{cpu} ({os.cpu_count()} cores, native bf16: {cpu_has_fast_bf16()}), "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
             f"Python {platform.python_version()}, {platform.system()}")
 
 

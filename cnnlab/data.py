@@ -340,7 +340,8 @@ def _load_official(root: Path, split: str, download: bool) -> Split:
     ds = CIFAR10(str(root), train=(split == "train"), download=download)
     images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor(ds.targets, dtype=torch.int64)
-    return Split(images, labels, tuple(ds.classes), f"official CIFAR-10 release in {root}")
+    return Split(images, labels, tuple(ds.classes),
+                 f"official CIFAR-10 release in {root.resolve()}")
 
 
 def load_cifar10(
@@ -390,6 +391,7 @@ def load_cifar10(
         cache = _cache_dir(root) if root.is_dir() else None
         cached = _read_cache(cache / f"official-{split}.pt") if cache else None
         if cached is not None:
+            cached.source = f"official CIFAR-10 release in {root.resolve()} [cache]"
             return cached
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -411,7 +413,11 @@ def load_cifar10(
             copy = copies[0]
             cache = _cache_dir(copy)
             cached = _read_cache(cache / f"imagefolder-{_source_key(copy)}-{split}.pt")
-            return cached if cached is not None else _load_imagefolder(copy, split, cache)
+            if cached is None:
+                return _load_imagefolder(copy, split, cache)
+            # Named by this path, however the process that wrote the cache spelled it.
+            cached.source = f"ImageFolder copy {copy.resolve()} [cache]"
+            return cached
         tried.append(f"an ImageFolder folder or .tar.gz archive at or inside {root}: none found")
 
     raise DataError(

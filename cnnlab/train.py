@@ -38,7 +38,7 @@ def get_device(verbose: bool = True) -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     if verbose:
-        print("No GPU found: cnnlab runs on the CPU (the quick profile takes a few minutes).")
+        print("No GPU found: cnnlab runs on the CPU (slower than a GPU; every profile still works).")
     return torch.device("cpu")
 
 

@@ -1,0 +1,523 @@
+"""The course notebooks: solutions, the generated student release, the Colab install line.
+
+- ``solutions/cnn_interpretability.ipynb`` is written by ``tools/build_solutions.py`` and
+  follows the nbgrader contract (cell ids, grade ids, points, hidden tests).
+- ``lessons/cnn_interpretability.ipynb`` is nbgrader's release of it, made by
+  ``tools/make_lessons.py``; it must be in sync, hold no solution or hidden test, and
+  keep the solutions' cell ids.
+- The set-up cell's Colab install line must add cnnlab without reinstalling what Colab
+  already has (torch, torchvision, ipywidgets); checked offline with ``pip --dry-run``.
+- Executed with the solutions' code in its answer cells, the student notebook passes
+  every test cell; untouched, it fails every one. The network is trained once per test
+  session (``quick`` profile) into a temporary checkpoint folder that both runs reuse.
+  Data: the real images when ``CNNLAB_DATA`` is set, else ``CNNLAB_SOURCE=synthetic``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "cnn_interpretability.ipynb"
+SOLUTION = ROOT / "solutions" / NAME
+LESSON = ROOT / "lessons" / NAME
+COLAB_URL = "cnnlab @ git+https://github.com/cnnlab-course/cnnlab"
+
+#: The nbgrader contract: cell id -> (cell type, role, points).
+CONTRACT = {
+    "setup": ("code", "locked", None),
+    "ex1_answer": ("code", "answer", None),
+    "ex1_test": ("code", "test", 1),
+    "ex2_answer": ("code", "answer", None),
+    "ex2_test": ("code", "test", 1),
+    "ex3_answer": ("markdown", "written", 2),
+    "ex4_answer": ("code", "answer", None),
+    "ex4_test": ("code", "test", 2),
+    "ex5_broken": ("code", "locked", None),
+    "ex5_answer": ("code", "answer", None),
+    "ex5_test": ("code", "test", 1),
+    "ex6_answer": ("markdown", "written", 2),
+    "ex7_answer": ("markdown", "written", 2),
+}
+TEST_CELLS = [cell_id for cell_id, (_, role, _) in CONTRACT.items() if role == "test"]
+ANSWER_CELLS = [cell_id for cell_id, (_, role, _) in CONTRACT.items() if role == "answer"]
+
+#: Packages Colab has preinstalled (a snapshot of a fresh Colab runtime's `pip list`;
+#: refresh it from there). The install line must leave them as they are.
+COLAB_PREINSTALLED = {
+    "torch": "2.8.0+cu126",
+    "torchvision": "0.23.0+cu126",
+    "ipywidgets": "7.7.1",
+    "numpy": "2.0.2",
+    "scipy": "1.16.1",
+    "scikit-learn": "1.6.1",
+    "matplotlib": "3.10.0",
+    "tqdm": "4.67.1",
+    "pillow": "11.3.0",
+}
+PROTECTED = {"torch", "torchvision", "ipywidgets"}
+
+#: Seconds one cell may take when the notebook is executed (training is done by the
+#: session fixture, so no cell trains; t-SNE is the slowest: 3-40 s on 2 busy cores).
+CELL_TIMEOUT = 300
+#: Seconds for a whole execution test, the session's one training included (the
+#: project's default of 600 s is too short on a busy 2-core machine).
+EXECUTION_TIMEOUT = 1200
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def _nbgrader(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def _role(cell) -> str | None:
+    meta = _nbgrader(cell)
+    if meta.get("solution") and meta.get("grade"):
+        return "written"
+    if meta.get("solution"):
+        return "answer"
+    if meta.get("grade"):
+        return "test"
+    if meta.get("locked"):
+        return "locked"
+    return None
+
+
+def _by_id(nb) -> dict:
+    return {cell.id: cell for cell in nb.cells}
+
+
+@pytest.fixture(scope="module")
+def solution():
+    return _read(SOLUTION)
+
+
+@pytest.fixture(scope="module")
+def lesson():
+    return _read(LESSON)
+
+
+# ------------------------------------------------------------------------------------
+# The solution notebook and its nbgrader structure
+# ------------------------------------------------------------------------------------
+
+
+def test_solutions_are_what_the_builder_writes():
+    builder = _tool("build_solutions")
+    assert SOLUTION.read_text(encoding="utf-8") == builder.render(), (
+        f"{SOLUTION.relative_to(ROOT)} differs from tools/build_solutions.py. Edit the "
+        "builder, then run: python tools/build_solutions.py && python tools/make_lessons.py"
+    )
+
+
+def test_solution_follows_the_nbgrader_contract(solution):
+    nbformat.validate(solution)
+    assert (solution.nbformat, solution.nbformat_minor) >= (4, 5)
+    assert solution.metadata["kernelspec"]["name"] == "python3"
+    assert solution.metadata["kernelspec"]["language"] == "python"
+    cells = _by_id(solution)
+    for cell_id, (cell_type, role, points) in CONTRACT.items():
+        assert cell_id in cells, f"cell {cell_id!r} is missing"
+        cell = cells[cell_id]
+        assert cell.cell_type == cell_type, cell_id
+        assert _role(cell) == role, f"{cell_id} is {_role(cell)}, expected {role}"
+        assert _nbgrader(cell).get("points") == points, cell_id
+    for cell in solution.cells:
+        meta = _nbgrader(cell)
+        if meta:
+            assert meta["grade_id"] == cell.id
+            assert meta["schema_version"] == 3
+        if cell.id not in CONTRACT:
+            assert _role(cell) in (None, "locked"), f"{cell.id} should not be graded"
+    auto = sum(_nbgrader(cells[c])["points"] for c in TEST_CELLS)
+    manual = sum(_nbgrader(cells[c])["points"] for c, v in CONTRACT.items() if v[1] == "written")
+    assert (auto, manual) == (5, 6)
+    order = [cell.id for cell in solution.cells]
+    for n in (1, 2, 4, 5):
+        assert order.index(f"ex{n}_answer") < order.index(f"ex{n}_test")
+    assert order.index("ex5_broken") < order.index("ex5_answer")
+    first_code = next(cell.id for cell in solution.cells if cell.cell_type == "code")
+    assert first_code == "setup"
+
+
+def test_test_cells_call_the_checks_through_the_module(solution):
+    cells = _by_id(solution)
+    for cell_id in TEST_CELLS:
+        source = cells[cell_id].source
+        n = cell_id[2]
+        assert "from cnnlab import checks" in source
+        assert f"checks.check_exercise_{n}(" in source
+    assert "### BEGIN HIDDEN TESTS" in cells["ex4_test"].source
+
+
+def test_every_solution_region_is_closed(solution):
+    for cell in solution.cells:
+        for begin, end in (("BEGIN SOLUTION", "END SOLUTION"),
+                           ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")):
+            assert cell.source.count(begin) == cell.source.count(end), cell.id
+            if begin in cell.source:
+                assert _role(cell) in ("answer", "written", "test"), cell.id
+
+
+def test_explorer_cells_are_tagged_and_editable(solution):
+    explorers = [c for c in solution.cells if "widgets." in c.source and c.cell_type == "code"]
+    assert {c.id for c in explorers} == {
+        "filters_explore", "topk_explore", "occlusion_explore", "tsne_explore"}
+    for cell in explorers:
+        assert "nbval-ignore-output" in cell.metadata.get("tags", []), cell.id
+        assert not _nbgrader(cell).get("locked"), cell.id
+
+
+# ------------------------------------------------------------------------------------
+# The student release: in sync, no solutions, same cells
+# ------------------------------------------------------------------------------------
+
+
+def test_lessons_are_in_sync_with_solutions():
+    pytest.importorskip("nbgrader")
+    done = subprocess.run([sys.executable, "tools/make_lessons.py", "--check"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_release_is_byte_identical_when_regenerated():
+    pytest.importorskip("nbgrader")
+    make_lessons = _tool("make_lessons")
+    first = make_lessons.release(SOLUTION)
+    assert first == make_lessons.release(SOLUTION)
+    assert first.endswith("}\n")
+
+
+def test_check_reports_a_stale_lesson(tmp_path, capsys):
+    pytest.importorskip("nbgrader")
+    make_lessons = _tool("make_lessons")
+    solutions, lessons = tmp_path / "solutions", tmp_path / "lessons"
+    shutil.copytree(SOLUTION.parent, solutions)
+    shutil.copytree(LESSON.parent, lessons)
+    assert make_lessons.main(["--check", "--solutions", str(solutions),
+                              "--lessons", str(lessons)]) == 0
+
+    edited = _read(solutions / NAME)
+    intro = next(c for c in edited.cells if c.cell_type == "markdown")
+    intro.source += "\n\nA sentence added to the solutions only."
+    (solutions / NAME).write_text(nbformat.writes(edited) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert make_lessons.main(["--check", "--solutions", str(solutions),
+                              "--lessons", str(lessons)]) == 1
+    message = capsys.readouterr().err
+    assert str(lessons / NAME) in message and "stale" in message
+    assert "python tools/make_lessons.py" in message
+
+    assert make_lessons.main(["--solutions", str(solutions), "--lessons", str(lessons)]) == 0
+    assert "A sentence added" in (lessons / NAME).read_text(encoding="utf-8")
+    assert make_lessons.main(["--check", "--solutions", str(solutions),
+                              "--lessons", str(lessons)]) == 0
+
+
+def test_check_demands_solutions_without_outputs(tmp_path, capsys):
+    pytest.importorskip("nbgrader")
+    make_lessons = _tool("make_lessons")
+    solutions, lessons = tmp_path / "solutions", tmp_path / "lessons"
+    shutil.copytree(SOLUTION.parent, solutions)
+    shutil.copytree(LESSON.parent, lessons)
+    executed = _read(solutions / NAME)
+    cell = _by_id(executed)["plot_conv1"]
+    cell.execution_count = 7
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"text/plain": "<Figure>"})]
+    (solutions / NAME).write_text(nbformat.writes(executed) + "\n", encoding="utf-8")
+    args = ["--solutions", str(solutions), "--lessons", str(lessons)]
+    assert make_lessons.main(["--check", *args]) == 1
+    assert "--strip-solutions" in capsys.readouterr().err
+    assert make_lessons.main(["--strip-solutions", *args]) == 0
+    assert make_lessons.main(["--check", *args]) == 0
+    # The stripped solutions are the committed ones again (reference outputs kept).
+    assert (solutions / NAME).read_text(encoding="utf-8") == SOLUTION.read_text(encoding="utf-8")
+
+
+def test_release_holds_no_solutions_or_hidden_tests(solution, lesson):
+    text = LESSON.read_text(encoding="utf-8")
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "MARK SCHEME",
+                   "Grading:"):
+        assert marker not in text, marker
+    released = _by_id(lesson)
+    for cell_id, (cell_type, role, _) in CONTRACT.items():
+        source = released[cell_id].source
+        if role == "answer":
+            assert "raise NotImplementedError()" in source, cell_id
+        elif role == "written":
+            assert "YOUR ANSWER HERE" in source, cell_id
+    # No line of any solution region survives in its cell.
+    for cell in solution.cells:
+        if _role(cell) not in ("answer", "written"):
+            continue
+        region = re.search(r"BEGIN SOLUTION\n(.*?)\n[^\n]*END SOLUTION", cell.source, re.S)
+        for line in region.group(1).splitlines():
+            if line.strip():
+                assert line.strip() not in released[cell.id].source, (cell.id, line)
+    assert "features.shape ==" not in released["ex4_test"].source
+    assert "checks.check_exercise_4(extractor, model)" in released["ex4_test"].source
+
+
+def test_release_keeps_cell_ids_and_has_checksums(solution, lesson):
+    assert [c.id for c in lesson.cells] == [c.id for c in solution.cells]
+    assert lesson.metadata["kernelspec"]["name"] == "python3"
+    for cell in lesson.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.id
+        meta = _nbgrader(cell)
+        if meta.get("grade") or meta.get("solution") or meta.get("locked"):
+            assert re.fullmatch(r"[0-9a-f]{32}", meta.get("checksum", "")), cell.id
+            assert cell.metadata.get("deletable") is False, cell.id
+        if _role(cell) in ("locked", "test"):
+            assert cell.metadata.get("editable") is False, cell.id
+
+
+# ------------------------------------------------------------------------------------
+# The Colab install line
+# ------------------------------------------------------------------------------------
+
+
+def _install_line(solution) -> tuple[str, list[str]]:
+    """(the package constant, the %pip command's arguments) of the set-up cell."""
+    source = _by_id(solution)["setup"].source
+    constant = re.search(r'^CNNLAB_PACKAGE = "([^"]+)"$', source, re.M)
+    assert constant, "the set-up cell must start with CNNLAB_PACKAGE = \"...\""
+    pips = re.findall(r"^\s*%pip (.+)$", source, re.M)
+    assert len(pips) == 1, "the set-up cell must hold exactly one %pip line"
+    assert re.search(r'if "google.colab" in sys.modules:\n(\s*#.*\n)*\s+%pip', source), (
+        "the %pip line must run in Colab only")
+    return constant.group(1), shlex.split(pips[0])
+
+
+def _pip_env() -> dict:
+    """Offline pip: no index, no find-links or config files from this machine."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_NO_INPUT="1",
+               PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return env
+
+
+def _project_copy(tmp_path: Path) -> Path:
+    """The files pip needs to build cnnlab, copied so no build output lands in the repo.
+    Built without isolation (offline), so setuptools must be installed here."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major = int(version("setuptools").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        major = 0
+    if major < 64:
+        pytest.skip("building cnnlab offline (--no-build-isolation) needs setuptools>=64 "
+                    "in the test environment")
+    src = tmp_path / "cnnlab-src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    shutil.copytree(ROOT / "cnnlab", src / "cnnlab",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return src
+
+
+def _local_args(args: list[str], target: str) -> list[str]:
+    """The %pip arguments with the git URL replaced by a local target."""
+    assert args[0] == "install"
+    return [target if a == "{CNNLAB_PACKAGE}" else a for a in args]
+
+
+def _installed_by(report: Path) -> set[str]:
+    data = json.loads(report.read_text())
+    return {item["metadata"]["name"].lower().replace("_", "-") for item in data["install"]}
+
+
+def test_colab_install_line_adds_cnnlab_only(solution, tmp_path):
+    package, args = _install_line(solution)
+    assert package == COLAB_URL
+    assert args[:1] == ["install"] and "{CNNLAB_PACKAGE}" in args
+    for flag in ("-U", "--upgrade", "--force-reinstall", "--ignore-installed", "-I",
+                 "--no-deps", "--upgrade-strategy"):
+        assert not any(a == flag or a.startswith(flag + "=") for a in args), flag
+    assert not any(re.search(r"[=<>~!]=|torch|ipywidgets", a) for a in args), args
+
+    src = _project_copy(tmp_path)
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "pip", *_local_args(args, f"cnnlab @ {src.as_uri()}"),
+               "--dry-run", "--report", str(report), "--no-index", "--no-build-isolation"]
+    done = subprocess.run(command, capture_output=True, text=True, env=_pip_env(),
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, f"{shlex.join(command)}\n{done.stdout}\n{done.stderr}"
+    installed = _installed_by(report)
+    assert "cnnlab" in installed
+    assert not installed & PROTECTED, f"the install line would reinstall {installed & PROTECTED}"
+
+
+def test_colab_install_keeps_colab_preinstalled_versions(solution, tmp_path):
+    """The same dry run in a throwaway environment that looks like a fresh Colab runtime
+    (packages recorded at Colab's versions): every lower bound of cnnlab must accept
+    them, or pip would upgrade Colab's packages (and ask for a runtime restart)."""
+    _, args = _install_line(solution)
+    src = _project_copy(tmp_path)
+    wheels = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "--no-index", "-w", str(wheels), str(src)],
+        capture_output=True, text=True, env=_pip_env(), timeout=300)
+    assert build.returncode == 0, build.stderr
+    wheel = next(wheels.glob("cnnlab-*.whl"))
+
+    venv = tmp_path / "colab"  # an empty environment; this pip works on it (--python)
+    made = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)],
+                          capture_output=True, text=True, timeout=300)
+    if made.returncode != 0:
+        pytest.skip(f"could not make a throwaway venv: {made.stderr.strip()}")
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], capture_output=True, text=True, check=True)
+    purelib = Path(site.stdout.strip())
+    for name, version in COLAB_PREINSTALLED.items():
+        info = purelib / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        (info / "INSTALLER").write_text("pip\n")
+        (info / "RECORD").write_text("")
+
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "pip", "--python", str(python),
+               *_local_args(args, f"cnnlab @ {wheel.as_uri()}"),
+               "--dry-run", "--report", str(report), "--no-index"]
+    done = subprocess.run(command, capture_output=True, text=True, env=_pip_env(),
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, (
+        "pip cannot install cnnlab beside Colab's preinstalled packages without changing "
+        f"them (cnnlab's lower bounds must accept {COLAB_PREINSTALLED}):\n{done.stderr}")
+    assert _installed_by(report) == {"cnnlab"}
+
+
+# ------------------------------------------------------------------------------------
+# Executing the student notebook
+# ------------------------------------------------------------------------------------
+
+
+def _kernel_environment(checkpoints: Path) -> dict:
+    """What the notebook's kernel runs under: quick profile, a temporary checkpoint
+    folder, the real images if CNNLAB_DATA is set (else synthetic ones), and this
+    checkout's cnnlab first on the path."""
+    env = {
+        "CNNLAB_PROFILE": "quick",
+        "CNNLAB_CHECKPOINTS": str(checkpoints),
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
+        "TQDM_DISABLE": "1",
+    }
+    real = os.environ.get("CNNLAB_DATA") and os.environ.get("CNNLAB_SOURCE") != "synthetic"
+    env["CNNLAB_SOURCE"] = "" if real else "synthetic"
+    return env
+
+
+@pytest.fixture(scope="session")
+def notebook_env(tmp_path_factory):
+    """Kernel environment whose checkpoint folder already holds the quick-profile model
+    (trained here once, with the notebook's own calls, so every run reuses it)."""
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    import cnnlab
+
+    env = _kernel_environment(tmp_path_factory.mktemp("checkpoints"))
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        config = cnnlab.get_config()
+        train, test = cnnlab.load_lab_data(config)
+        cnnlab.train_or_load(config, train, test, device=cnnlab.get_device(verbose=False),
+                             progress=False)
+    return env
+
+
+def _execute(nb, env: dict, cwd: Path, monkeypatch) -> nbformat.NotebookNode:
+    """Run every cell in a fresh kernel, errors and all; a cell that runs past
+    CELL_TIMEOUT fails the test with its id."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    running = {}
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=True,
+        resources={"metadata": {"path": str(cwd)}},
+        on_cell_start=lambda cell, cell_index: running.update(id=cell.id))
+    try:
+        client.execute()
+    except CellTimeoutError:
+        pytest.fail(f"cell {running.get('id')!r} ran for more than {CELL_TIMEOUT} s")
+    return nb
+
+
+def _errors(nb) -> dict[str, str]:
+    """cell id -> "Name: value" of the error it raised."""
+    found = {}
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.output_type == "error":
+                found[cell.id] = f"{output.ename}: {output.evalue}"
+    return found
+
+
+def _stdout(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+@pytest.mark.timeout(EXECUTION_TIMEOUT)
+def test_lesson_with_the_solutions_code_passes(notebook_env, solution, tmp_path, monkeypatch):
+    nb = _read(LESSON)
+    solved = _by_id(solution)
+    for cell in nb.cells:
+        if cell.id in ANSWER_CELLS:
+            cell.source = solved[cell.id].source
+    _execute(nb, notebook_env, tmp_path, monkeypatch)
+    assert _errors(nb) == {}
+    cells = _by_id(nb)
+    for cell_id in TEST_CELLS:
+        assert f"Exercise {cell_id[2]}: correct." in _stdout(cells[cell_id]), cell_id
+    assert "is not a unit of this layer" in _stdout(cells["ex5_broken"])
+    assert "Reusing the model" in _stdout(cells["setup"])
+    figures = {cell.id: sum("image/png" in o.get("data", {}) for o in cell.outputs)
+               for cell in nb.cells if cell.cell_type == "code"}
+    shown_twice = {k: n for k, n in figures.items() if n > (2 if k == "activation_maps" else 1)}
+    assert not shown_twice, f"cells showing a figure more than once: {shown_twice}"
+    for cell_id in ("plot_conv1", "activation_maps", "ex2_answer", "class_means", "topk_plot",
+                    "occlusion_one", "occlusion_plot", "tsne", "confusion"):
+        assert figures[cell_id] >= 1, f"{cell_id} shows no figure"
+
+
+@pytest.mark.timeout(EXECUTION_TIMEOUT)
+def test_untouched_lesson_fails_every_test_cell(notebook_env, tmp_path, monkeypatch):
+    nb = _execute(_read(LESSON), notebook_env, tmp_path, monkeypatch)
+    errors = _errors(nb)
+    for cell_id in ANSWER_CELLS:
+        assert errors.get(cell_id, "").startswith("NotImplementedError"), cell_id
+    failed = [cell_id for cell_id in TEST_CELLS if cell_id in errors]
+    assert failed == TEST_CELLS, f"test cells that passed without an answer: " \
+                                 f"{sorted(set(TEST_CELLS) - set(failed))}"
+    assert "setup" not in errors, f"the set-up cell failed: {errors['setup']}"
