@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--train-size", type=int, default=None,
                    help="reference training images (default all; cnnlab uses its profile)")
     p.add_argument("--json", help="write the figures as JSON to this path")
+    p.add_argument("--keep", metavar="DIR", help="copy cnnlab's figures and summary here")
     args = p.parse_args(argv)
     print("command: python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])))
     print(f"machine: {machine()}")
@@ -136,6 +138,8 @@ def main(argv=None) -> int:
         ours_seconds = time.perf_counter() - start
         ours = json.loads((tmp / "cnnlab" / "summary.json").read_text())
         child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if args.keep:
+            shutil.copytree(tmp / "cnnlab", args.keep, dirs_exist_ok=True)
 
         print("reference notebook steps:", flush=True)
         train = load_cifar10("train", args.data).subset(args.train_size)

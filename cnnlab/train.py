@@ -174,7 +174,7 @@ def train_model(
                 y = labels[idx]
                 with autocast(device, config.precision):
                     logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -268,7 +268,7 @@ CHECKPOINT_ENV = "CNNLAB_CHECKPOINTS"
 #: Fields of LabConfig that change the trained weights; a checkpoint is reused only
 #: when all of them match.
 TRAINING_FIELDS = ("train_size", "epochs", "batch_size", "lr", "schedule", "warmup",
-                   "hflip", "seed")
+                   "hflip", "label_smoothing", "seed")
 
 
 def default_checkpoint(config: LabConfig, data_source: str = "") -> "Path":

@@ -112,6 +112,7 @@ def test_profiles_and_environment_variable(monkeypatch):
     assert (full.train_size, full.test_size) == (None, None)
     assert quick.train_size < 50_000 and quick.test_size < 10_000
     assert (ref.batch_size, ref.lr, ref.epochs, ref.schedule) == (32, 1e-3, 5, "constant")
+    assert (ref.label_smoothing, ref.precision, ref.hflip) == (0.0, "fp32", False)
     monkeypatch.setenv("CNNLAB_PROFILE", "quick")
     assert get_config() == quick
     monkeypatch.setenv("CNNLAB_PROFILE", "fast")
@@ -121,6 +122,8 @@ def test_profiles_and_environment_variable(monkeypatch):
         get_config("full", epoch=3)
     with pytest.raises(ValueError, match="batch_size=0"):
         LabConfig(batch_size=0)
+    with pytest.raises(ValueError, match="label_smoothing=1.5"):
+        LabConfig(label_smoothing=1.5)
     assert LabConfig.from_dict(quick.to_dict()) == quick
     assert "batch_size" in quick.describe()
 
