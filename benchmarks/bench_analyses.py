@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import os
 import platform
@@ -174,6 +175,10 @@ def compare(ours, ref):
         "max_rel_diff": float(diff / max(np.abs(ref).max(), 1e-12)),
         "argmax_agreement": float((flat_o.argmax(1) == flat_r.argmax(1)).mean()),
     }
+
+
+#: cnnlab's occlusion chunk size: the floor runs its forward passes in the same batches.
+OCCLUSION_BATCH = inspect.signature(occlusion_maps).parameters["batch_size"].default
 
 
 def floor_forward(extractor, n_images, batch_size, precision):
@@ -354,7 +359,7 @@ def main(argv=None):
             t, m = timed(lambda: top_k_occlusion(extractor, images, top, units,
                                                  precision=precision), device, args.repeats)
             c = compare(m, m_ref)
-            t_floor, _ = timed(floor_forward(extractor, n_forward, 2048, precision), device,
+            t_floor, _ = timed(floor_forward(extractor, n_forward, OCCLUSION_BATCH, precision), device,
                                args.repeats)
             row("a", f"cnnlab top_k_occlusion ({precision})", t, t_ref,
                 f"max|diff| {c['max_abs_diff']:.1e} rel {c['max_rel_diff']:.1e} "
@@ -412,7 +417,7 @@ def main(argv=None):
                 entry.update(c, speedup_vs_per_unit=t_ref / t, speedup_vs_once=t_once / t)
                 note = (f"vs per-unit {t_ref / t:.0f}x, vs once {t_once / t:.1f}x; "
                         f"max|diff| {c['max_abs_diff']:.1e} argmax {c['argmax_agreement']:.0%}")
-            t_floor, _ = timed(floor_forward(extractor, n_b * (1 + g * g), 2048, precision),
+            t_floor, _ = timed(floor_forward(extractor, n_b * (1 + g * g), OCCLUSION_BATCH, precision),
                                device, args.repeats)
             row("b", f"cnnlab occlusion_maps, 128 units ({precision})", t, None, note)
             row("c", f"floor: bare forward of {n_b * (1 + g * g)} images ({precision})",

@@ -67,7 +67,7 @@ def feature_extractor(model: nn.Sequential, upto: int | None = None) -> nn.Seque
 def extract_features(
     extractor: nn.Module,
     images: torch.Tensor,
-    batch_size: int = 512,
+    batch_size: int = 128,
     progress: bool = True,
     precision: str = "auto",
 ) -> np.ndarray:

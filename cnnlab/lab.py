@@ -106,8 +106,8 @@ def run_lab(
 
     with stage("train"):
         model, info = train_or_load(config, train, test, checkpoint, retrain, device, progress)
-    with stage("evaluate"):
-        result = evaluate(model, test, config.precision)
+    with stage("evaluate"):  # already done when the model was just trained
+        result = info.get("evaluation") or evaluate(model, test, config.precision)
     with stage("filters"):
         _save(plot_filters(model[0].weight, title="Filters of conv layer 0 (3 input channels)"),
               out / "filters_conv1.png")
@@ -126,8 +126,7 @@ def run_lab(
         _save(plot_top_k(test.images, top, config.units), out / "top_k.png")
     with stage("occlusion"):
         omaps = top_k_occlusion(extractor, test.images, top, config.units,
-                                size=config.occluder, stride=config.stride,
-                                precision=config.precision)
+                                size=config.occluder, stride=config.stride)  # fp32
         _save(plot_occlusion(test.images, omaps, config.units, top, sigma=config.sigma,
                              threshold=config.threshold), out / "occlusion.png")
     with stage("tsne"):

@@ -183,8 +183,8 @@ def train_model(
                 if progress and (i % 25 == 0 or i == steps_per_epoch - 1):
                     done = min(n, (i + 1) * config.batch_size)
                     rate = done / max(time.perf_counter() - start, 1e-9)
-                    bar.set_postfix(epoch=f"{epoch}/{config.epochs}",
-                                    loss=f"{loss.item():.3f}", img_s=f"{rate:,.0f}")
+                    bar.set_postfix(epoch=f"{epoch}/{config.epochs}", loss=f"{loss.item():.3f}",
+                                    img_s=f"{rate:,.0f}", refresh=False)
                 bar.update(1)
             seconds = time.perf_counter() - start
             entry = {
@@ -293,6 +293,7 @@ def train_or_load(
     retrain: bool = False,
     device: torch.device | None = None,
     progress: bool = True,
+    eval_each_epoch: bool = False,
 ) -> tuple[nn.Module, dict]:
     """Reuse a saved model trained with the same recipe, or train and save one.
 
@@ -301,10 +302,15 @@ def train_or_load(
     an existing checkpoint that does not match is kept as ``<name>.previous.pt``
     rather than overwritten.
 
+    Args:
+        eval_each_epoch: also measure test accuracy after every epoch (into the
+            history); costs one pass over ``test`` per epoch.
+
     Returns:
         ``(model, info)`` with the model in eval mode on ``device``, and ``info``
-        holding ``metrics`` (accuracy, per-class accuracy, history), ``reused``
-        (bool) and ``checkpoint`` (its path).
+        holding ``metrics`` (accuracy, per-class accuracy, confusion matrix,
+        history), ``reused`` (bool), ``checkpoint`` (its path) and, after training,
+        ``evaluation`` (the :class:`Evaluation` on ``test``).
     """
     from pathlib import Path
 
@@ -331,10 +337,12 @@ def train_or_load(
             path.replace(keep)
     seed_everything(config.seed)
     model = build_model(len(train.classes)).to(device)
-    history = train_model(model, train, config, eval_data=test, progress=progress)
+    history = train_model(model, train, config, eval_data=test if eval_each_epoch else None,
+                          progress=progress)
     result = evaluate(model, test, config.precision)
     metrics = {
         **result.to_dict(),
+        "confusion": result.confusion.tolist(),
         "history": history.epochs,
         "train_seconds": history.train_seconds,
         "train_source": _plain_source(train.source),
@@ -343,7 +351,7 @@ def train_or_load(
     }
     save_checkpoint(path, model, config, metrics)
     return model, {"config": config, "metrics": metrics, "reused": False,
-                   "checkpoint": str(path)}
+                   "checkpoint": str(path), "evaluation": result}
 
 
 def _plain_source(source: str) -> str:

@@ -254,7 +254,7 @@ def unit_explorer(
     stride: int | None = None,
     threshold: float | None = None,
     sigma: float | None = None,
-    precision: str = "auto",
+    precision: str = "fp32",
 ) -> ipywidgets.VBox:
     """A slider over the units, showing one unit's top-K images at a time.
 
@@ -389,7 +389,7 @@ def occlusion_explorer(
     sigma: float | None = None,
     dim: float = 0.3,
     max_stride: int = 16,
-    precision: str = "auto",
+    precision: str = "fp32",
     cache_size: int = 16,
 ) -> ipywidgets.VBox:
     """Sliders for the occluder's size and stride and the mask's threshold and smoothing.

@@ -456,7 +456,7 @@ answer("ex4_answer", """
 """)
 
 md("features_md", """
-    Now run all the test images through it, 512 at a time
+    Now run all the test images through it, 128 at a time
     (`cnnlab.extract_features`, in `cnnlab/activations.py`). Row `i` of `features` is the
     feature vector of test image `i`; column `u` holds unit `u`'s response to every
     test image.
