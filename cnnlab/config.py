@@ -82,9 +82,10 @@ class LabConfig:
     def describe(self) -> str:
         """One line per field, for printing when a long job starts."""
         lines = [f"cnnlab configuration (profile {self.profile!r}):"]
-        for f in dataclasses.fields(self):
-            if f.name != "profile":
-                lines.append(f"  {f.name:12s} = {getattr(self, f.name)!r}")
+        names = [f.name for f in dataclasses.fields(self) if f.name != "profile"]
+        width = max(map(len, names))
+        for name in names:
+            lines.append(f"  {name:{width}s} = {getattr(self, name)!r}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
