@@ -22,7 +22,6 @@ import io
 import os
 import re
 import tarfile
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._io import atomic_write
 from .config import DATA_ENV
 
 #: CIFAR-10 class names in label order.
@@ -183,32 +183,17 @@ def _digest(images: torch.Tensor, labels: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_cache(path: Path, split: Split) -> None:
     try:
-        _atomic_save(
-            {
-                "format": _CACHE_FORMAT,
-                "images": split.images,
-                "labels": split.labels,
-                "classes": list(split.classes),
-                "source": split.source,
-                "sha256": _digest(split.images, split.labels),
-            },
-            path,
-        )
+        payload = {
+            "format": _CACHE_FORMAT,
+            "images": split.images,
+            "labels": split.labels,
+            "classes": list(split.classes),
+            "source": split.source,
+            "sha256": _digest(split.images, split.labels),
+        }
+        atomic_write(path, lambda f: torch.save(payload, f))
     except OSError as exc:  # a read-only or full disk must not stop the lab
         warnings.warn(f"Could not write the decoded-data cache {path}: {exc}", stacklevel=3)
 

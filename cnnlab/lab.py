@@ -13,14 +13,13 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ._io import atomic_write
 from .activations import extract_features, feature_extractor, plot_top_k, top_k
 from .config import LabConfig
 from .data import Split
@@ -57,13 +56,7 @@ def peak_rss_mb() -> float:
 
 def _save(fig, path: Path) -> None:
     """Write a figure atomically (an interrupted run never leaves half a PNG)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
 
 def run_lab(

@@ -16,12 +16,12 @@ The network is a plain ``nn.Sequential`` whose indices the exercises refer to::
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ._io import atomic_write
 from .config import LabConfig
 
 #: Index of the first ``nn.Linear`` (the 128-unit layer the lab analyses).
@@ -119,7 +119,6 @@ def save_checkpoint(
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -127,16 +126,7 @@ def save_checkpoint(
         "metrics": metrics or {},
         "versions": _versions(),
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f))
     return path
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -271,13 +273,10 @@ TRAINING_FIELDS = ("train_size", "epochs", "batch_size", "lr", "schedule", "warm
                    "hflip", "label_smoothing", "seed")
 
 
-def default_checkpoint(config: LabConfig, data_source: str = "") -> "Path":
+def default_checkpoint(config: LabConfig, data_source: str = "") -> Path:
     """``$CNNLAB_CHECKPOINTS/cnnlab-<profile>[-synthetic].pt``; the folder defaults to
     ``~/.cache/cnnlab/checkpoints``, so the command line and a notebook opened from
     any folder share one trained model."""
-    import os
-    from pathlib import Path
-
     from .data import _user_cache
 
     folder = Path(os.environ.get(CHECKPOINT_ENV) or _user_cache() / "checkpoints")
@@ -312,8 +311,6 @@ def train_or_load(
         history), ``reused`` (bool), ``checkpoint`` (its path) and, after training,
         ``evaluation`` (the :class:`Evaluation` on ``test``).
     """
-    from pathlib import Path
-
     from .model import build_model, load_checkpoint, save_checkpoint
 
     device = device or get_device()
