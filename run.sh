@@ -28,6 +28,12 @@ python -m pip install -q --upgrade pip
 python -c "import torch, torchvision" 2>/dev/null || python -m pip install -q torch torchvision
 if [ "$what" = test ]; then
   python -m pip install -q -e ".[test,instructor]"
+  # Colab's ipywidgets 7.7.1 in a second venv chained to this one (tests/test_widgets_ipywidgets7.py).
+  if CNNLAB_IPYWIDGETS7_PYTHON=$(bash .ci/ipywidgets7-env.sh "$VENV"); then
+    export CNNLAB_IPYWIDGETS7_PYTHON
+  else
+    echo "Could not make the ipywidgets 7.7.1 environment: its test will skip (and fail in CI)." >&2
+  fi
 else
   python -m pip install -q -e .
 fi
