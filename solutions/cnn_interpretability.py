@@ -69,7 +69,7 @@
 # - it trains the network, or reloads the one it trained before with the same recipe.
 
 # %% id="setup" nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
-CNNLAB_PACKAGE = "cnnlab @ git+https://github.com/cnnlab-course/cnnlab"
+CNNLAB_PACKAGE = "cnnlab==0.1.0"
 
 import sys
 
@@ -139,6 +139,7 @@ print(model)
 
 # %% id="ex1_answer" nbgrader={"grade": false, "grade_id": "ex1_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 # Exercise 1: n_filters = the number of filters of model[0], read from the layer.
+n_filters = None  # stays None until you answer below
 ### BEGIN SOLUTION
 n_filters = model[0].out_channels
 ### END SOLUTION
@@ -215,6 +216,7 @@ widgets.filter_explorer(model)
 
 # %% id="ex2_answer" nbgrader={"grade": false, "grade_id": "ex2_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 # Exercise 2: conv2_weights = the weights of the second conv layer.
+conv2_weights = None  # stays None until you answer below
 ### BEGIN SOLUTION
 conv2_weights = model[2].weight.detach().cpu()
 ### END SOLUTION
@@ -283,6 +285,7 @@ checks.check_exercise_2(conv2_weights, model)
 
 # %% id="ex4_answer" nbgrader={"grade": false, "grade_id": "ex4_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 # Exercise 4: extractor = model from the image up to and including the first Linear.
+extractor = None  # stays None until you answer below
 ### BEGIN SOLUTION
 extractor = model[:14]
 ### END SOLUTION

@@ -57,7 +57,9 @@ FRONT_ENDS = {  # name -> (URL of a notebook at PATH, the page's appName)
     "jupyterlab": ("/lab/workspaces/{name}/tree/{path}", "JupyterLab"),
     "notebook7": ("/notebooks/{path}", "Jupyter Notebook"),
 }
-ERROR_SELECTOR = '[data-mime-type="application/vnd.jupyter.error"]'
+DRAG_PX = 10  # how far a slider's handle is dragged to the right
+#: How both front ends render a traceback (an "error" output is shown as stderr text).
+STDERR_SELECTOR = '[data-mime-type="application/vnd.jupyter.stderr"]'
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -337,8 +339,8 @@ def _shutdown(base: str, path: str) -> None:
 
 
 def _move_one_control(cell) -> str:
-    """Move the explorer's first dropdown to its next option, else its first enabled
-    slider one step right (click the handle, ArrowRight); say what was moved."""
+    """Move the explorer's first dropdown to its next option, else drag its first enabled
+    slider a little to the right; say what was moved."""
     dropdown = cell.locator(".widget-dropdown select")
     if dropdown.count() and dropdown.first.is_enabled():
         select = dropdown.first
@@ -356,7 +358,15 @@ def _move_one_control(cell) -> str:
             label = slider.locator(".widget-label").first.inner_text().strip()
             readout = slider.locator(".widget-readout").first
             old = readout.inner_text().strip()
-            slider.locator(".noUi-handle").first.press("ArrowRight")  # focus, then the key
+            # Dragged with the mouse, as a student does: Notebook 7 takes the arrow keys
+            # for itself even while the slider's handle has the focus.
+            box = slider.locator(".noUi-handle").first.bounding_box()
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            mouse = cell.page.mouse
+            mouse.move(x, y)
+            mouse.down()
+            mouse.move(x + DRAG_PX, y, steps=4)
+            mouse.up()
             cell.page.wait_for_function("([el, old]) => el.innerText.trim() !== old",
                                         arg=[readout.element_handle(), old])
             return f"slider {label!r}: {old} -> {readout.inner_text().strip()}"
@@ -390,14 +400,43 @@ def _explore(notebook: Notebook, index: int, cell_id: str, shots: Path, prefix: 
     return moved
 
 
+def _saved_cells(notebook: Notebook) -> list[dict]:
+    """Save the notebook (Ctrl+S, in both front ends) and read its cells back from the
+    server, outputs and all."""
+    url = f"{notebook.base}/api/contents/{notebook.path}?token={TOKEN}&content=0"
+    before = _get(url)["last_modified"]
+    notebook.page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})
+    notebook.page.keyboard.press("Control+s")
+    deadline = time.monotonic() + STEP_MS / 1000
+    while _get(url)["last_modified"] == before:
+        assert time.monotonic() < deadline, "Ctrl+S did not save the notebook"
+        time.sleep(0.25)
+    return _get(url.replace("content=0", "content=1"))["content"]["cells"]
+
+
+def _errors(cells: list[dict]) -> list[str]:
+    """The error outputs, and any traceback printed to stderr, of saved cells."""
+    found = []
+    for cell in cells:
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") if out["output_type"] == "stream" else ""
+            if out["output_type"] == "error" or "Traceback" in text:
+                found.append(f"{cell.get('id')}: {out.get('ename', '')} {out.get('evalue', text)}")
+    return found
+
+
 def _assert_no_error_anywhere(notebook: Notebook) -> None:
+    """No error in the page (outputs and widgets alike) nor in the saved notebook."""
     page = notebook.page
-    errors = page.locator(f".jp-Notebook {ERROR_SELECTOR}")
-    assert errors.count() == 0, "error output: " + "\n".join(errors.all_inner_texts())[:3000]
     text = page.locator(".jp-Notebook").inner_text()
     for marker in ("Traceback (most recent call last)", "Could not draw",
                    "Error displaying widget", "Failed to display Jupyter Widget"):
         assert marker not in text, marker
+    stderr = "\n".join(page.locator(f".jp-Notebook {STDERR_SELECTOR}").all_inner_texts())
+    assert "Error" not in stderr, stderr[:3000]
+    cells = _saved_cells(notebook)
+    assert all(c["execution_count"] for c in cells if c["cell_type"] == "code"), "not all ran"
+    assert _errors(cells) == []
 
 
 @pytest.mark.parametrize("front_end", list(FRONT_ENDS))
@@ -448,10 +487,13 @@ def test_student_notebook_sets_up_and_the_first_check_gives_its_hint(browser, se
     try:
         notebook.start_run_all()
         # Run All stops at the first error: the stub of Exercise 1.
-        stub = notebook.cells.nth(answer).locator(ERROR_SELECTOR)
+        stub = notebook.cells.nth(answer).locator(STDERR_SELECTOR)
         stub.wait_for(timeout=RUN_ALL_S * 1000)
         assert "NotImplementedError" in stub.inner_text()
         notebook.wait_idle()
+        saved = _saved_cells(notebook)
+        assert _errors(saved) == [f"ex1_answer: NotImplementedError {saved[answer]['outputs'][-1]['evalue']}"]
+        assert saved[check]["execution_count"] is None  # Run All stopped before it
         text = notebook.outputs_text(setup)
         assert "profile 'quick'" in text and "Reusing the model saved in" in text, text
         assert notebook.cells.nth(check).locator(".jp-OutputArea-output").count() == 0

@@ -30,12 +30,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import cnnlab
+
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "cnn_interpretability.ipynb"
 SOLUTION = ROOT / "solutions" / NAME
 SCRIPT = SOLUTION.with_suffix(".py")
 LESSON = ROOT / "lessons" / NAME
-COLAB_URL = "cnnlab @ git+https://github.com/cnnlab-course/cnnlab"
+#: What the Colab cell installs: the release the notebook was built with, from the index.
+COLAB_URL = f"cnnlab=={cnnlab.__version__}"
 
 #: The nbgrader contract: cell id -> (cell type, role, points).
 CONTRACT = {
@@ -556,4 +559,6 @@ def test_untouched_lesson_fails_every_test_cell(notebook_env, tmp_path, monkeypa
     failed = [cell_id for cell_id in TEST_CELLS if cell_id in errors]
     assert failed == TEST_CELLS, f"test cells that passed without an answer: " \
                                  f"{sorted(set(TEST_CELLS) - set(failed))}"
+    for cell_id in TEST_CELLS:  # each check's own hint, not a NameError
+        assert errors.get(cell_id, "").startswith("AssertionError"), (cell_id, errors.get(cell_id))
     assert "setup" not in errors, f"the set-up cell failed: {errors['setup']}"
