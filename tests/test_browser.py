@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -73,9 +74,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_kernelspec(jupyter_path: Path) -> None:
-    """A kernelspec that runs this very Python (the venv's ipykernel), found first."""
-    spec_dir = jupyter_path / "kernels" / KERNEL_NAME
+def write_kernelspec(jupyter_path: Path, name: str = KERNEL_NAME) -> None:
+    """A kernelspec ``name`` that runs this very Python (the venv's ipykernel), found first."""
+    spec_dir = jupyter_path / "kernels" / name
     spec_dir.mkdir(parents=True)
     spec = {
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
@@ -123,39 +124,56 @@ def playwright_api():
     return sync_api
 
 
-@pytest.fixture
-def jupyterlab(tmp_path, playwright_api):
-    """A JupyterLab server on 127.0.0.1 serving one notebook; yields (base URL, log path)."""
-    pytest.importorskip("jupyterlab", reason="jupyterlab is not installed")
-    pytest.importorskip("ipykernel", reason="ipykernel is not installed")
-    root = tmp_path / "notebooks"
-    root.mkdir()
-    jupyter_path = tmp_path / "jupyter-path"
-    _write_kernelspec(jupyter_path)
-    _write_notebook(root / "explorer.ipynb")
-    env = dict(
+def _jupyter_dirs(sub: str) -> list[str]:
+    """``share/jupyter`` (``sub="share"``) or ``etc/jupyter`` (``"etc"``) of this venv and of
+    every venv it is chained to by a ``.pth`` file, as the project's development venvs are:
+    their lab extensions (the widgets' among them) and server extensions (Notebook 7's)
+    are found from there only."""
+    prefixes = [Path(sys.prefix)] + [Path(p).parents[2] for p in sys.path
+                                     if p.endswith("site-packages") and len(Path(p).parts) > 3]
+    found = []
+    for prefix in prefixes:
+        folder = prefix / sub / "jupyter"
+        if folder.is_dir() and str(folder) not in found:
+            found.append(str(folder))
+    return found
+
+
+def jupyter_environment(tmp: Path, jupyter_path: Path, **settings: dict) -> dict:
+    """This process's environment with every Jupyter folder under ``tmp`` (kernelspecs
+    first from ``jupyter_path``), inline figures, and the JupyterLab settings given as
+    ``{"plugin-folder/plugin": {...}}`` under ``@jupyterlab`` (no news toast, always)."""
+    user_settings = tmp / "config" / "lab" / "user-settings"
+    settings = {"apputils-extension/notification": {"fetchNews": "false"}, **settings}
+    for plugin, values in settings.items():
+        path = user_settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    return dict(
         os.environ,
-        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-        JUPYTER_DATA_DIR=str(tmp_path / "data"),
-        JUPYTER_PATH=str(jupyter_path),
-        JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
-        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"),
-        IPYTHONDIR=str(tmp_path / "ipython"),
+        JUPYTER_CONFIG_DIR=str(tmp / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        JUPYTER_DATA_DIR=str(tmp / "data"),
+        JUPYTER_PATH=os.pathsep.join([str(jupyter_path), *_jupyter_dirs("share")]),
+        JUPYTER_CONFIG_PATH=os.pathsep.join(_jupyter_dirs("etc")),
+        JUPYTERLAB_SETTINGS_DIR=str(user_settings),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "lab-workspaces"),
+        IPYTHONDIR=str(tmp / "ipython"),
         JUPYTER_PLATFORM_DIRS="1",
         MPLBACKEND="module://matplotlib_inline.backend_inline",
     )
-    # No "get notified about Jupyter news?" toast over the screenshots.
-    news = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
-    news.mkdir(parents=True)
-    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+
+
+@contextmanager
+def running_jupyterlab(root: Path, env: dict, log_path: Path, token: str = TOKEN):
+    """A JupyterLab server on 127.0.0.1 (a free port, ``token``) serving ``root``; yields
+    its base URL and stops it, and every kernel it started, on exit."""
     port = _free_port()
-    log_path = tmp_path / "jupyterlab.log"
     command = [
         sys.executable, "-m", "jupyterlab",
         "--no-browser", "--allow-root",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
+        f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
     with open(log_path, "wb") as log:
@@ -168,7 +186,7 @@ def jupyterlab(tmp_path, playwright_api):
             if server.poll() is not None:
                 pytest.fail(f"JupyterLab exited with code {server.returncode}:\n{_tail(log_path)}")
             try:
-                with urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2) as r:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
@@ -176,17 +194,33 @@ def jupyterlab(tmp_path, playwright_api):
             if time.monotonic() > deadline:
                 pytest.fail(f"JupyterLab did not answer in {SERVER_START_S} s:\n{_tail(log_path)}")
             time.sleep(0.3)
-        yield base, log_path
+        yield base
     finally:
         # The server runs in its own session: stop it and the kernels it started.
         try:
             os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=10)
+            server.wait(timeout=15)
         except ProcessLookupError:
             pass
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
+
+
+@pytest.fixture
+def jupyterlab(tmp_path, playwright_api):
+    """A JupyterLab server on 127.0.0.1 serving one notebook; yields (base URL, log path)."""
+    pytest.importorskip("jupyterlab", reason="jupyterlab is not installed")
+    pytest.importorskip("ipykernel", reason="ipykernel is not installed")
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    jupyter_path = tmp_path / "jupyter-path"
+    write_kernelspec(jupyter_path)
+    _write_notebook(root / "explorer.ipynb")
+    env = jupyter_environment(tmp_path, jupyter_path)
+    log_path = tmp_path / "jupyterlab.log"
+    with running_jupyterlab(root, env, log_path) as base:
+        yield base, log_path
 
 
 def _screenshot_dir(tmp_path: Path) -> Path:

@@ -35,15 +35,20 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_FLAGS, SERVER_START_S, _free_port, _tail
+from test_browser import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    _tail,
+    jupyter_environment,
+    running_jupyterlab,
+    write_kernelspec,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "cnn_interpretability.ipynb"
@@ -84,20 +89,6 @@ def _index(path: Path, cell_id: str) -> int:
 def _n_code_cells(path: Path) -> int:
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     return sum(c["cell_type"] == "code" for c in cells)
-
-
-def _jupyter_dirs(sub: str) -> list[str]:
-    """``share/jupyter`` or ``etc/jupyter`` of this venv and of every venv it is chained to
-    by a ``.pth`` file (as the project's development venvs are): their lab extensions (the
-    widgets' among them) and server extensions (Notebook 7's) are found from there only."""
-    prefixes = [Path(sys.prefix)] + [Path(p).parents[2] for p in sys.path
-                                     if p.endswith("site-packages") and len(Path(p).parts) > 3]
-    found = []
-    for prefix in prefixes:
-        folder = prefix / sub / "jupyter"
-        if folder.is_dir() and str(folder) not in found:
-            found.append(str(folder))
-    return found
 
 
 def _sha256(path: Path) -> str:
@@ -157,70 +148,15 @@ def server(tmp_path_factory, trained):
         shutil.copy2(source, root / folder / NAME)
     # The notebooks name the kernelspec "python3": this one, found first, runs this Python
     # with this checkout's cnnlab first on the path.
-    spec = tmp / "jupyter-path" / "kernels" / KERNEL
-    spec.mkdir(parents=True)
-    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ipykernel)", "language": "python",
-        "env": {"PYTHONPATH": pythonpath},
-    }))
-    settings = tmp / "config" / "lab" / "user-settings"
-    # Every cell in the page (no windowing), and no "Jupyter news?" toast over the shots.
-    for plugin, values in (("notebook-extension/tracker", {"windowingMode": "none"}),
-                           ("apputils-extension/notification", {"fetchNews": "false"})):
-        path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
-    env = dict(
-        os.environ, **kernel_env,
-        PIP_NO_INDEX="1",  # whatever runs, the kernel downloads nothing
-        JUPYTER_CONFIG_DIR=str(tmp / "config"),
-        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
-        JUPYTER_DATA_DIR=str(tmp / "data"),
-        JUPYTER_PATH=os.pathsep.join([str(tmp / "jupyter-path"), *_jupyter_dirs("share")]),
-        JUPYTER_CONFIG_PATH=os.pathsep.join(_jupyter_dirs("etc")),
-        JUPYTERLAB_SETTINGS_DIR=str(settings),
-        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "lab-workspaces"),
-        IPYTHONDIR=str(tmp / "ipython"),
-        JUPYTER_PLATFORM_DIRS="1",
-        MPLBACKEND="module://matplotlib_inline.backend_inline",
-    )
-    port = _free_port()
+    write_kernelspec(tmp / "jupyter-path", KERNEL)
+    env = jupyter_environment(
+        tmp, tmp / "jupyter-path",
+        # Every cell in the page (no windowing), so the test finds each one.
+        **{"notebook-extension/tracker": {"windowingMode": "none"}})
+    env.update(kernel_env, PIP_NO_INDEX="1")  # whatever runs, the kernel downloads nothing
     log_path = tmp / "jupyter.log"
-    command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=root, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"Jupyter exited with code {process.returncode}:\n{_tail(log_path)}")
-            try:
-                _get(f"{base}/api/status?token={TOKEN}")
-                break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"Jupyter did not answer in {SERVER_START_S} s:\n{_tail(log_path)}")
-            time.sleep(0.3)
+    with running_jupyterlab(root, env, log_path, TOKEN) as base:
         yield base, root, log_path
-    finally:
-        try:  # its own session: the server and every kernel it started
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +274,21 @@ def _shutdown(base: str, path: str) -> None:
             urllib.request.urlopen(request, timeout=30).close()
 
 
+@contextmanager
+def _driving(page, base: str, path: str, failure_png: Path, log_path: Path):
+    """Close the page and shut its kernel down afterwards; on a failure, first save a
+    screenshot and print the server's log."""
+    try:
+        yield
+    except Exception:
+        page.screenshot(path=str(failure_png))
+        print(f"Jupyter log (tail):\n{_tail(log_path)}\nscreenshot: {failure_png}")
+        raise
+    finally:
+        page.close()
+        _shutdown(base, path)
+
+
 def _move_one_control(cell) -> str:
     """Move the explorer's first dropdown to its next option, else drag its first enabled
     slider a little to the right; say what was moved."""
@@ -451,7 +402,7 @@ def test_solution_notebook_runs_and_every_explorer_redraws(front_end, browser, s
     assert explorers, "the solution notebook has no *_explore cell"
     started = time.monotonic()
     page, notebook = _open(browser, base, front_end, path, name=f"solution-{front_end}")
-    try:
+    with _driving(page, base, path, shots / f"{front_end}-failure.png", log_path):
         ran = notebook.run_all(_n_code_cells(root / path), RUN_ALL_S)
         setup = notebook.outputs_text(_index(root / path, "setup"))
         assert "profile 'quick'" in setup, setup
@@ -463,13 +414,6 @@ def test_solution_notebook_runs_and_every_explorer_redraws(front_end, browser, s
             moves[cell_id] = _explore(notebook, index, cell_id, shots, front_end)
         _assert_no_error_anywhere(notebook)
         page.screenshot(path=str(shots / f"{front_end}-page.png"))
-    except Exception:
-        page.screenshot(path=str(shots / f"{front_end}-failure.png"))
-        print(f"Jupyter log (tail):\n{_tail(log_path)}")
-        raise
-    finally:
-        page.close()
-        _shutdown(base, path)
     assert _sha256(checkpoint) == saved, "the set-up cell retrained the model"
     print(f"\n{front_end}: Run All {ran:.1f} s, whole test {time.monotonic() - started:.1f} s")
     for cell_id, moved in moves.items():
@@ -485,7 +429,7 @@ def test_student_notebook_sets_up_and_the_first_check_gives_its_hint(browser, se
     assert "raise NotImplementedError()" in "".join(cells[answer]["source"])  # untouched stub
     started = time.monotonic()
     page, notebook = _open(browser, base, "jupyterlab", path, name="student")
-    try:
+    with _driving(page, base, path, shots / "student-failure.png", log_path):
         notebook.start_run_all()
         # Run All stops at the first error: the stub of Exercise 1.
         stub = notebook.cells.nth(answer).locator(STDERR_SELECTOR)
@@ -518,11 +462,4 @@ def test_student_notebook_sets_up_and_the_first_check_gives_its_hint(browser, se
         with pytest.raises(AssertionError) as empty:
             checks.check_exercise_1(None, build_model())
         assert f"AssertionError: {empty.value}" in message, message[-600:]
-    except Exception:
-        page.screenshot(path=str(shots / "student-failure.png"))
-        print(f"Jupyter log (tail):\n{_tail(log_path)}")
-        raise
-    finally:
-        page.close()
-        _shutdown(base, path)
     print(f"student notebook: {time.monotonic() - started:.1f} s")
