@@ -147,7 +147,7 @@ def _project_files() -> list[str]:
         names = [n for n in done.stdout.decode().split("\0") if n]
         return [n for n in names if (ROOT / n).is_file() and not n.endswith(".whl")]
     keep = ["pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"]
-    return keep + [str(p.relative_to(ROOT)) for p in (ROOT / "cnnlab").glob("*.py")]
+    return keep + [str(p.relative_to(ROOT)) for p in (ROOT / "cnnlab").rglob("*.py")]
 
 
 def _offline_env() -> dict:
@@ -200,8 +200,8 @@ def test_the_wheel_carries_the_package_only(dist):
     print("\nwheel files:\n  " + "\n  ".join(names))
     info = f"cnnlab-{cnnlab.__version__}.dist-info/"
     modules = sorted(n for n in names if not n.startswith(info))
-    expected = sorted(f"cnnlab/{p.name}" for p in (ROOT / "cnnlab").glob("*.py"))
-    assert modules == expected, "the wheel must hold exactly the cnnlab/*.py modules"
+    expected = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "cnnlab").rglob("*.py"))
+    assert modules == expected, "the wheel must hold exactly the modules of cnnlab/"
     assert sorted(n[len(info):] for n in names if n.startswith(info)) == [
         "METADATA", "RECORD", "WHEEL", "entry_points.txt", "licenses/LICENSE", "top_level.txt"]
     for name in names:
