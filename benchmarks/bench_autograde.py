@@ -47,9 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temporary course")
     args = p.parse_args(argv)
 
-    import nbformat
-
     import cnnlab_grade as g
+    import nbformat
 
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
                                           os.environ.get("PATH", "")])

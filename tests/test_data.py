@@ -1,7 +1,6 @@
 """Loading CIFAR-10: ImageFolder archives and folders, the cache, errors, synthetic data."""
 
 import io
-import os
 import tarfile
 import time
 from pathlib import Path
@@ -11,8 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.data import (CLASSES, DataError, denormalize, load_cifar10, normalize,
-                         synthetic_cifar10, to_display)
+from cnnlab.data import (
+    CLASSES,
+    DataError,
+    denormalize,
+    load_cifar10,
+    normalize,
+    synthetic_cifar10,
+    to_display,
+)
 
 REAL_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
