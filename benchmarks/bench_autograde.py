@@ -47,8 +47,9 @@ def main(argv=None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temporary course")
     args = p.parse_args(argv)
 
-    import cnnlab_grade as g
     import nbformat
+
+    import cnnlab_grade as g
 
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
                                           os.environ.get("PATH", "")])

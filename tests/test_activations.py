@@ -6,13 +6,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from cnnlab.activations import (
-    extract_features,
-    feature_extractor,
-    plot_top_k,
-    top_k,
-    validate_units,
-)
+from cnnlab.activations import (extract_features, feature_extractor, plot_top_k, top_k,
+                                validate_units)
 from cnnlab.data import normalize, to_display
 
 # --- feature_extractor ----------------------------------------------------------

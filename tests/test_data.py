@@ -10,15 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.data import (
-    CLASSES,
-    DataError,
-    denormalize,
-    load_cifar10,
-    normalize,
-    synthetic_cifar10,
-    to_display,
-)
+from cnnlab.data import (CLASSES, DataError, denormalize, load_cifar10, normalize,
+                         synthetic_cifar10, to_display)
 
 REAL_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 

@@ -10,13 +10,8 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from cnnlab.data import normalize
-from cnnlab.filters import (
-    activation_maps,
-    filter_images,
-    grid_shape,
-    plot_activation_maps,
-    plot_filters,
-)
+from cnnlab.filters import (activation_maps, filter_images, grid_shape, plot_activation_maps,
+                            plot_filters)
 
 
 def colour_weight():

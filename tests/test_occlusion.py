@@ -9,14 +9,8 @@ from torch import nn
 
 from cnnlab.activations import feature_extractor, top_k
 from cnnlab.data import normalize
-from cnnlab.occlusion import (
-    masked_images,
-    occluder_centres,
-    occlusion_maps,
-    occlusion_mask,
-    plot_occlusion,
-    top_k_occlusion,
-)
+from cnnlab.occlusion import (masked_images, occluder_centres, occlusion_mask,
+                              occlusion_maps, plot_occlusion, top_k_occlusion)
 
 
 def loop_reference(extractor, images, units, size=11, stride=4):
