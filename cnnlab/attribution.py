@@ -78,6 +78,9 @@ def _kind(n_out: int) -> str:
 def _prepare(model: nn.Module, images, targets) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Check and convert the three common arguments.
 
+    The number of outputs is read from a Sequential's final ``nn.Linear`` when it
+    ends with one (no forward pass), else from a forward pass of one image.
+
     Returns:
         ``(x, t, n_out)``: float32 (N, 3, H, W) normalised images on the model's
         device (ordinary tensors, even when ``images`` was made under inference
@@ -89,25 +92,48 @@ def _prepare(model: nn.Module, images, targets) -> tuple[torch.Tensor, torch.Ten
             f"network), got {type(model).__name__}."
         )
     images = as_image_batch(images)
-    device = model_device(model)
-    x = prepare_batch(images, device, channels_last=False).clone()
-    try:
+    x = prepare_batch(images, model_device(model), channels_last=False)
+    if x.is_inference():
+        x = x.clone()  # an ordinary tensor autograd can record
+    last = model[-1] if isinstance(model, nn.Sequential) and len(model) else None
+    if isinstance(last, nn.Linear):
+        n_out = last.out_features
+    else:
         with evaluating(model), torch.no_grad():  # eval: no dropout draws from the RNG
-            probe = model(x[:1])
+            n_out = forward(model, x[:1]).shape[1]
+    return x, _targets(targets, x.shape[0], n_out).to(x.device), n_out
+
+
+def forward(model: nn.Module, x: torch.Tensor, image_shape: tuple | None = None
+            ) -> torch.Tensor:
+    """``model(x)`` with a teaching error when the images do not fit the model.
+
+    ``image_shape`` is the images' shape to name in the error when ``x`` is not the
+    images themselves (the input of a later layer); None = ``x.shape``.
+
+    Returns:
+        The output (B, D).
+
+    Raises:
+        ValueError: the model cannot run on images of this shape, or its output is
+            not (B, D).
+    """
+    try:
+        out = model(x)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        shown = ", ".join(map(str, (image_shape or x.shape)[1:]))
         raise ValueError(
-            f"The model could not run on images of shape {tuple(images.shape)} ({first}). "
-            "The course network takes CIFAR-10 images of shape (N, 3, 32, 32): uint8 "
-            "pixels 0..255, or floats already normalised to [-1, 1]."
+            f"The model could not run on images of shape (N, {shown}) "
+            f"({first}). The course network takes CIFAR-10 images of shape (N, 3, 32, 32): "
+            "uint8 pixels 0..255, or floats already normalised to [-1, 1]."
         ) from exc
-    if probe.ndim != 2:
+    if out.ndim != 2:
         raise ValueError(
-            f"The model's output has shape {tuple(probe.shape)}; expected (N, D): pass "
-            "the extractor model[:14] (D = 128 units) or the whole network (D = 10 classes)."
+            f"The model's output has shape {tuple(out.shape)}; expected (N, D): pass the "
+            "extractor model[:14] (D = 128 units) or the whole network (D = 10 classes)."
         )
-    n_out = probe.shape[1]
-    return x, _targets(targets, x.shape[0], n_out).to(device), n_out
+    return out
 
 
 def _targets(targets, n: int, n_out: int) -> torch.Tensor:
@@ -162,7 +188,7 @@ def _selected_grad(
     is every image's own gradient.
     """
     x = x.detach().requires_grad_(True)
-    value = model(x).gather(1, t[:, None])[:, 0]
+    value = forward(model, x).gather(1, t[:, None])[:, 0]
     (grad,) = torch.autograd.grad(value.sum(), x)
     return grad, value.detach()
 
@@ -191,7 +217,7 @@ def _split_at(model: nn.Sequential, index: int, x: torch.Tensor, t: torch.Tensor
     with torch.no_grad():
         acts = model[: index + 1](x)
     acts.requires_grad_(True)
-    value = model[index + 1 :](acts).gather(1, t[:, None])
+    value = forward(model[index + 1 :], acts, tuple(x.shape)).gather(1, t[:, None])
     (grad,) = torch.autograd.grad(value.sum(), acts)
     return acts.detach(), grad
 
@@ -551,6 +577,8 @@ def contribution_map(model: nn.Module, images, targets, batch_size: int | None =
             if linear == len(model) - 1:  # the extractor: the weights are the gradient
                 with torch.no_grad():
                     acts = model[:flatten](xb)  # (b, C, h, w)
+                if acts[0].numel() != model[linear].in_features:
+                    forward(model, xb)  # raises the error that explains the image size
                 grad = model[linear].weight[tb].detach().view_as(acts)
             else:
                 acts, grad = _split_at(model, flatten - 1, xb, tb)

@@ -304,8 +304,9 @@ def test_wrong_image_shapes_are_explained(model, images):
         gradient(model[:14], images[0], 1)
     with pytest.raises(ValueError, match="N, 3, H, W"):
         gradient(model[:14], images[:, :1], 1)
-    with pytest.raises(ValueError, match=r"shape \(6, 3, 28, 28\).*\(N, 3, 32, 32\)"):
-        gradient(model[:14], images[..., :28, :28], 1)
+    for method in METHODS:
+        with pytest.raises(ValueError, match=r"shape \(N, 3, 28, 28\).*\(N, 3, 32, 32\)"):
+            attribute(method, model[:14], images[..., :28, :28], 1)
 
 
 def test_grad_cam_layer_must_be_a_conv(model, images):

@@ -83,7 +83,7 @@ def test_randomised_maps_decorrelate_and_the_edge_control_stays_one(model, image
 
 
 def test_randomisation_is_reproducible_and_seeded(model, images):
-    kw = dict(methods=["gradient"])
+    kw = {"methods": ["gradient"]}
     a = cascading_randomization(model[:14], images[:3], 2, seed=1, **kw)
     b = cascading_randomization(model[:14], images[:3], 2, seed=1, **kw)
     c = cascading_randomization(model[:14], images[:3], 2, seed=2, **kw)
