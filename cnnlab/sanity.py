@@ -37,6 +37,7 @@ from ._inference import (
     inference_context,
     is_whole,
     prepare_batch,
+    use_channels_last,
 )
 from .attribution import BLACK, METHODS, _prepare, attribute
 from .config import LabConfig
@@ -96,9 +97,10 @@ def method_maps(method: str, model: nn.Module, images, targets, **kwargs) -> np.
     """Maps of any method of :data:`SANITY_METHODS`, (N, H, W) at the image's size.
 
     ``"occlusion"`` runs :func:`cnnlab.occlusion.occlusion_maps` (the lab's 11x11
-    black occluder, stride 4) and upsamples its 7x7 maps; ``"contribution"`` is
-    upsampled from 8x8; ``"edges"`` is :func:`edge_map`. ``**kwargs`` go to the
-    gradient methods.
+    black occluder, stride 4; ``precision=`` in ``kwargs``, default
+    ``LabConfig.precision``: ranks hardly move in bf16) and upsamples its 7x7 maps;
+    ``"contribution"`` is upsampled from 8x8; ``"edges"`` is :func:`edge_map`. Other
+    ``**kwargs`` go to the gradient methods.
     """
     if method not in SANITY_METHODS:
         raise ValueError(
@@ -110,9 +112,11 @@ def method_maps(method: str, model: nn.Module, images, targets, **kwargs) -> np.
         return edge_map(x)
     if method == "occlusion":
         units = sorted(set(t.tolist()))
-        maps = occlusion_maps(model, x, units=units)  # (N, len(units), 7, 7)
+        precision = kwargs.get("precision", _DEFAULTS.precision)  # bf16 where fast
+        maps = occlusion_maps(model, x, units=units, precision=precision)  # (N, U, 7, 7)
         column = [units.index(u) for u in t.tolist()]
         return upsample(maps[np.arange(len(x)), column], size)
+    kwargs.pop("precision", None)
     return upsample(attribute(method, model, x, t.cpu(), **kwargs), size)
 
 
@@ -381,6 +385,7 @@ def faithfulness(
 
     net = copy.deepcopy(model)
     device = model_device(net)
+    channels_last = use_channels_last(device, precision)
     rank_t = torch.from_numpy(rank).to(device)
     counts_t = torch.from_numpy(counts).to(device)
     base = fill_images(x, fill)
@@ -396,6 +401,8 @@ def faithfulness(
                 top = (rank_t[row, img] < counts_t[point, None]).view(-1, 1, height, width)
                 keep_fill = top if kind == "deletion" else ~top
                 batch = torch.where(keep_fill, base[img], x[img])
+                if channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
                 out[idx] = net(batch).float()[torch.arange(len(idx)), t[img]]
             values[kind] = out.view(n_rows, n, n_points).cpu().numpy().astype(np.float64)
     fractions = counts / (height * width)
