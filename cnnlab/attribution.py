@@ -75,7 +75,7 @@ def _kind(n_out: int) -> str:
     return "class" if n_out == len(CLASSES) else "unit"
 
 
-def _prepare(model: nn.Module, images, targets) -> tuple[torch.Tensor, torch.Tensor, int]:
+def prepare_inputs(model: nn.Module, images, targets) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Check and convert the three common arguments.
 
     The number of outputs is read from a Sequential's final ``nn.Linear`` when it
@@ -122,6 +122,9 @@ def forward(model: nn.Module, x: torch.Tensor, image_shape: tuple | None = None
         out = model(x)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, torch.OutOfMemoryError) or not any(
+                word in first for word in ("shape", "size", "mat1")):
+            raise  # not a question of image size
         shown = ", ".join(map(str, (image_shape or x.shape)[1:]))
         raise ValueError(
             f"The model could not run on images of shape (N, {shown}) "
@@ -250,7 +253,7 @@ def gradient(model: nn.Module, images, targets, batch_size: int | None = None) -
     """
     batch_size = _batch(batch_size)
     with gradients_on(model):
-        x, t, _ = _prepare(model, images, targets)
+        x, t, _ = prepare_inputs(model, images, targets)
         maps = [
             _selected_grad(model, x[s : s + batch_size], t[s : s + batch_size])[0].sum(1)
             for s in range(0, len(x), batch_size)
@@ -313,7 +316,7 @@ def smoothgrad(
         raise TypeError(f"seed={seed!r} must be an integer.")
     batch_size = _batch(batch_size)
     with gradients_on(model):
-        x, t, _ = _prepare(model, images, targets)
+        x, t, _ = prepare_inputs(model, images, targets)
         draws = smoothgrad_noise(tuple(x.shape), int(n_samples), noise / STD, seed, x.device)
         per_chunk = max(1, batch_size // n_samples)  # whole images per backward pass
         maps = []
@@ -370,7 +373,7 @@ def integrated_gradients(
                          f"the path; the lab uses {_DEFAULTS.ig_steps}).")
     batch_size = _batch(batch_size)
     with gradients_on(model):
-        x, t, _ = _prepare(model, images, targets)
+        x, t, _ = prepare_inputs(model, images, targets)
         alphas = torch.linspace(0.0, 1.0, steps, device=x.device)
         weights = trapezoid_weights(steps).to(x.device)
         per_chunk = max(1, batch_size // steps)
@@ -440,7 +443,7 @@ def guided_backprop(model: nn.Module, images, targets, batch_size: int | None = 
     """
     batch_size = _batch(batch_size)
     with gradients_on(model):
-        x, t, _ = _prepare(model, images, targets)
+        x, t, _ = prepare_inputs(model, images, targets)
         with _guided_relus(model) as n_relus:
             if n_relus == 0:
                 raise ValueError(
@@ -512,7 +515,7 @@ def grad_cam(model: nn.Module, images, targets, layer: int | None = None,
         layer += 1  # the rectified maps
     batch_size = _batch(batch_size)
     with gradients_on(model):
-        x, t, _ = _prepare(model, images, targets)
+        x, t, _ = prepare_inputs(model, images, targets)
         maps = []
         for s in range(0, len(x), batch_size):
             acts, grad = _split_at(model, layer, x[s : s + batch_size], t[s : s + batch_size])
@@ -570,7 +573,7 @@ def contribution_map(model: nn.Module, images, targets, batch_size: int | None =
     linear = flatten + 1
     batch_size = _batch(batch_size)
     with gradients_on(model):
-        x, t, _ = _prepare(model, images, targets)
+        x, t, _ = prepare_inputs(model, images, targets)
         maps = []
         for s in range(0, len(x), batch_size):
             xb, tb = x[s : s + batch_size], t[s : s + batch_size]

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attribution import _prepare, gradients_on
+from .attribution import gradients_on, prepare_inputs
 from .config import LabConfig
 from .data import normalize
 from .model import model_device
@@ -176,7 +176,7 @@ def synthesize(
     generator = torch.Generator().manual_seed(seed)
     with gradients_on(model):  # tensors made here are ordinary even under inference_mode
         scale = fourier_scale(image_size).to(device)
-        _, t, _ = _prepare(model, blank, targets)  # validates targets against the model
+        _, t, _ = prepare_inputs(model, blank, targets)  # validates targets against the model
         spectrum = 0.01 * torch.randn(len(targets), 3, image_size, image_size // 2 + 1, 2,
                                       generator=generator)
         spectrum = spectrum.to(device).requires_grad_(True)

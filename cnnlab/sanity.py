@@ -39,7 +39,7 @@ from ._inference import (
     prepare_batch,
     use_channels_last,
 )
-from .attribution import BLACK, METHODS, _prepare, attribute
+from .attribution import BLACK, METHODS, attribute, prepare_inputs
 from .config import LabConfig
 from .model import model_device
 from .occlusion import occlusion_maps
@@ -106,7 +106,7 @@ def method_maps(method: str, model: nn.Module, images, targets, **kwargs) -> np.
         raise ValueError(
             f"method={method!r} is not known here. Choose from {', '.join(SANITY_METHODS)}."
         )
-    x, t, _ = _prepare(model, images, targets)
+    x, t, _ = prepare_inputs(model, images, targets)
     size = tuple(x.shape[-2:])
     if method == "edges":
         return edge_map(x)
@@ -225,7 +225,7 @@ def cascading_randomization(
     seed = _DEFAULTS.seed if seed is None else seed
     if not is_whole(seed):
         raise TypeError(f"seed={seed!r} must be an integer.")
-    x, t, _ = _prepare(model, images, targets)
+    x, t, _ = prepare_inputs(model, images, targets)
     net = copy.deepcopy(model)
     trained = {m: method_maps(m, net, x, t.cpu()) for m in methods}
     names, rho = ["trained"], [np.ones((len(methods), len(x)))]
@@ -361,7 +361,7 @@ def faithfulness(
     precision = _DEFAULTS.precision if precision is None else precision
     if not isinstance(maps, Mapping) or not maps:
         raise TypeError("maps must be a non-empty dict: method name -> (N, h, w) maps.")
-    x, t, _ = _prepare(model, images, targets)
+    x, t, _ = prepare_inputs(model, images, targets)
     n, _, height, width = x.shape
     names = list(maps)
     scores = []
