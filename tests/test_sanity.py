@@ -171,6 +171,15 @@ def test_a_signed_map_pointing_the_wrong_way_loses(images):
     assert signed.beats_random[0] == 0.0 and absolute.beats_random[0] == 1.0
 
 
+def test_an_all_zero_map_scores_exactly_like_the_random_ranking(images):
+    net, _ = region_model()
+    result = faithfulness(net, images, 0, {"zero": np.zeros((6, 32, 32))}, steps=4,
+                          precision="fp32")
+    np.testing.assert_allclose(result.deletion[0], result.deletion[1], rtol=1e-6)
+    np.testing.assert_allclose(result.insertion[0], result.insertion[1], rtol=1e-6)
+    assert result.beats_random[0] == 0.0 and result.beats_random_deletion[0] == 0.0
+
+
 def test_small_maps_are_upsampled_and_the_model_is_untouched(model, images):
     model.train()
     before = state(model)
