@@ -389,29 +389,29 @@ def integrated_gradients(
     return _to_numpy(torch.cat(maps))
 
 
-class _GuidedReLU(torch.autograd.Function):
-    """ReLU forward; backward passes only positive gradients, where the input was > 0."""
+class _PositiveGradient(torch.autograd.Function):
+    """Identity forward; backward lets only the positive part of the gradient through."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        out = x.clamp(min=0)
-        ctx.save_for_backward(out)
-        return out
+        return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (out,) = ctx.saved_tensors
-        return torch.where(out > 0, grad.clamp(min=0), torch.zeros_like(grad))
+        return grad.clamp(min=0)
 
 
 @contextlib.contextmanager
 def _guided_relus(model: nn.Module) -> Iterator[int]:
-    """Swap every ``nn.ReLU``'s output for a guided one; hooks removed on exit.
+    """Make every ``nn.ReLU`` guided: its output passes through :class:`_PositiveGradient`.
 
-    Yields the number of ReLU modules hooked.
+    On the way back the gradient is first clamped at 0, then the ReLU's own
+    backward keeps it only where the ReLU's input was positive: together, guided
+    backpropagation's rule. The forward hooks are removed on exit, also after an
+    exception. Yields the number of ReLU modules hooked.
     """
     handles = [
-        m.register_forward_hook(lambda _m, inputs, _out: _GuidedReLU.apply(inputs[0]))
+        m.register_forward_hook(lambda _m, _inputs, out: _PositiveGradient.apply(out))
         for m in model.modules()
         if isinstance(m, nn.ReLU)
     ]
