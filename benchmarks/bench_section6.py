@@ -19,7 +19,8 @@ What it measures, on one device, in one process:
     control, on the top-``--sanity-k`` images of each unit (14 by default): seconds,
     the correlation table.
 (d) ``sanity.faithfulness`` with black and blur fills on the 70 pairs, the maps of (a)
-    plus occlusion: seconds, areas, share of images beating the random ranking.
+    plus occlusion, ranked by |map|: seconds, areas, share of images beating the random
+    ranking; then (untimed) the same with the signed ranking.
 "Section total" = (a) + (b) + (c) + (d) for cnnlab; the features, top-K and the
 occlusion maps are Section 2-4 results it reuses (timed apart, not in the total).
 Also printed, to re-check the issue's figures: dead units (maximum pre-activation
@@ -283,6 +284,17 @@ def main(argv=None):
             "deletion_area": res.deletion_area.tolist(),
             "insertion_area": res.insertion_area.tolist(),
             "beats_random": res.beats_random.tolist()}
+
+    # The same curves with the signed ranking (most positive first), outside the total:
+    # the issue's faithfulness figures may have used it.
+    for fill in ("black", "blur"):
+        res = faithfulness(ext, images, targets, all_maps, fill=fill, absolute=False)
+        print(f"(d') signed ranking, {fill} fill: beats random (combined, deletion, insertion):")
+        for i, method in enumerate(res.methods[:-1]):
+            print(f"  {method:22s} {res.beats_random[i]:4.0%} {res.beats_random_deletion[i]:5.0%}"
+                  f" {res.beats_random_insertion[i]:5.0%}")
+        result[f"faithfulness_{fill}_signed"] = {"methods": res.methods,
+                                                 "beats_random": res.beats_random.tolist()}
 
     total = seconds_methods + seconds_synth + seconds_rand + seconds_faith
     slower = [r["method"] for r in rows if r["ratio"] < 1]

@@ -28,6 +28,7 @@ for the call and every submodule's mode is restored afterwards.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -613,6 +614,7 @@ def attribute(method: str, model: nn.Module, images, targets, **kwargs) -> np.nd
 
     Raises:
         ValueError: unknown method, or whatever the method raises.
+        TypeError: an option the method does not have.
 
     Example:
         >>> attribute("integrated_gradients", model[:14], images, 14, steps=16)
@@ -621,4 +623,12 @@ def attribute(method: str, model: nn.Module, images, targets, **kwargs) -> np.nd
         raise ValueError(
             f"method={method!r} is not known. Choose one of {', '.join(METHODS)}."
         )
-    return _FUNCTIONS[method](model, images, targets, **kwargs)
+    function = _FUNCTIONS[method]
+    options = list(inspect.signature(function).parameters)[3:]
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise TypeError(
+            f"{method} has no option {', '.join(map(repr, unknown))}; its options are "
+            f"{', '.join(options)}."
+        )
+    return function(model, images, targets, **kwargs)

@@ -323,6 +323,12 @@ def test_unknown_method_lists_the_valid_ones(model, images):
         attribute("saliency", model[:14], images, 1)
 
 
+def test_an_option_of_another_method_is_explained(model, images):
+    with pytest.raises(TypeError, match="gradient has no option 'steps'; its options are "
+                                        "batch_size"):
+        attribute("gradient", model[:14], images, 1, steps=8)
+
+
 def test_bad_options_are_explained(model, images):
     with pytest.raises(ValueError, match="steps=1 .*at least 2"):
         integrated_gradients(model[:14], images, 1, steps=1)

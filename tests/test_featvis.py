@@ -67,6 +67,21 @@ def test_mode_and_hooks_are_left_as_found_even_under_inference_mode(model):
     assert all(p.grad is None for p in model.parameters())  # weights untouched
 
 
+class Boom(torch.nn.Module):
+    def forward(self, x):
+        raise ZeroDivisionError("planted failure")
+
+
+def test_mode_is_restored_after_an_exception(model):
+    net = torch.nn.Sequential(*model[:14], Boom())
+    net.train()
+    net[1].eval()
+    before = [m.training for m in net.modules()]
+    with pytest.raises(ZeroDivisionError):
+        synthesize(net, [0], steps=2, progress=False)
+    assert [m.training for m in net.modules()] == before
+
+
 def test_bad_targets_and_settings_are_explained(model):
     with pytest.raises(ValueError, match=r"targets\[1\] = 128 .*0 to 127"):
         synthesize(model[:14], [1, 128], steps=1, progress=False)
