@@ -37,7 +37,8 @@ from .model import model_device
 _DEFAULTS = LabConfig()
 
 #: Square root of the RGB covariance of CIFAR-10's 50,000 training images (pixels
-#: in [0, 1]), ``U diag(sqrt(S))`` of its SVD, columns scaled so the longest has norm 1.
+#: in [0, 1]), ``U diag(sqrt(S))`` of its SVD, columns scaled so the longest has norm 1
+#: (measured on the project's JPEG copy; a test re-derives it where the data is).
 #: Column 0 is brightness (all channels together), 1 red-versus-blue, 2 green.
 COLOR_SQRT = torch.tensor([
     [-0.2312, 0.0787, 0.0227],
