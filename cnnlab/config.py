@@ -66,6 +66,17 @@ class LabConfig:
     tsne_iter: int = 500  # t-SNE iterations (scikit-learn's max_iter); on the 10,000 test
     #                       features 800 took 43 % longer for the same trustworthiness (0.980)
     perplexity: float = 30.0  # t-SNE perplexity
+    # --- section 6: gradients, synthesis, sanity checks ---------------------
+    attribution_batch: int = 128  # images (or noisy/path copies) per backward pass
+    smoothgrad_samples: int = 16  # noisy copies averaged by SmoothGrad
+    smoothgrad_noise: float = 0.15  # SmoothGrad noise std, as a fraction of the pixel range
+    ig_steps: int = 32  # Integrated Gradients path points (trapezoid rule, black baseline)
+    gradcam_layer: int | None = None  # Grad-CAM's conv layer; None = the last (8, read
+    #                                   after its ReLU 9: 64 maps of 16x16)
+    featvis_steps: int = 256  # Adam steps of a synthesized image (all targets in one batch)
+    featvis_lr: float = 0.05  # Adam's learning rate on the image's Fourier parameters
+    faithfulness_steps: int = 10  # points of a deletion/insertion curve, minus one
+    blur_sigma: float = 3.0  # Gaussian blur (pixels) of the "blur" fill of those curves
 
     def __post_init__(self) -> None:
         if self.schedule not in ("onecycle", "constant"):
@@ -79,7 +90,9 @@ class LabConfig:
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"warmup={self.warmup!r} must be a fraction of the steps in [0, 1).")
         check_precision(self.precision)
-        for name in ("epochs", "batch_size", "top_k", "occluder", "stride", "pca_dims"):
+        for name in ("epochs", "batch_size", "top_k", "occluder", "stride", "pca_dims",
+                     "attribution_batch", "smoothgrad_samples", "ig_steps", "featvis_steps",
+                     "faithfulness_steps"):
             whole_number(getattr(self, name), name)
         for name in ("train_size", "test_size", "tsne_points"):
             if getattr(self, name) is not None:
