@@ -2,7 +2,7 @@
 # Set up cnnlab in a virtual environment and run the lab or its tests.
 #
 #   bash run.sh lab [cnnlab lab options]   train the network, write every figure to lab-output/
-#   bash run.sh test [pytest options]      run the test suite (notebooks included)
+#   bash run.sh test [pytest options]      lint (ruff), then the test suite (notebooks included)
 #
 # Environment: PYTHON (default python3), CNNLAB_VENV (default .venv), CNNLAB_PROFILE
 # (full for `lab`, quick for `test`), CNNLAB_DATA (data folder or ImageFolder archive).
@@ -23,16 +23,17 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
-python -m pip install -q --upgrade pip
+# setuptools >= 77 reads the SPDX license string; the tests build wheels without isolation.
+python -m pip install -q --upgrade pip "setuptools>=77"
 # torch first and only when missing: an existing torch (Colab's, a CUDA build) is kept.
 python -c "import torch, torchvision" 2>/dev/null || python -m pip install -q torch torchvision
 if [ "$what" = test ]; then
-  extras=test,instructor
+  extras=test,instructor,dev
   if ! python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     # nbgrader 0.9.6 needs Python 3.11: the autograder's tests skip, saying so.
     echo "Python $(python -c 'import platform; print(platform.python_version())'): no nbgrader" \
          "(the instructor extra needs Python 3.11 or newer)." >&2
-    extras=test
+    extras=test,dev
   fi
   python -m pip install -q -e ".[$extras]"
   # Colab's ipywidgets 7.7.1 in a second venv chained to this one (tests/test_widgets_ipywidgets7.py).
@@ -64,6 +65,8 @@ else
   CNNLAB_CHECKPOINTS=$(mktemp -d)
   export CNNLAB_CHECKPOINTS
   trap 'rm -rf "$CNNLAB_CHECKPOINTS"' EXIT
+  # The linter first, with the rules of pyproject.toml: a lint error fails the run.
+  python -m ruff check .
   if [ $# -gt 0 ]; then
     python -m pytest "$@"
   else
