@@ -438,6 +438,10 @@ def plot_firing(
     fig = new_figure(fig, figsize=(11, 5))
     top, bottom = fig.subplots(2, 1, sharex=True)
     top.bar(x, 100 * stats.rate, color=colours, width=0.9)
+    top.scatter(x[dead], np.full(int(dead.sum()), 2.0), marker="^", s=12, color="tab:red",
+                label="never fires", zorder=3)  # their bars have no height
+    if dead.any():
+        top.legend(loc="upper right", fontsize=8)
     top.set_ylabel("fires on (% of images)")
     top.set_ylim(0, 105)
     bottom.bar(x, stats.max, color=colours, width=0.9)

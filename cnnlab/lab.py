@@ -2,7 +2,8 @@
 
 :func:`run_lab` follows the notebook's sections in order and writes, into one
 folder, a PNG per figure, ``summary.json`` (accuracy, per-class accuracy,
-t-SNE trustworthiness, the seconds of every stage) and ``index.html`` showing
+the fraction of dead units, t-SNE trustworthiness, section 6's sanity
+correlations and faithfulness areas, the seconds of every stage) and ``index.html`` showing
 them all. ``cnnlab lab`` calls it.
 """
 
@@ -20,7 +21,8 @@ from pathlib import Path
 import torch
 
 from ._io import atomic_write
-from .activations import extract_features, feature_extractor, plot_top_k, top_k
+from .activations import (extract_features, feature_extractor, firing_stats, plot_firing,
+                          plot_top_k, top_k)
 from .config import LabConfig
 from .data import Split
 from .embedding import embed, plot_embedding, trustworthiness_score
@@ -28,6 +30,7 @@ from .filters import activation_maps, plot_activation_maps, plot_filters
 from .metrics import plot_confusion
 from .occlusion import plot_occlusion, top_k_occlusion
 from .train import evaluate, get_device, train_or_load
+from .views import plot_unit_views, unit_views
 
 #: The figures of the lab, in notebook order: file stem -> caption.
 FIGURES = {
@@ -37,6 +40,9 @@ FIGURES = {
     "(model[2]); each has 32 input channels, the first of which is shown in grey.",
     "activation_maps": "Section 1. The 32 feature maps of the first conv layer (after its ReLU) "
     "for one test image.",
+    "firing": "Sections 2-3. How often each of the 128 units fires (is positive) on the test "
+    "images, and its largest value: the red units never fire, so their top-K images are "
+    "only the least negative ones.",
     "top_k": "Section 3. The test images that excite each chosen unit of the 128-unit layer "
     "most, best first.",
     "occlusion": "Section 4. The same images, dimmed where hiding an 11x11 patch changed the "
@@ -45,6 +51,10 @@ FIGURES = {
     "class.",
     "confusion": "Section 5, Exercise 7. Confusion matrix on the test images, with per-class "
     "accuracy: the evidence for which classes the network confuses.",
+    "unit_views": "Section 6. One unit, every view: each chosen unit's best test images, then "
+    "occlusion, gradient, SmoothGrad, Integrated Gradients, Grad-CAM and the exact "
+    "contribution map on its best image (red raises the unit, blue lowers it), and an "
+    "image synthesized to excite it, with the activation it reaches.",
 }
 
 
@@ -114,6 +124,9 @@ def run_lab(
         extractor = feature_extractor(model)
         features = extract_features(extractor, test.images, progress=progress,
                                     precision=config.precision)
+    with stage("firing"):
+        firing = firing_stats(features)
+        _save(plot_firing(firing, config.units), out / "firing.png")
     with stage("top_k"):
         top = top_k(features, config.top_k)
         _save(plot_top_k(test.images, top, config.units), out / "top_k.png")
@@ -133,6 +146,10 @@ def run_lab(
     with stage("confusion"):
         _save(plot_confusion(result.confusion, test.classes, result.per_class_accuracy),
               out / "confusion.png")
+    with stage("unit_views"):
+        views = unit_views(model, test.images, top, config.units, seed=config.seed,
+                           progress=progress)
+        _save(plot_unit_views(views), out / "unit_views.png")
 
     history = info["metrics"].get("history", [])
     summary = {
@@ -149,6 +166,13 @@ def run_lab(
         "per_class_accuracy": dict(zip(test.classes, result.per_class_accuracy.tolist())),
         "training_history": history,
         "feature_shape": list(features.shape),
+        "dead_units": firing.dead.tolist(),
+        "dead_fraction": firing.dead_fraction,
+        "unit_views": {
+            str(u): {"best_activation": float(views.activation[j, 0]),
+                     "synthesized_activation": float(views.synthesized_activation[j])}
+            for j, u in enumerate(views.units)
+        },
         "trustworthiness": trust,
         "tsne_points": n,
         "seconds": seconds,

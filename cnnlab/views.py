@@ -244,11 +244,17 @@ def _check_views(views: UnitViews, names) -> tuple[str, ...]:
 
 def _signed_overlay(ax, picture: np.ndarray, values: np.ndarray) -> None:
     """``values`` (h, w) as red (raises the unit) / blue (lowers it) over a faint
-    grey copy of ``picture`` (H, W, 3), scaled so that the largest |value| is full colour."""
+    grey copy of ``picture`` (H, W, 3).
+
+    The colour scale is symmetric: full colour at the largest |value| for a coarse
+    map (64 cells or fewer), at the 99th percentile of |value| for a pixel map, so
+    that a few extreme pixels do not wash out the rest.
+    """
     height, width = picture.shape[:2]
     ax.imshow(picture.mean(axis=2), cmap="gray", vmin=0, vmax=1, alpha=0.45)
-    limit = float(np.abs(values).max())
-    limit = limit if limit > 0 else 1.0
+    magnitude = np.abs(values)
+    limit = float(magnitude.max() if values.size <= 64 else np.percentile(magnitude, 99))
+    limit = limit if limit > 0 else float(magnitude.max()) or 1.0
     ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.7,
               interpolation="nearest", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
 
@@ -267,7 +273,8 @@ def plot_unit_views(
     """One row per unit: its best images, then every view of one of them.
 
     The maps are drawn in red where the region raises the unit and blue where it
-    lowers it (each map scaled to its own largest value; an all-zero map, such
+    lowers it (each map on its own symmetric scale: full colour at its largest |value|,
+    or its 99th percentile for pixel maps; an all-zero map, such
     as Grad-CAM's when the weighted sum is negative everywhere, is flat and says
     "all zero"); occlusion is drawn as the lab's mask of section 4; the
     synthesized image is titled with the activation it reached, beside the best
