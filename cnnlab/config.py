@@ -58,6 +58,8 @@ class LabConfig:
     smoothgrad_noise: float = 0.15  # SmoothGrad noise std, as a fraction of the pixel range
     ig_steps: int = 32  # Integrated Gradients path points (trapezoid rule, black baseline)
     gradcam_layer: int = 8  # conv layer of Grad-CAM (its ReLU's output: 64 maps of 16x16)
+    featvis_steps: int = 256  # Adam steps of a synthesized image (all targets in one batch)
+    featvis_lr: float = 0.05  # Adam's learning rate on the image's Fourier parameters
 
     def __post_init__(self) -> None:
         if self.schedule not in ("onecycle", "constant"):
@@ -73,7 +75,7 @@ class LabConfig:
                 f"precision={self.precision!r} is not known; use 'auto' or 'fp32'."
             )
         for name in ("epochs", "batch_size", "top_k", "occluder", "stride", "pca_dims",
-                     "attribution_batch", "smoothgrad_samples", "ig_steps"):
+                     "attribution_batch", "smoothgrad_samples", "ig_steps", "featvis_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
