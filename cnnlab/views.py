@@ -93,6 +93,27 @@ class UnitViews:
         """Top images per unit."""
         return int(self.indices.shape[1])
 
+    def batch(self, n: int | None = None
+              ) -> tuple[torch.Tensor, list[int], dict[str, np.ndarray]]:
+        """The first ``n`` images of every unit as one batch, for :mod:`cnnlab.sanity`.
+
+        Args:
+            n: images per unit, 1..K; None for all K.
+
+        Returns:
+            ``(images, targets, maps)``: uint8 (U*n, 3, H, W) in row order (unit by
+            unit, best image first), the unit of each image (U*n ints), and name ->
+            (U*n, h, w) maps: ``"occlusion"`` and every computed method.
+        """
+        n = self.k if n is None else n
+        if not is_whole(n, 1) or n > self.k:
+            raise ValueError(f"n={n!r} must be an integer from 1 to {self.k} (the top "
+                             "images held per unit).")
+        images = self.images[:, :n].reshape(-1, *self.images.shape[2:])
+        targets = [u for u in self.units for _ in range(n)]
+        maps = {"occlusion": self.occlusion[:, :n], **{m: a[:, :n] for m, a in self.maps.items()}}
+        return images, targets, {m: a.reshape(-1, *a.shape[2:]) for m, a in maps.items()}
+
     def row(self, unit: int) -> int:
         """The row of ``unit`` in every array, or a ValueError naming the units held."""
         if unit not in self.units:

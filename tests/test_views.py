@@ -212,3 +212,16 @@ def test_uncomputed_maps_are_explained():
     plot_unit_views(partial, show=["gradient"])
     with pytest.raises(ValueError, match=r"views \['smoothgrad'\] were not computed"):
         plot_unit_views(partial, show=["gradient", "smoothgrad"])
+
+
+def test_batch_lays_out_the_views_unit_by_unit():
+    views = hand_views()
+    images, targets, maps = views.batch(2)
+    assert targets == [2, 2, 9, 9]
+    assert torch.equal(images[3], views.images[1, 1])
+    assert set(maps) == {"occlusion", *MAP_VIEWS}
+    np.testing.assert_array_equal(maps["contribution"][2], views.maps["contribution"][1, 0])
+    np.testing.assert_array_equal(maps["occlusion"][1], views.occlusion[0, 1])
+    assert views.batch()[0].shape == (8, 3, 32, 32)
+    with pytest.raises(ValueError, match="n=5 must be an integer from 1 to 4"):
+        views.batch(5)
