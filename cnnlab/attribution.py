@@ -92,7 +92,7 @@ def _prepare(model: nn.Module, images, targets) -> tuple[torch.Tensor, torch.Ten
     device = model_device(model)
     x = prepare_batch(images, device, channels_last=False).clone()
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():  # eval: no dropout draws from the RNG
             probe = model(x[:1])
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -430,21 +430,26 @@ def guided_backprop(model: nn.Module, images, targets, batch_size: int | None = 
 
 
 def _check_conv_layer(model: nn.Sequential, layer) -> int:
+    """``layer`` checked to be a Conv2d of ``model``; None = its last Conv2d."""
     convs = [i for i, m in enumerate(model) if isinstance(m, nn.Conv2d)]
     valid = f"the conv layers of this model are {convs}" if convs else "it has no Conv2d"
+    if layer is None:
+        if not convs:
+            raise ValueError(f"grad_cam needs a conv layer, and {valid}.")
+        return convs[-1]
     if not is_whole(layer):
         raise TypeError(f"layer={layer!r} must be the index of a conv layer; {valid}.")
     if not 0 <= layer < len(model):
         raise ValueError(
             f"layer={layer} is not a layer of this model: it has {len(model)} layers, "
-            f"numbered 0 to {len(model) - 1}; {valid}. The lab uses "
-            f"{_DEFAULTS.gradcam_layer}, the last conv layer."
+            f"numbered 0 to {len(model) - 1}; {valid}. The lab uses the last one "
+            "(8 in the course network)."
         )
     if not isinstance(model[layer], nn.Conv2d):
         raise TypeError(
             f"layer={layer} is a {type(model[layer]).__name__}, not a conv layer: Grad-CAM "
             f"weights a conv layer's feature maps. Pick one of {convs} (the lab uses "
-            f"{_DEFAULTS.gradcam_layer}, the last one)."
+            "the last one)."
         )
     return int(layer)
 
@@ -464,8 +469,8 @@ def grad_cam(model: nn.Module, images, targets, layer: int | None = None,
 
     Args:
         model, images, targets, batch_size: as for :func:`gradient` (an nn.Sequential).
-        layer: index of a ``Conv2d`` in the Sequential; None = ``LabConfig.gradcam_layer``
-            (8, the last conv layer, 16x16 maps).
+        layer: index of a ``Conv2d`` in the Sequential; None = ``LabConfig.gradcam_layer``,
+            whose default None means the last conv layer (8: 16x16 maps).
 
     Returns:
         float32 (N, H, W), >= 0; larger = that region raises the target more.
@@ -475,7 +480,8 @@ def grad_cam(model: nn.Module, images, targets, layer: int | None = None,
         TypeError: ``layer`` is not a conv layer.
     """
     model = _check_sequential(model, "grad_cam")
-    layer = _check_conv_layer(model, _DEFAULTS.gradcam_layer if layer is None else layer)
+    layer = _DEFAULTS.gradcam_layer if layer is None else layer
+    layer = _check_conv_layer(model, layer)
     if layer + 1 < len(model) and isinstance(model[layer + 1], nn.ReLU):
         layer += 1  # the rectified maps
     batch_size = _batch(batch_size)

@@ -57,9 +57,12 @@ class LabConfig:
     smoothgrad_samples: int = 16  # noisy copies averaged by SmoothGrad
     smoothgrad_noise: float = 0.15  # SmoothGrad noise std, as a fraction of the pixel range
     ig_steps: int = 32  # Integrated Gradients path points (trapezoid rule, black baseline)
-    gradcam_layer: int = 8  # conv layer of Grad-CAM (its ReLU's output: 64 maps of 16x16)
+    gradcam_layer: int | None = None  # Grad-CAM's conv layer; None = the last (8, read
+    #                                   after its ReLU 9: 64 maps of 16x16)
     featvis_steps: int = 256  # Adam steps of a synthesized image (all targets in one batch)
     featvis_lr: float = 0.05  # Adam's learning rate on the image's Fourier parameters
+    faithfulness_steps: int = 10  # points of a deletion/insertion curve, minus one
+    blur_sigma: float = 3.0  # Gaussian blur (pixels) of the "blur" fill of those curves
 
     def __post_init__(self) -> None:
         if self.schedule not in ("onecycle", "constant"):
@@ -75,7 +78,8 @@ class LabConfig:
                 f"precision={self.precision!r} is not known; use 'auto' or 'fp32'."
             )
         for name in ("epochs", "batch_size", "top_k", "occluder", "stride", "pca_dims",
-                     "attribution_batch", "smoothgrad_samples", "ig_steps", "featvis_steps"):
+                     "attribution_batch", "smoothgrad_samples", "ig_steps", "featvis_steps",
+                     "faithfulness_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
