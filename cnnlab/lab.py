@@ -21,16 +21,27 @@ from pathlib import Path
 import torch
 
 from ._io import atomic_write
-from .activations import (extract_features, feature_extractor, firing_stats, plot_firing,
-                          plot_top_k, top_k)
+from .activations import (
+    extract_features,
+    feature_extractor,
+    firing_stats,
+    plot_firing,
+    plot_top_k,
+    top_k,
+)
 from .config import LabConfig
 from .data import Split
 from .embedding import embed, plot_embedding, trustworthiness_score
 from .filters import activation_maps, plot_activation_maps, plot_filters
 from .metrics import plot_confusion
 from .occlusion import plot_occlusion, top_k_occlusion
-from .sanity import (FILLS, cascading_randomization, faithfulness, plot_faithfulness,
-                     plot_randomization)
+from .sanity import (
+    FILLS,
+    cascading_randomization,
+    faithfulness,
+    plot_faithfulness,
+    plot_randomization,
+)
 from .train import evaluate, get_device, train_or_load
 from .views import plot_unit_views, unit_views
 

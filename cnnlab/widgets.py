@@ -732,7 +732,8 @@ def attribution_explorer(
     A unit's views are computed by :func:`cnnlab.views.unit_views` the first time
     the slider reaches it (a few seconds: the gradient methods, occlusion and, with
     ``synthesize``, an image made for the unit), then cached; the units of a
-    ``views`` computed beforehand are not computed again.
+    ``views`` computed beforehand are not computed again, and the slider starts
+    on the first of them.
 
     The controls are wired with ``ipywidgets.interactive_output(draw, controls)``:
     ``draw`` calls the plot function, and a failing draw shows "Could not
@@ -786,10 +787,12 @@ def attribution_explorer(
     _warn_outside_kernel("attribution_explorer", "plot_unit_views")
     top = top_k(features, k)
 
+    first = next((u for u in (views.units if views is not None else []) if u in visited),
+                 visited[0])  # start where nothing needs computing
     if units is None:
-        unit_control = _int_slider(ipw, "unit", visited[0], 0, n_units - 1)
+        unit_control = _int_slider(ipw, "unit", first, 0, n_units - 1)
     else:
-        unit_control = ipw.SelectionSlider(options=visited, value=visited[0],
+        unit_control = ipw.SelectionSlider(options=visited, value=first,
                                            description="unit", continuous_update=False)
     menu = [("every view", "all")] + [(TITLES[v].replace("\n", " "), v) for v in VIEWS]
     if not synthesize:

@@ -459,8 +459,9 @@ def test_attribution_explorer_reuses_views_computed_before(model, images, featur
 
     views = unit_views(model, images, top_k(features, 4), [2, 6], synthesize=False,
                        method_options=FAST_VIEWS)
-    box = widgets.attribution_explorer(model, images, features, units=[2, 6], k=3,
+    box = widgets.attribution_explorer(model, images, features, units=[1, 2, 6], k=3,
                                        views=views, synthesize=False)
+    assert box.unit_control.value == 2  # the first unit already computed
     box.unit_control.value = 6
     assert box.n_computed == 0 and box.n_draws == 2
     np.testing.assert_array_equal(box.cache[6].maps["gradient"][0],
