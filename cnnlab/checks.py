@@ -30,6 +30,20 @@ def _first(model: nn.Module, kind: type) -> tuple[int, nn.Module]:
     raise ValueError(f"The model has no {kind.__name__} layer; pass the course network.")
 
 
+def _numeric_tensor(answer, name: str, what: str) -> torch.Tensor:
+    """``answer`` as a tensor (a NumPy array of numbers is converted), or a teaching
+    failure that asks for ``what`` as a tensor."""
+    if isinstance(answer, np.ndarray):
+        if answer.dtype == object or not np.issubdtype(answer.dtype, np.number):
+            _fail(f"{name} is an array of {answer.dtype}; give {what} as a tensor of "
+                  "numbers.")
+        answer = torch.from_numpy(np.ascontiguousarray(answer))
+    if not isinstance(answer, torch.Tensor):
+        _fail(f"{name} is a {type(answer).__name__}; give {what} as a tensor "
+              "(or a NumPy array).")
+    return answer
+
+
 def check_exercise_1(answer, model: nn.Module) -> None:
     """Exercise 1: the number of filters of the first conv layer.
 
@@ -74,14 +88,7 @@ def check_exercise_2(answer, model: nn.Module) -> None:
     if isinstance(answer, nn.Module):
         _fail(f"answer is the layer {answer!r} itself; the exercise asks for its weights, "
               "an attribute of the layer.")
-    if isinstance(answer, np.ndarray):
-        if answer.dtype == object or not np.issubdtype(answer.dtype, np.number):
-            _fail(f"answer is an array of {answer.dtype}; give the weight tensor.")
-        answer = torch.from_numpy(np.ascontiguousarray(answer))
-    if not isinstance(answer, torch.Tensor):
-        _fail(f"answer is a {type(answer).__name__}; give the weights as a tensor "
-              "(or a NumPy array).")
-    value = answer.detach().cpu()
+    value = _numeric_tensor(answer, "answer", "the weights").detach().cpu()
     first = model[0].weight.detach().cpu()
     if value.shape == first.shape and torch.equal(value.to(first.dtype), first):
         _fail("That is the first layer's weights (model[0]). The second conv layer is "
@@ -166,13 +173,7 @@ def _as_float_tensor(answer, name: str) -> torch.Tensor:
     """A student's array or tensor as a float64 CPU tensor, or a teaching failure."""
     if answer is None or answer is Ellipsis:
         _fail(f"{name} is still empty: replace None (or ...) with your answer.")
-    if isinstance(answer, np.ndarray):
-        if answer.dtype == object or not np.issubdtype(answer.dtype, np.number):
-            _fail(f"{name} is an array of {answer.dtype}; it must hold numbers.")
-        answer = torch.from_numpy(np.ascontiguousarray(answer))
-    if not isinstance(answer, torch.Tensor):
-        _fail(f"{name} is a {type(answer).__name__}; give a tensor (or a NumPy array) "
-              "of numbers.")
+    answer = _numeric_tensor(answer, name, "the map")
     if answer.dtype == torch.bool or answer.is_complex():
         _fail(f"{name} holds {answer.dtype} values; it must hold real numbers.")
     return answer.detach().cpu().double()
