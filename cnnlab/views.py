@@ -26,8 +26,10 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ._figures import new_figure
-from ._inference import as_image_batch, evaluating, is_whole, prepare_batch
-from .activations import _check_top_indices, feature_extractor
+from ._inference import as_image_batch, evaluating, prepare_batch
+from ._validate import whole_number
+from .activations import _check_top_indices, check_k, feature_extractor
+from .config import or_config
 from .data import to_display
 from .model import model_device
 from .occlusion import masked_images, top_k_occlusion
@@ -105,10 +107,8 @@ class UnitViews:
             unit, best image first), the unit of each image (U*n ints), and name ->
             (U*n, h, w) maps: ``"occlusion"`` and every computed method.
         """
-        n = self.k if n is None else n
-        if not is_whole(n, 1) or n > self.k:
-            raise ValueError(f"n={n!r} must be an integer from 1 to {self.k} (the top "
-                             "images held per unit).")
+        n = self.k if n is None else whole_number(n, "n", 1, self.k,
+                                                  advice="It counts top images per unit.")
         images = self.images[:, :n].reshape(-1, *self.images.shape[2:])
         targets = [u for u in self.units for _ in range(n)]
         maps = {"occlusion": self.occlusion[:, :n], **{m: a[:, :n] for m, a in self.maps.items()}}
@@ -182,23 +182,13 @@ def unit_views(
         (2, 3, 8, 8)
     """
     from . import attribution
-    from .config import get_config
 
-    config = get_config()
     images = as_image_batch(images)
     top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
-    k = top_indices.shape[0] if k is None else k
-    if not is_whole(k, 1) or k > top_indices.shape[0]:
-        raise ValueError(
-            f"k={k!r} top images per unit is not possible: top_indices holds "
-            f"{top_indices.shape[0]} per unit. Use an integer from 1 to "
-            f"{top_indices.shape[0]}."
-        )
+    k = top_indices.shape[0] if k is None else check_k(k, top_indices.shape[0])
     methods = _check_methods(methods)
     options = dict(method_options or {})
-    size = config.occluder if size is None else size
-    stride = config.stride if stride is None else stride
-    seed = config.seed if seed is None else seed
+    seed = or_config(seed, "seed")
     extractor = feature_extractor(model)
     top = top_indices[: int(k)]  # (K, D)
     indices = np.ascontiguousarray(top[:, units].T)  # (U, K)
@@ -320,24 +310,16 @@ def plot_unit_views(
         ValueError: a unit not in ``views``, an unknown or uncomputed view, a bad
             ``image`` rank or ``n_best``.
     """
-    from .config import get_config
-
-    config = get_config()
     names = _check_views(views, show)
     rows = list(views.units) if units is None else [int(u) for u in units]
     for u in rows:
         views.row(u)
     if not rows:
         raise ValueError(f"units is empty: choose at least one of {views.units}.")
-    if not is_whole(image) or not 0 <= image < views.k:
-        raise ValueError(
-            f"image={image!r} is not a rank of the top images: use 0 (each unit's best "
-            f"image) to {views.k - 1}."
-        )
-    if not is_whole(n_best) or not 0 <= n_best <= views.k:
-        raise ValueError(f"n_best={n_best!r} must be an integer from 0 to {views.k}.")
-    sigma = config.sigma if sigma is None else sigma
-    threshold = config.threshold if threshold is None else threshold
+    image = whole_number(image, "image", 0, views.k - 1,
+                         why="is not a rank of the top images",
+                         advice="0 is each unit's best image.")
+    n_best = whole_number(n_best, "n_best", 0, views.k)
     n_cols = n_best + len(names)
     if n_cols == 0:
         raise ValueError("Nothing to draw: n_best is 0 and show is empty.")

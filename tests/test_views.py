@@ -98,7 +98,7 @@ def test_synthesized_images_report_the_activation_they_reach(setup):
     "kwargs, error, words",
     [
         ({"units": [128]}, ValueError, "units[0] = 128 is not a unit of this layer"),
-        ({"k": 5}, ValueError, "k=5 top images per unit is not possible"),
+        ({"k": 5}, ValueError, "k=5 images per unit is not possible with 4 images"),
         ({"methods": ["saliency"]}, ValueError, "methods ['saliency'] are not known"),
         ({"methods": "gradients"}, ValueError, "methods ['gradients'] are not known"),
     ],
@@ -194,7 +194,7 @@ def test_without_synthesis_the_default_leaves_that_column_out():
     "kwargs, words",
     [
         ({"units": [3]}, "unit 3 is not among the units these views were computed for"),
-        ({"image": 4}, "image=4 is not a rank of the top images: use 0"),
+        ({"image": 4}, "image=4 is not a rank of the top images: use an integer from 0 to 3"),
         ({"show": ["saliency"]}, "views ['saliency'] are not known"),
         ({"n_best": 5}, "n_best=5 must be an integer from 0 to 4"),
         ({"units": []}, "units is empty"),
