@@ -28,6 +28,7 @@ for the call and every submodule's mode is restored afterwards.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -75,8 +76,11 @@ def _kind(n_out: int) -> str:
     return "class" if n_out == len(CLASSES) else "unit"
 
 
-def _prepare(model: nn.Module, images, targets) -> tuple[torch.Tensor, torch.Tensor, int]:
+def prepare_inputs(model: nn.Module, images, targets) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Check and convert the three common arguments.
+
+    The number of outputs is read from a Sequential's final ``nn.Linear`` when it
+    ends with one (no forward pass), else from a forward pass of one image.
 
     Returns:
         ``(x, t, n_out)``: float32 (N, 3, H, W) normalised images on the model's
@@ -89,25 +93,51 @@ def _prepare(model: nn.Module, images, targets) -> tuple[torch.Tensor, torch.Ten
             f"network), got {type(model).__name__}."
         )
     images = as_image_batch(images)
-    device = model_device(model)
-    x = prepare_batch(images, device, channels_last=False).clone()
-    try:
+    x = prepare_batch(images, model_device(model), channels_last=False)
+    if x.is_inference():
+        x = x.clone()  # an ordinary tensor autograd can record
+    last = model[-1] if isinstance(model, nn.Sequential) and len(model) else None
+    if isinstance(last, nn.Linear):
+        n_out = last.out_features
+    else:
         with evaluating(model), torch.no_grad():  # eval: no dropout draws from the RNG
-            probe = model(x[:1])
+            n_out = forward(model, x[:1]).shape[1]
+    return x, _targets(targets, x.shape[0], n_out).to(x.device), n_out
+
+
+def forward(model: nn.Module, x: torch.Tensor, image_shape: tuple | None = None
+            ) -> torch.Tensor:
+    """``model(x)`` with a teaching error when the images do not fit the model.
+
+    ``image_shape`` is the images' shape to name in the error when ``x`` is not the
+    images themselves (the input of a later layer); None = ``x.shape``.
+
+    Returns:
+        The output (B, D).
+
+    Raises:
+        ValueError: the model cannot run on images of this shape, or its output is
+            not (B, D).
+    """
+    try:
+        out = model(x)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, torch.OutOfMemoryError) or not any(
+                word in first for word in ("shape", "size", "mat1")):
+            raise  # not a question of image size
+        shown = ", ".join(map(str, (image_shape or x.shape)[1:]))
         raise ValueError(
-            f"The model could not run on images of shape {tuple(images.shape)} ({first}). "
-            "The course network takes CIFAR-10 images of shape (N, 3, 32, 32): uint8 "
-            "pixels 0..255, or floats already normalised to [-1, 1]."
+            f"The model could not run on images of shape (N, {shown}) "
+            f"({first}). The course network takes CIFAR-10 images of shape (N, 3, 32, 32): "
+            "uint8 pixels 0..255, or floats already normalised to [-1, 1]."
         ) from exc
-    if probe.ndim != 2:
+    if out.ndim != 2:
         raise ValueError(
-            f"The model's output has shape {tuple(probe.shape)}; expected (N, D): pass "
-            "the extractor model[:14] (D = 128 units) or the whole network (D = 10 classes)."
+            f"The model's output has shape {tuple(out.shape)}; expected (N, D): pass the "
+            "extractor model[:14] (D = 128 units) or the whole network (D = 10 classes)."
         )
-    n_out = probe.shape[1]
-    return x, _targets(targets, x.shape[0], n_out).to(device), n_out
+    return out
 
 
 def _targets(targets, n: int, n_out: int) -> torch.Tensor:
@@ -162,7 +192,7 @@ def _selected_grad(
     is every image's own gradient.
     """
     x = x.detach().requires_grad_(True)
-    value = model(x).gather(1, t[:, None])[:, 0]
+    value = forward(model, x).gather(1, t[:, None])[:, 0]
     (grad,) = torch.autograd.grad(value.sum(), x)
     return grad, value.detach()
 
@@ -191,7 +221,7 @@ def _split_at(model: nn.Sequential, index: int, x: torch.Tensor, t: torch.Tensor
     with torch.no_grad():
         acts = model[: index + 1](x)
     acts.requires_grad_(True)
-    value = model[index + 1 :](acts).gather(1, t[:, None])
+    value = forward(model[index + 1 :], acts, tuple(x.shape)).gather(1, t[:, None])
     (grad,) = torch.autograd.grad(value.sum(), acts)
     return acts.detach(), grad
 
@@ -224,7 +254,7 @@ def gradient(model: nn.Module, images, targets, batch_size: int | None = None) -
     """
     batch_size = _batch(batch_size)
     with gradients_on(model):
-        x, t, _ = _prepare(model, images, targets)
+        x, t, _ = prepare_inputs(model, images, targets)
         maps = [
             _selected_grad(model, x[s : s + batch_size], t[s : s + batch_size])[0].sum(1)
             for s in range(0, len(x), batch_size)
@@ -287,7 +317,7 @@ def smoothgrad(
         raise TypeError(f"seed={seed!r} must be an integer.")
     batch_size = _batch(batch_size)
     with gradients_on(model):
-        x, t, _ = _prepare(model, images, targets)
+        x, t, _ = prepare_inputs(model, images, targets)
         draws = smoothgrad_noise(tuple(x.shape), int(n_samples), noise / STD, seed, x.device)
         per_chunk = max(1, batch_size // n_samples)  # whole images per backward pass
         maps = []
@@ -344,7 +374,7 @@ def integrated_gradients(
                          f"the path; the lab uses {_DEFAULTS.ig_steps}).")
     batch_size = _batch(batch_size)
     with gradients_on(model):
-        x, t, _ = _prepare(model, images, targets)
+        x, t, _ = prepare_inputs(model, images, targets)
         alphas = torch.linspace(0.0, 1.0, steps, device=x.device)
         weights = trapezoid_weights(steps).to(x.device)
         per_chunk = max(1, batch_size // steps)
@@ -360,29 +390,29 @@ def integrated_gradients(
     return _to_numpy(torch.cat(maps))
 
 
-class _GuidedReLU(torch.autograd.Function):
-    """ReLU forward; backward passes only positive gradients, where the input was > 0."""
+class _PositiveGradient(torch.autograd.Function):
+    """Identity forward; backward lets only the positive part of the gradient through."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        out = x.clamp(min=0)
-        ctx.save_for_backward(out)
-        return out
+        return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (out,) = ctx.saved_tensors
-        return torch.where(out > 0, grad.clamp(min=0), torch.zeros_like(grad))
+        return grad.clamp(min=0)
 
 
 @contextlib.contextmanager
 def _guided_relus(model: nn.Module) -> Iterator[int]:
-    """Swap every ``nn.ReLU``'s output for a guided one; hooks removed on exit.
+    """Make every ``nn.ReLU`` guided: its output passes through :class:`_PositiveGradient`.
 
-    Yields the number of ReLU modules hooked.
+    On the way back the gradient is first clamped at 0, then the ReLU's own
+    backward keeps it only where the ReLU's input was positive: together, guided
+    backpropagation's rule. The forward hooks are removed on exit, also after an
+    exception. Yields the number of ReLU modules hooked.
     """
     handles = [
-        m.register_forward_hook(lambda _m, inputs, _out: _GuidedReLU.apply(inputs[0]))
+        m.register_forward_hook(lambda _m, _inputs, out: _PositiveGradient.apply(out))
         for m in model.modules()
         if isinstance(m, nn.ReLU)
     ]
@@ -414,7 +444,7 @@ def guided_backprop(model: nn.Module, images, targets, batch_size: int | None = 
     """
     batch_size = _batch(batch_size)
     with gradients_on(model):
-        x, t, _ = _prepare(model, images, targets)
+        x, t, _ = prepare_inputs(model, images, targets)
         with _guided_relus(model) as n_relus:
             if n_relus == 0:
                 raise ValueError(
@@ -486,7 +516,7 @@ def grad_cam(model: nn.Module, images, targets, layer: int | None = None,
         layer += 1  # the rectified maps
     batch_size = _batch(batch_size)
     with gradients_on(model):
-        x, t, _ = _prepare(model, images, targets)
+        x, t, _ = prepare_inputs(model, images, targets)
         maps = []
         for s in range(0, len(x), batch_size):
             acts, grad = _split_at(model, layer, x[s : s + batch_size], t[s : s + batch_size])
@@ -544,13 +574,15 @@ def contribution_map(model: nn.Module, images, targets, batch_size: int | None =
     linear = flatten + 1
     batch_size = _batch(batch_size)
     with gradients_on(model):
-        x, t, _ = _prepare(model, images, targets)
+        x, t, _ = prepare_inputs(model, images, targets)
         maps = []
         for s in range(0, len(x), batch_size):
             xb, tb = x[s : s + batch_size], t[s : s + batch_size]
             if linear == len(model) - 1:  # the extractor: the weights are the gradient
                 with torch.no_grad():
                     acts = model[:flatten](xb)  # (b, C, h, w)
+                if acts[0].numel() != model[linear].in_features:
+                    forward(model, xb)  # raises the error that explains the image size
                 grad = model[linear].weight[tb].detach().view_as(acts)
             else:
                 acts, grad = _split_at(model, flatten - 1, xb, tb)
@@ -582,6 +614,7 @@ def attribute(method: str, model: nn.Module, images, targets, **kwargs) -> np.nd
 
     Raises:
         ValueError: unknown method, or whatever the method raises.
+        TypeError: an option the method does not have.
 
     Example:
         >>> attribute("integrated_gradients", model[:14], images, 14, steps=16)
@@ -590,4 +623,12 @@ def attribute(method: str, model: nn.Module, images, targets, **kwargs) -> np.nd
         raise ValueError(
             f"method={method!r} is not known. Choose one of {', '.join(METHODS)}."
         )
-    return _FUNCTIONS[method](model, images, targets, **kwargs)
+    function = _FUNCTIONS[method]
+    options = list(inspect.signature(function).parameters)[3:]
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise TypeError(
+            f"{method} has no option {', '.join(map(repr, unknown))}; its options are "
+            f"{', '.join(options)}."
+        )
+    return function(model, images, targets, **kwargs)

@@ -67,7 +67,7 @@ class LabConfig:
     #                       features 800 took 43 % longer for the same trustworthiness (0.980)
     perplexity: float = 30.0  # t-SNE perplexity
     # --- section 6: gradients, synthesis, sanity checks ---------------------
-    attribution_batch: int = 64  # images (or noisy/path copies) per backward pass
+    attribution_batch: int = 128  # images (or noisy/path copies) per backward pass
     smoothgrad_samples: int = 16  # noisy copies averaged by SmoothGrad
     smoothgrad_noise: float = 0.15  # SmoothGrad noise std, as a fraction of the pixel range
     ig_steps: int = 32  # Integrated Gradients path points (trapezoid rule, black baseline)

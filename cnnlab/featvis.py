@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attribution import _prepare, gradients_on
+from .attribution import gradients_on, prepare_inputs
 from .config import LabConfig
 from .data import normalize
 from .model import model_device
@@ -37,7 +37,8 @@ from .model import model_device
 _DEFAULTS = LabConfig()
 
 #: Square root of the RGB covariance of CIFAR-10's 50,000 training images (pixels
-#: in [0, 1]), ``U diag(sqrt(S))`` of its SVD, columns scaled so the longest has norm 1.
+#: in [0, 1]), ``U diag(sqrt(S))`` of its SVD, columns scaled so the longest has norm 1
+#: (measured on the project's JPEG copy; a test re-derives it where the data is).
 #: Column 0 is brightness (all channels together), 1 red-versus-blue, 2 green.
 COLOR_SQRT = torch.tensor([
     [-0.2312, 0.0787, 0.0227],
@@ -176,7 +177,7 @@ def synthesize(
     generator = torch.Generator().manual_seed(seed)
     with gradients_on(model):  # tensors made here are ordinary even under inference_mode
         scale = fourier_scale(image_size).to(device)
-        _, t, _ = _prepare(model, blank, targets)  # validates targets against the model
+        _, t, _ = prepare_inputs(model, blank, targets)  # validates targets against the model
         spectrum = 0.01 * torch.randn(len(targets), 3, image_size, image_size // 2 + 1, 2,
                                       generator=generator)
         spectrum = spectrum.to(device).requires_grad_(True)

@@ -304,8 +304,9 @@ def test_wrong_image_shapes_are_explained(model, images):
         gradient(model[:14], images[0], 1)
     with pytest.raises(ValueError, match="N, 3, H, W"):
         gradient(model[:14], images[:, :1], 1)
-    with pytest.raises(ValueError, match=r"shape \(6, 3, 28, 28\).*\(N, 3, 32, 32\)"):
-        gradient(model[:14], images[..., :28, :28], 1)
+    for method in METHODS:
+        with pytest.raises(ValueError, match=r"shape \(N, 3, 28, 28\).*\(N, 3, 32, 32\)"):
+            attribute(method, model[:14], images[..., :28, :28], 1)
 
 
 def test_grad_cam_layer_must_be_a_conv(model, images):
@@ -320,6 +321,12 @@ def test_grad_cam_layer_must_be_a_conv(model, images):
 def test_unknown_method_lists_the_valid_ones(model, images):
     with pytest.raises(ValueError, match="'saliency' is not known.*gradient, smoothgrad"):
         attribute("saliency", model[:14], images, 1)
+
+
+def test_an_option_of_another_method_is_explained(model, images):
+    with pytest.raises(TypeError, match="gradient has no option 'steps'; its options are "
+                                        "batch_size"):
+        attribute("gradient", model[:14], images, 1, steps=8)
 
 
 def test_bad_options_are_explained(model, images):

@@ -1,5 +1,8 @@
 """Synthesized images: they raise their target, are reproducible, and leave the model alone."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -67,6 +70,21 @@ def test_mode_and_hooks_are_left_as_found_even_under_inference_mode(model):
     assert all(p.grad is None for p in model.parameters())  # weights untouched
 
 
+class Boom(torch.nn.Module):
+    def forward(self, x):
+        raise ZeroDivisionError("planted failure")
+
+
+def test_mode_is_restored_after_an_exception(model):
+    net = torch.nn.Sequential(*model[:14], Boom())
+    net.train()
+    net[1].eval()
+    before = [m.training for m in net.modules()]
+    with pytest.raises(ZeroDivisionError):
+        synthesize(net, [0], steps=2, progress=False)
+    assert [m.training for m in net.modules()] == before
+
+
 def test_bad_targets_and_settings_are_explained(model):
     with pytest.raises(ValueError, match=r"targets\[1\] = 128 .*0 to 127"):
         synthesize(model[:14], [1, 128], steps=1, progress=False)
@@ -111,3 +129,20 @@ def test_random_transform_keeps_a_constant_image_and_moves_a_pattern():
     moved = random_transform(square, g)
     assert moved.shape == square.shape
     assert not torch.allclose(moved, square)
+
+
+REAL_ARCHIVE = Path(os.environ.get("CNNLAB_DATA") or Path(__file__).resolve().parents[2]
+                    / "shared" / "data" / "cifar10-jpeg.tar.gz")
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_ARCHIVE.exists(),
+                    reason=f"real CIFAR-10 archive not found at {REAL_ARCHIVE}")
+def test_colour_matrix_is_the_square_root_of_cifar_colour_covariance():
+    """COLOR_SQRT @ COLOR_SQRT.T is CIFAR-10's RGB covariance, up to the column scaling."""
+    from cnnlab.data import load_cifar10
+
+    pixels = load_cifar10("train", root=REAL_ARCHIVE).images[::10].float() / 255
+    cov = torch.cov(pixels.permute(1, 0, 2, 3).reshape(3, -1).double()).float()
+    product = COLOR_SQRT @ COLOR_SQRT.T
+    torch.testing.assert_close(product / product[0, 0], cov / cov[0, 0], atol=0.02, rtol=0)

@@ -83,7 +83,7 @@ def test_randomised_maps_decorrelate_and_the_edge_control_stays_one(model, image
 
 
 def test_randomisation_is_reproducible_and_seeded(model, images):
-    kw = dict(methods=["gradient"])
+    kw = {"methods": ["gradient"]}
     a = cascading_randomization(model[:14], images[:3], 2, seed=1, **kw)
     b = cascading_randomization(model[:14], images[:3], 2, seed=1, **kw)
     c = cascading_randomization(model[:14], images[:3], 2, seed=2, **kw)
@@ -169,6 +169,15 @@ def test_a_signed_map_pointing_the_wrong_way_loses(images):
     signed = faithfulness(net, images, 0, maps, absolute=False, steps=4, precision="fp32")
     absolute = faithfulness(net, images, 0, maps, absolute=True, steps=4, precision="fp32")
     assert signed.beats_random[0] == 0.0 and absolute.beats_random[0] == 1.0
+
+
+def test_an_all_zero_map_scores_exactly_like_the_random_ranking(images):
+    net, _ = region_model()
+    result = faithfulness(net, images, 0, {"zero": np.zeros((6, 32, 32))}, steps=4,
+                          precision="fp32")
+    np.testing.assert_allclose(result.deletion[0], result.deletion[1], rtol=1e-6)
+    np.testing.assert_allclose(result.insertion[0], result.insertion[1], rtol=1e-6)
+    assert result.beats_random[0] == 0.0 and result.beats_random_deletion[0] == 0.0
 
 
 def test_small_maps_are_upsampled_and_the_model_is_untouched(model, images):
