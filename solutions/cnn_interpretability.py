@@ -776,13 +776,11 @@ for row, unit in enumerate(views.units):
 # 2. Arrange the unit's weights and the feature maps both as (64, 8, 8) with `.view`.
 # 3. Multiply them and add up over the channels only.
 #
-# Do it in eval mode and inside `with torch.no_grad():` (no gradients needed). The check
-# verifies the shape, the sign, and that your map plus the unit's bias adds up to the
-# unit's value on the image; it never prints the map.
+# Do it in eval mode and inside `with torch.no_grad():` (no gradients needed; `import
+# torch` first). The check verifies the shape, the sign, and that your map plus the
+# unit's bias adds up to the unit's value on the image; it never prints the map.
 
 # %% id="ex8_setup" nbgrader={"grade": false, "grade_id": "ex8_setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
-import torch
-
 ex8_unit = 23  # a unit that fires on most test images
 ex8_index = 3  # a test image
 ex8_image = test.images[ex8_index]
@@ -791,6 +789,8 @@ print(f"unit {ex8_unit} on test image {ex8_index}, a {test.classes[test.labels[e
 # %% id="ex8_answer" nbgrader={"grade": false, "grade_id": "ex8_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 # Exercise 8: contribution = the (8, 8) contribution map of unit ex8_unit on ex8_image.
 ### BEGIN SOLUTION
+import torch
+
 model.eval()
 with torch.no_grad():
     feature_maps = model[:12](cnnlab.normalize(ex8_image[None]).to(device)).view(64, 8, 8)
@@ -803,10 +803,11 @@ from cnnlab import checks
 
 checks.check_exercise_8(contribution, model, ex8_image, ex8_unit)
 ### BEGIN HIDDEN TESTS
-from cnnlab.attribution import contribution_map
+import torch as _torch
+from cnnlab.attribution import contribution_map as _contribution_map
 
-_expected = contribution_map(model[:14], ex8_image[None], ex8_unit)[0]
-_given = torch.as_tensor(contribution).detach().cpu().double().reshape(8, 8).numpy()
+_expected = _contribution_map(model[:14], ex8_image[None], ex8_unit)[0]
+_given = _torch.as_tensor(contribution).detach().cpu().double().reshape(8, 8).numpy()
 assert np.allclose(_given, _expected, rtol=1e-3, atol=1e-4 * (np.abs(_expected).max() + 1e-6)), (
     "contribution differs from cnnlab.attribution.contribution_map on the same image"
 )
