@@ -23,7 +23,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
-python -m pip install -q --upgrade pip
+# setuptools >= 77 reads the SPDX license string; the tests build wheels without isolation.
+python -m pip install -q --upgrade pip "setuptools>=77"
 # torch first and only when missing: an existing torch (Colab's, a CUDA build) is kept.
 python -c "import torch, torchvision" 2>/dev/null || python -m pip install -q torch torchvision
 if [ "$what" = test ]; then
