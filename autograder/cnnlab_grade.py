@@ -35,15 +35,15 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import nbformat  # noqa: E402
-
 import cnnlab_nbgrader as course_lib  # noqa: E402
+import nbformat  # noqa: E402
 import sandbox  # noqa: E402
 
 A = "cnn_interpretability"
 COURSE_FILES = ("nbgrader_config.py", "cnnlab_nbgrader.py", "repair.py", "recheck.py",
                 "sandbox.py")
 SELF_CHECK = ("selfcheck-solution", "selfcheck-blank")
+WORKER_START_S = 15  # allowance for the worker's own start (imports, gradebook copy)
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 NO_SANDBOX_WARNING = ("WARNING: graded with --no-sandbox: student code ran with your "
                       "permissions, unconfined; do not trust these grades against hostile code.")
@@ -180,7 +180,7 @@ def _cells(path: Path) -> list:
 def self_check(course: Path, settings: dict, no_sandbox: bool) -> None:
     release = nbformat.read(course / "release" / A / f"{A}.ipynb", 4)
     source = nbformat.read(course / "source" / A / f"{A}.ipynb", 4)
-    for sid, nb in zip(SELF_CHECK, (solution_submission(release, source), release)):
+    for sid, nb in zip(SELF_CHECK, (solution_submission(release, source), release), strict=True):
         (course / "submitted" / sid / A).mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, course / "submitted" / sid / A / f"{A}.ipynb")
     try:
@@ -215,9 +215,9 @@ def forget(course: Path, settings: dict, students: list[str]) -> None:
     from nbgrader.api import Gradebook, MissingEntry
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", settings["course_id"]) as gb:
         for sid in students:
-            for remove in (lambda: gb.remove_submission(A, sid), lambda: gb.remove_student(sid)):
+            for remove, arg in ((gb.remove_submission, (A, sid)), (gb.remove_student, (sid,))):
                 try:
-                    remove()
+                    remove(*arg)
                 except MissingEntry:
                     pass
     for sid in students:
@@ -367,7 +367,7 @@ def grade_students(course: Path, settings: dict, students: list[str], jobs: int 
                  str(folder / "gradebook.db"), str(folder / "result.json")],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=course,
                 start_new_session=True)
-            running[sid] = (proc, time.monotonic() + limit + 60, log)
+            running[sid] = (proc, time.monotonic() + limit + WORKER_START_S, log)
         time.sleep(0.2)
         for sid, (proc, deadline, log) in list(running.items()):
             if proc.poll() is None and time.monotonic() < deadline:
@@ -421,11 +421,10 @@ def write_report(course: Path, settings: dict) -> tuple[Path, Path]:
               f"{len(rows)} submissions (profile {settings['profile']})",
               f"kernels: {'no sandbox' if unsandboxed else 'bubblewrap sandbox'}; limits: "
               f"{sandbox.describe_limits(settings)}", ""]
-    scores = columns[2:-2]
-    lines.append(f"{'student':20s} {'status':10s} " + " ".join(f"{c[:10]:>10s}" for c in scores))
-    for r in rows:
-        lines.append(f"{r['student'][:20]:20s} {r['status']:10s} "
-                     + " ".join(f"{r[c] or '-':>10s}" for c in scores))
+    shown = columns[:-2]
+    width = {c: max(len(c), *(len(r[c] or "-") for r in rows)) for c in shown}
+    lines += [" ".join(f"{c:{width[c]}s}" for c in shown)]
+    lines += [" ".join(f"{r[c] or '-':{width[c]}s}" for c in shown) for r in rows]
     for title, key in (("Could not be graded (no score: fix, grade again or by hand)", "ungradable"),
                        ("Tampered (evidence below; review in formgrader)", "tampered")):
         chosen = [r for r in rows if r["status"] == key]

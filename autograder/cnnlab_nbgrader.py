@@ -35,12 +35,11 @@ import time
 from pathlib import Path
 
 import nbformat
+import recheck as rc
+import sandbox
 from nbformat.v4 import new_code_cell
 from nbgrader.plugins import ExportPlugin
 from nbgrader.preprocessors import ClearHiddenTests, Execute, NbGraderPreprocessor
-
-import recheck as rc
-import sandbox
 from repair import Integrity, check_and_repair
 
 #: The course folder (nbgrader_config.py sets it; by default the folder of this file).
@@ -168,7 +167,7 @@ class AddGradingCells(NbGraderPreprocessor):
         _progress["path"].unlink(missing_ok=True)
         source = nbformat.read(COURSE / "source" / a / f"{a}.ipynb", as_version=4)
         env = {k: v for k, v in sandbox.kernel_environment(s).items() if k.startswith("CNNLAB_")}
-        prelude = new_code_cell("import os as _os\n_os.environ.update(%r)\ndel _os" % env)
+        prelude = new_code_cell(f"import os as _os\n_os.environ.update({env!r})\ndel _os")
         prelude.id, prelude.metadata[ADDED] = PRELUDE_ID, True
         exports = {}
         for ex in rc.exercises(source):

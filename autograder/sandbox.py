@@ -8,9 +8,9 @@ this file, run as a program, wraps the kernel in ``bwrap`` with
 - no network at all (a new network namespace: no loopback either; the kernel talks to
   nbgrader over Unix sockets, ``KernelManager.transport = "ipc"``, in its runtime folder);
 - a cleared environment: only the variables of :func:`kernel_environment`;
-- ``/usr``, ``/etc`` and the Python installation read-only; a private ``/tmp`` and
-  ``$HOME`` (``/home/student``, empty); the student's own notebook folder read-only as the
-  working directory;
+- ``/usr``, ``/etc``, the Python installation and cnnlab read-only; a private ``/tmp``
+  and ``$HOME`` (``/home/student``, empty, the working directory; not the notebook's
+  folder, whose copy being graded holds the hidden tests);
 - one fresh writable runtime folder per kernel (the connection file, the sockets, the
   exported answers), made by :class:`SandboxKernelManager`;
 - nothing else of the course: only the course model and the data, read-only;
@@ -26,7 +26,6 @@ the same environment.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import json
 import os
@@ -98,6 +97,7 @@ def kernel_environment(settings: dict, runtime: str | None = None) -> dict[str, 
             env[name] = settings[key]
     if runtime:
         env["CNNLAB_RUNTIME"] = runtime
+    env["PYTHONPATH"] = str(_cnnlab_dir().parent)  # the cnnlab the grader uses, bound alone
     return env
 
 
@@ -105,7 +105,7 @@ def _cnnlab_dir() -> Path:
     spec = importlib.util.find_spec("cnnlab")
     if spec is None or not spec.submodule_search_locations:
         raise SandboxError("cnnlab is not importable by the grader: pip install it first.")
-    return Path(list(spec.submodule_search_locations)[0]).resolve()
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 def read_only_inputs(settings: dict) -> list[Path]:
@@ -172,8 +172,8 @@ def bwrap_args(settings: dict, runtime: Path) -> list[str]:
 
 
 # The kernel drops from root to nobody inside the sandbox (after bwrap's mounts).
-_DROP = ("import os, sys; os.setgroups([]); os.setgid(%d); os.setuid(%d); "
-         "os.execv(sys.argv[1], sys.argv[1:])" % (NOBODY, NOBODY))
+_DROP = (f"import os, sys; os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY}); "
+         "os.execv(sys.argv[1], sys.argv[1:])")
 
 
 def sandboxed(settings: dict, runtime: Path, command: list[str]) -> list[str]:
