@@ -1,14 +1,16 @@
 """The course notebooks: solutions, the generated student release, the Colab install line.
 
-- ``solutions/cnn_interpretability.ipynb`` is written by ``tools/build_solutions.py`` and
+- ``solutions/cnn_interpretability.py`` (a jupytext percent script) is the source;
+  ``tools/make_lessons.py`` builds ``solutions/cnn_interpretability.ipynb`` from it, which
   follows the nbgrader contract (cell ids, grade ids, points, hidden tests).
-- ``lessons/cnn_interpretability.ipynb`` is nbgrader's release of it, made by
-  ``tools/make_lessons.py``; it must be in sync, hold no solution or hidden test, and
-  keep the solutions' cell ids.
+- ``lessons/cnn_interpretability.ipynb`` is nbgrader's release of it, made by the same
+  tool; both must be in sync with the script, the release must hold no solution or hidden
+  test and keep the solutions' cell ids.
 - The set-up cell's Colab install line must add cnnlab without reinstalling what Colab
   already has (torch, torchvision, ipywidgets); checked offline with ``pip --dry-run``.
 - Executed with the solutions' code in its answer cells, the student notebook passes
-  every test cell; untouched, it fails every one. The network is trained once per test
+  every test cell and prints the network, the first layer's weight shape and the
+  feature array's shape as the lab says; untouched, it fails every test cell. The network is trained once per test
   session (``quick`` profile) into a temporary checkpoint folder that both runs reuse.
   Data: the real images when ``CNNLAB_DATA`` is set, else ``CNNLAB_SOURCE=synthetic``.
 """
@@ -31,6 +33,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "cnn_interpretability.ipynb"
 SOLUTION = ROOT / "solutions" / NAME
+SCRIPT = SOLUTION.with_suffix(".py")
 LESSON = ROOT / "lessons" / NAME
 COLAB_URL = "cnnlab @ git+https://github.com/cnnlab-course/cnnlab"
 
@@ -123,12 +126,30 @@ def lesson():
 # ------------------------------------------------------------------------------------
 
 
-def test_solutions_are_what_the_builder_writes():
-    builder = _tool("build_solutions")
-    assert SOLUTION.read_text(encoding="utf-8") == builder.render(), (
-        f"{SOLUTION.relative_to(ROOT)} differs from tools/build_solutions.py. Edit the "
-        "builder, then run: python tools/build_solutions.py && python tools/make_lessons.py"
+def test_solution_is_what_its_script_builds():
+    built = _tool("make_lessons").build_solution(SCRIPT)
+    assert SOLUTION.read_text(encoding="utf-8") == built, (
+        f"{SOLUTION.relative_to(ROOT)} differs from what {SCRIPT.relative_to(ROOT)} builds. "
+        "Edit the script, then run: python tools/make_lessons.py"
     )
+
+
+def test_script_cells_need_unique_ids_equal_to_their_grade_ids(tmp_path):
+    make_lessons = _tool("make_lessons")
+    good = SCRIPT.read_text(encoding="utf-8")
+    script = tmp_path / "lab.py"
+    broken = {
+        "no id": (good.replace('# %% id="setup" ', "# %% ", 1), "has the id None"),
+        "repeated": (good.replace('id="ex1_test"', 'id="ex1_answer"', 1),
+                     "repeats the id 'ex1_answer'"),
+        "grade_id": (good.replace('id="ex2_test"', 'id="ex2_check"', 1),
+                     "has id 'ex2_check' but nbgrader grade_id 'ex2_test'"),
+    }
+    for name, (text, message) in broken.items():
+        assert text != good, name
+        script.write_text(text, encoding="utf-8")
+        with pytest.raises(make_lessons.SourceError, match=re.escape(message)):
+            make_lessons.build_solution(script)
 
 
 def test_solution_follows_the_nbgrader_contract(solution):
@@ -204,54 +225,58 @@ def test_lessons_are_in_sync_with_solutions():
 def test_release_is_byte_identical_when_regenerated():
     pytest.importorskip("nbgrader")
     make_lessons = _tool("make_lessons")
-    first = make_lessons.release(SOLUTION)
-    assert first == make_lessons.release(SOLUTION)
+    first = make_lessons.release(SOLUTION.read_text(encoding="utf-8"))
+    assert first == make_lessons.release(SOLUTION.read_text(encoding="utf-8"))
     assert first.endswith("}\n")
 
 
-def test_check_reports_a_stale_lesson(tmp_path, capsys):
+def _copies(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    solutions, lessons = tmp_path / "solutions", tmp_path / "lessons"
+    shutil.copytree(SOLUTION.parent, solutions, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(LESSON.parent, lessons)
+    return solutions, lessons, ["--solutions", str(solutions), "--lessons", str(lessons)]
+
+
+def test_check_reports_notebooks_stale_after_the_script_changes(tmp_path, capsys):
     pytest.importorskip("nbgrader")
     make_lessons = _tool("make_lessons")
-    solutions, lessons = tmp_path / "solutions", tmp_path / "lessons"
-    shutil.copytree(SOLUTION.parent, solutions)
-    shutil.copytree(LESSON.parent, lessons)
-    assert make_lessons.main(["--check", "--solutions", str(solutions),
-                              "--lessons", str(lessons)]) == 0
+    solutions, lessons, args = _copies(tmp_path)
+    assert make_lessons.main(["--check", *args]) == 0
 
-    edited = _read(solutions / NAME)
-    intro = next(c for c in edited.cells if c.cell_type == "markdown")
-    intro.source += "\n\nA sentence added to the solutions only."
-    (solutions / NAME).write_text(nbformat.writes(edited) + "\n", encoding="utf-8")
+    script = solutions / SCRIPT.name
+    text = script.read_text(encoding="utf-8")
+    intro = "# This notebook and `cnnlab` are a new implementation.\n"
+    assert intro in text
+    script.write_text(text.replace(intro, intro + "#\n# A sentence added to the script.\n"),
+                      encoding="utf-8")
     capsys.readouterr()
-    assert make_lessons.main(["--check", "--solutions", str(solutions),
-                              "--lessons", str(lessons)]) == 1
+    assert make_lessons.main(["--check", *args]) == 1
     message = capsys.readouterr().err
-    assert str(lessons / NAME) in message and "stale" in message
+    for stale in (solutions / NAME, lessons / NAME):
+        assert f"{stale} is stale" in message
     assert "python tools/make_lessons.py" in message
 
-    assert make_lessons.main(["--solutions", str(solutions), "--lessons", str(lessons)]) == 0
-    assert "A sentence added" in (lessons / NAME).read_text(encoding="utf-8")
-    assert make_lessons.main(["--check", "--solutions", str(solutions),
-                              "--lessons", str(lessons)]) == 0
+    assert make_lessons.main(args) == 0
+    for built in (solutions / NAME, lessons / NAME):
+        assert "A sentence added to the script." in built.read_text(encoding="utf-8")
+    assert make_lessons.main(["--check", *args]) == 0
 
 
-def test_check_demands_solutions_without_outputs(tmp_path, capsys):
+def test_check_flags_a_solution_run_and_saved(tmp_path, capsys):
     pytest.importorskip("nbgrader")
     make_lessons = _tool("make_lessons")
-    solutions, lessons = tmp_path / "solutions", tmp_path / "lessons"
-    shutil.copytree(SOLUTION.parent, solutions)
-    shutil.copytree(LESSON.parent, lessons)
+    solutions, lessons, args = _copies(tmp_path)
     executed = _read(solutions / NAME)
     cell = _by_id(executed)["plot_conv1"]
     cell.execution_count = 7
     cell.outputs = [nbformat.v4.new_output("display_data", data={"text/plain": "<Figure>"})]
     (solutions / NAME).write_text(nbformat.writes(executed) + "\n", encoding="utf-8")
-    args = ["--solutions", str(solutions), "--lessons", str(lessons)]
     assert make_lessons.main(["--check", *args]) == 1
-    assert "--strip-solutions" in capsys.readouterr().err
-    assert make_lessons.main(["--strip-solutions", *args]) == 0
+    message = capsys.readouterr().err
+    assert f"{solutions / NAME} is stale" in message and str(lessons / NAME) not in message
+    assert make_lessons.main(args) == 0
     assert make_lessons.main(["--check", *args]) == 0
-    # The stripped solutions are the committed ones again (reference outputs kept).
+    # Rebuilt from the script: the committed solution notebook again, outputs gone.
     assert (solutions / NAME).read_text(encoding="utf-8") == SOLUTION.read_text(encoding="utf-8")
 
 
@@ -490,6 +515,8 @@ def _stdout(cell) -> str:
 
 @pytest.mark.timeout(EXECUTION_TIMEOUT)
 def test_lesson_with_the_solutions_code_passes(notebook_env, solution, tmp_path, monkeypatch):
+    import cnnlab
+
     nb = _read(LESSON)
     solved = _by_id(solution)
     for cell in nb.cells:
@@ -501,6 +528,15 @@ def test_lesson_with_the_solutions_code_passes(notebook_env, solution, tmp_path,
     for cell_id in TEST_CELLS:
         assert f"Exercise {cell_id[2]}: correct." in _stdout(cells[cell_id]), cell_id
     assert "is not a unit of this layer" in _stdout(cells["ex5_broken"])
+    # What the lab's text says these cells show (nbval compared stored outputs before).
+    assert _stdout(cells["network"]) == f"{cnnlab.build_model()}\n"
+    shape = [o.data["text/plain"] for o in cells["conv1_shape"].outputs
+             if o.output_type == "execute_result"]
+    assert shape == [str(cnnlab.build_model()[0].weight.shape)]
+    assert _stdout(cells["features_shape"]) == (
+        "one row per test image: True\n"
+        "one column per unit:    128\n"
+        "type of the numbers:    float32\n")
     assert "Reusing the model" in _stdout(cells["setup"])
     figures = {cell.id: sum("image/png" in o.get("data", {}) for o in cell.outputs)
                for cell in nb.cells if cell.cell_type == "code"}

@@ -1,32 +1,36 @@
-"""Generate the student notebooks ``lessons/*.ipynb`` from ``solutions/*.ipynb``.
+"""Build the course notebooks from their source: ``solutions/*.py`` -> ``solutions/*.ipynb``
+-> ``lessons/*.ipynb``.
 
-The student notebook is nbgrader's release of the solution notebook, made by
-nbgrader's own release preprocessors run through nbconvert, without a course
-database (the same steps, in the same order, as ``nbgrader generate_assignment``):
-LockCells, ClearSolutions, ClearOutput, CheckCellMetadata, ComputeChecksums,
-ClearHiddenTests, ClearMarkScheme, ComputeChecksums, CheckCellMetadata. Solutions
-become the stubs ``raise NotImplementedError()`` / "YOUR ANSWER HERE", hidden tests
-are removed, outputs are cleared and every nbgrader cell gets its checksum.
+The source of each notebook is a jupytext percent script, ``solutions/<name>.py``:
+``# %% [markdown]`` cells of Markdown in comments, ``# %%`` cells of real Python, and on
+each cell's header line its metadata: ``id="..."`` (the cell id; jupytext keeps none),
+``tags=[...]`` and the ``nbgrader={...}`` dict (``grade_id`` equal to the id). Edit the
+script, never the generated notebooks, then run this tool.
 
-The output is deterministic (nbformat's JSON: sorted keys, indent 1, one final
-newline), so regenerating an unchanged notebook gives a byte-identical file.
+1. The solution notebook ``solutions/<name>.ipynb`` is the script read by jupytext:
+   every cell's id set from its ``id`` key, the notebook metadata (kernelspec,
+   language_info) from the script's header, no outputs.
+2. The student notebook ``lessons/<name>.ipynb`` is nbgrader's release of it, made by
+   nbgrader's own release preprocessors run through nbconvert, without a course
+   database (the same steps, in the same order, as ``nbgrader generate_assignment``):
+   LockCells, ClearSolutions, ClearOutput, CheckCellMetadata, ComputeChecksums,
+   ClearHiddenTests, ClearMarkScheme, ComputeChecksums, CheckCellMetadata. Solutions
+   become the stubs ``raise NotImplementedError()`` / "YOUR ANSWER HERE", hidden tests
+   are removed, outputs are cleared and every nbgrader cell gets its checksum.
 
-    python tools/make_lessons.py                    # write lessons/ from solutions/
-    python tools/make_lessons.py --check            # exit 1 if lessons/ is stale or
-                                                    # solutions/ holds outputs
-    python tools/make_lessons.py --strip-solutions  # clear the solutions' outputs too
+Both are written in nbformat's JSON (sorted keys, indent 1, one final newline), so an
+unchanged script gives byte-identical files.
 
-Solution notebooks are kept without outputs in git, except the reference outputs of
-the cells tagged ``nbval-check-output`` (``pytest --nbval-lax`` compares them).
-``--strip-solutions`` clears everything else (outputs, execution counts, widget
-state) and rewrites the solutions in the same stable format.
+    python tools/make_lessons.py           # write solutions/*.ipynb, then lessons/*.ipynb
+    python tools/make_lessons.py --check   # write nothing; exit 1 naming each stale file
 
-Needs nbgrader (``pip install -e ".[instructor]"``).
+Needs jupytext and nbgrader (``pip install -e ".[instructor]"``).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -35,9 +39,13 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
 LESSONS = ROOT / "lessons"
-#: Cells with this tag keep their stored output: nbval compares it.
-CHECK_OUTPUT_TAG = "nbval-check-output"
 FIX = "python tools/make_lessons.py"
+#: What nbformat accepts as a cell id.
+CELL_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+class SourceError(ValueError):
+    """A cell of a notebook's source script cannot become a notebook cell."""
 
 
 def release_preprocessors() -> list:
@@ -55,109 +63,119 @@ def _stable(nb: nbformat.NotebookNode) -> str:
     return nbformat.writes(nb) + "\n"
 
 
-def release(solution_path: Path) -> str:
-    """The student notebook made from one solution notebook, as file text."""
+def build_solution(script: Path) -> str:
+    """The solution notebook made from its percent script, as file text.
+
+    Raises:
+        SourceError: a cell has no ``id``, a repeated or invalid one, or an nbgrader
+            ``grade_id`` other than its id.
+    """
+    import jupytext
+
+    nb = jupytext.read(script, fmt="py:percent")
+    nb.metadata.pop("jupytext", None)
+    seen = set()
+    for number, cell in enumerate(nb.cells, 1):
+        first = cell.source.splitlines()[0] if cell.source else ""
+        where = f"{script}: cell {number} ({first[:50]!r})"
+        cell_id = cell.metadata.pop("id", None)
+        if not isinstance(cell_id, str) or not CELL_ID.fullmatch(cell_id):
+            raise SourceError(
+                f"{where} has the id {cell_id!r}; every cell needs a unique id of 1 to 64 "
+                "letters, digits, '-' or '_'. Add one to its header line, e.g. "
+                '# %% id="my_cell"')
+        if cell_id in seen:
+            raise SourceError(f"{where} repeats the id {cell_id!r}; give it a new one.")
+        seen.add(cell_id)
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", cell_id)
+        if grade_id != cell_id:
+            raise SourceError(f"{where} has id {cell_id!r} but nbgrader grade_id "
+                              f"{grade_id!r}; they must be equal.")
+        cell.id = cell_id
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    nbformat.validate(nb)
+    return _stable(nb)
+
+
+def release(solution: str) -> str:
+    """The student notebook made from one solution notebook's text, as file text."""
     from nbconvert.exporters import NotebookExporter
     from traitlets.config import Config
 
-    nb = nbformat.read(solution_path, as_version=4)
     exporter = NotebookExporter(config=Config())
     for preprocessor in release_preprocessors():
         exporter.register_preprocessor(preprocessor(), enabled=True)
-    body, _ = exporter.from_notebook_node(nb, resources={})
+    body, _ = exporter.from_notebook_node(nbformat.reads(solution, as_version=4),
+                                          resources={})
     # Re-serialise through nbformat so the bytes never depend on the exporter's
     # formatting choices.
     return _stable(nbformat.reads(body, as_version=4))
 
 
-def stripped(solution_text: str) -> str:
-    """A solution notebook without outputs, execution counts or widget state, except
-    the reference outputs of cells tagged ``nbval-check-output`` (kept, with the
-    execution count 1: nbval ignores the stored output of a cell never run)."""
-    nb = nbformat.reads(solution_text, as_version=4)
-    nb.metadata.pop("widgets", None)
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        for key in ("collapsed", "scrolled", "execution"):
-            cell.metadata.pop(key, None)
-        if CHECK_OUTPUT_TAG in cell.metadata.get("tags", []) and cell.outputs:
-            # nbval compares a stored output only when the cell is marked as run.
-            cell.execution_count = 1
-            for output in cell.outputs:
-                if "execution_count" in output:
-                    output.execution_count = 1
-        else:
-            cell.execution_count = None
-            cell.outputs = []
-    return _stable(nb)
-
-
-def pairs(solutions: Path, lessons: Path) -> list[tuple[Path, Path]]:
-    """(solution, lesson) paths for every notebook in ``solutions``."""
-    found = sorted(solutions.glob("*.ipynb"))
+def targets(solutions: Path, lessons: Path) -> list[tuple[Path, Path, Path]]:
+    """(script, solution notebook, student notebook) for every script in ``solutions``."""
+    found = sorted(solutions.glob("*.py"))
     if not found:
-        raise SystemExit(f"No notebooks found in {solutions}.")
-    return [(path, lessons / path.name) for path in found]
+        raise SystemExit(f"No notebook scripts (*.py) found in {solutions}.")
+    return [(script, script.with_suffix(".ipynb"), lessons / f"{script.stem}.ipynb")
+            for script in found]
+
+
+def built(solutions: Path, lessons: Path) -> list[tuple[Path, str, Path]]:
+    """(notebook path, the text it must hold, its script) for every notebook to write."""
+    files = []
+    for script, solution, lesson in targets(solutions, lessons):
+        text = build_solution(script)
+        files += [(solution, text, script), (lesson, release(text), script)]
+    return files
 
 
 def check(solutions: Path, lessons: Path) -> list[str]:
-    """Problems found: stale or missing lessons, solutions holding outputs."""
+    """Problems found: notebooks missing or differing from what their script builds."""
     problems = []
-    for solution, lesson in pairs(solutions, lessons):
-        text = solution.read_text(encoding="utf-8")
-        if stripped(text) != text:
+    for path, text, script in built(solutions, lessons):
+        if not path.exists():
+            problems.append(f"{path} is missing. Build it from {script}: {FIX}")
+        elif path.read_text(encoding="utf-8") != text:
             problems.append(
-                f"{solution} holds outputs, execution counts or widget state (or is not in "
-                f"the stable format). Strip it: {FIX} --strip-solutions"
-            )
-        if not lesson.exists():
-            problems.append(f"{lesson} is missing. Generate it: {FIX}")
-        elif lesson.read_text(encoding="utf-8") != release(solution):
-            problems.append(
-                f"{lesson} is stale: it differs from the release of {solution}. "
-                f"Regenerate it: {FIX}"
-            )
+                f"{path} is stale: it differs from what {script} builds (edited by hand, "
+                f"run and saved, or the script changed). Edit {script.name} only, then "
+                f"rebuild: {FIX}")
     return problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if lessons/ is stale or solutions/ "
-                             "holds outputs")
-    parser.add_argument("--strip-solutions", action="store_true",
-                        help="also rewrite solutions/ without outputs (except the "
-                             "nbval-check-output reference outputs)")
+                        help="write nothing; exit 1 if a notebook differs from what its "
+                             "script builds")
     parser.add_argument("--solutions", type=Path, default=SOLUTIONS,
-                        help="folder of the solution notebooks (default: %(default)s)")
+                        help="folder of the notebook scripts and solution notebooks "
+                             "(default: %(default)s)")
     parser.add_argument("--lessons", type=Path, default=LESSONS,
                         help="folder of the student notebooks (default: %(default)s)")
     args = parser.parse_args(argv)
 
-    if args.check:
-        problems = check(args.solutions, args.lessons)
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        if problems:
-            return 1
-        print(f"{args.lessons} is up to date with {args.solutions}.")
-        return 0
-
+    try:
+        if args.check:
+            problems = check(args.solutions, args.lessons)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if problems:
+                return 1
+            print(f"{args.solutions} and {args.lessons} are up to date with their scripts.")
+            return 0
+        files = built(args.solutions, args.lessons)
+    except SourceError as error:
+        print(error, file=sys.stderr)
+        return 1
     args.lessons.mkdir(parents=True, exist_ok=True)
-    for solution, lesson in pairs(args.solutions, args.lessons):
-        if args.strip_solutions:
-            text = solution.read_text(encoding="utf-8")
-            clean = stripped(text)
-            if clean != text:
-                solution.write_text(clean, encoding="utf-8")
-                print(f"stripped {solution}")
-        text = release(solution)
-        if not lesson.exists() or lesson.read_text(encoding="utf-8") != text:
-            lesson.write_text(text, encoding="utf-8")
-            print(f"wrote {lesson}")
+    for path, text, _ in files:
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            print(f"{path} is up to date")
         else:
-            print(f"{lesson} is up to date")
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
     return 0
 
 

@@ -1,0 +1,629 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: id,tags,nbgrader
+#     notebook_metadata_filter: kernelspec,language_info
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+#   language_info:
+#     name: python
+# ---
+
+# %% [markdown] id="intro" nbgrader={"grade": false, "grade_id": "intro", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# # What does a convolutional network learn?
+#
+# In this session you train a small convolutional network (a CNN) to sort tiny
+# 32×32 photos into ten classes (the CIFAR-10 dataset: airplane, automobile, bird,
+# cat, deer, dog, frog, horse, ship, truck). Then you open it up and look inside it,
+# five ways:
+#
+# 1. **Filters**: the small patterns its first layers look for.
+# 2. **Activations**: the 128 numbers it computes for every image just before it
+#    decides. Each of the 128 is called a *unit*.
+# 3. **Top-K images**: for one unit, the test images that excite it most.
+# 4. **Occlusion**: which part of those images the unit really relies on.
+# 5. **A map of its feature space (t-SNE)**: all the test images on one 2-D map,
+#    each close to the images the network finds similar.
+#
+# Seven exercises punctuate the way. Four check themselves: run the cell below your
+# answer and it prints `Exercise N: correct.` or a hint. Three are short written
+# answers for your instructor.
+#
+# **Time:** one session of about two hours. The first code cell trains the network:
+# a minute or so on a GPU, a few minutes on a laptop's CPU.
+#
+# **How to work.** Run the cells in order, from the top (Shift+Enter). Where a cell
+# says `# YOUR CODE HERE`, delete the line `raise NotImplementedError()` and write
+# your answer in its place; where it says *YOUR ANSWER HERE*, double-click the cell
+# and write. If the kernel restarts, run everything again from the top: the trained
+# network was saved, so it is reloaded, not trained again.
+#
+# **Reading the code.** Every function called here comes from `cnnlab`, a small
+# library with one file per section of this lab. Each section names the function it
+# uses and its file (for example `cnnlab.plot_filters`, in `cnnlab/filters.py`). To
+# read one without leaving the notebook, run `cnnlab.plot_filters??` in a new cell.
+#
+# *Credits.* This lab descends from the interpretability lab of the UPC postgraduate
+# course *Artificial Intelligence with Deep Learning* (2019) by Daniel Fojo and
+# Xavier Giró-i-Nieto, after earlier versions by Amaia Salvador (slides:
+# `dlai_2019_d07l1_interpretability` in the
+# [telecombcn-dl/dlai-2019](https://github.com/telecombcn-dl/dlai-2019) repository).
+# This notebook and `cnnlab` are a new implementation.
+
+# %% [markdown] id="setup_md" nbgrader={"grade": false, "grade_id": "setup_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## 0. Set-up: the data and a trained network
+#
+# The next cell does everything the lab needs before it starts:
+#
+# - in Colab, it installs `cnnlab` (Colab's own PyTorch and widgets are kept as they are);
+# - it reads the **profile**: `full` (the default: all 50,000 training images) or
+#   `quick` (10,000 training and 2,000 test images: a first look in a few minutes, with
+#   blurrier results). To choose `quick`, set the environment variable
+#   `CNNLAB_PROFILE=quick` before starting Jupyter, or run
+#   `import os; os.environ["CNNLAB_PROFILE"] = "quick"` in a new cell above this one;
+# - it uses a GPU if there is one (in Colab: *Runtime → Change runtime type → GPU*),
+#   else the CPU;
+# - it loads CIFAR-10 (downloaded the first time, about 170 MB);
+# - it trains the network, or reloads the one it trained before with the same recipe.
+
+# %% id="setup" nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+CNNLAB_PACKAGE = "cnnlab @ git+https://github.com/cnnlab-course/cnnlab"
+
+import sys
+
+if "google.colab" in sys.modules:
+    # Colab already has torch, torchvision and ipywidgets: this adds cnnlab only.
+    # %pip install -q "{CNNLAB_PACKAGE}"
+
+# %matplotlib inline
+import numpy as np
+from IPython.display import display
+from matplotlib.figure import Figure
+
+import cnnlab
+
+config = cnnlab.get_config()  # the profile named by $CNNLAB_PROFILE, "full" if unset
+cnnlab.seed_everything(config.seed)
+device = cnnlab.get_device(verbose=False)
+print(f"cnnlab {cnnlab.__version__}: profile {config.profile!r}, device {device}"
+      + (" (no GPU found: the CPU will do, training just takes longer)"
+         if device.type == "cpu" else ""))
+
+train, test = cnnlab.load_lab_data(config)
+print(f"{len(train):,} training and {len(test):,} test images ({test.source})")
+model, info = cnnlab.train_or_load(config, train, test, device=device)
+print(f"The network classifies {info['metrics']['accuracy']:.1%} of the test images correctly.")
+
+# %% [markdown] id="network_md" nbgrader={"grade": false, "grade_id": "network_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### The network
+#
+# Here it is, layer by layer. `model` is a PyTorch `nn.Sequential`, which is a list of
+# layers applied one after the other: `model[0]` is the first layer, `model[2]` the
+# third, and `model[:5]` the first five. Keep these numbers in view; the exercises
+# use them.
+
+# %% id="network" nbgrader={"grade": false, "grade_id": "network", "locked": true, "schema_version": 3, "solution": false, "task": false}
+print(model)
+
+# %% [markdown] id="network_after" nbgrader={"grade": false, "grade_id": "network_after", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Reading it from the top: four convolution layers (`Conv2d`) look at the image
+# through small 3×3 windows, each followed by a `ReLU` that keeps the positive
+# responses and sets the negative ones to zero. The two `MaxPool2d` layers halve the
+# size of the image each time (32 → 16 → 8 pixels). `Flatten` lays the 64 maps of
+# 8×8 out as one vector of 4,096 numbers, and `Linear(4096, 128)` turns those into
+# the 128 numbers we call *units*. The last `Linear` turns the 128 units into 10
+# scores, one per class; the highest score is the network's answer. The `Dropout`
+# layers only act during training.
+
+# %% [markdown] id="filters_md" nbgrader={"grade": false, "grade_id": "filters_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## 1. Filters
+#
+# **The idea.** A convolution layer slides a set of small *filters* over its input.
+# Each filter is a little block of weights, and its response at a position is large
+# where the input there looks like the filter. The filters of the first layer are
+# applied to the pixels themselves, so we can draw them as images and see what the
+# network looks for first.
+#
+# **Why it matters.** The filters are the one part of a CNN we can look at directly,
+# without any image. A well-trained first layer usually holds detectors of edges at
+# various angles and of patches of colour, much like the first stage of our own
+# visual system.
+#
+# ### Exercise 1 (1 point)
+#
+# How many filters does the first convolution layer, `model[0]`, have? Store the
+# number in `n_filters`, read from the model rather than typed in: the layer has an
+# attribute that holds it (type `model[0].` and press Tab to see them all).
+
+# %% id="ex1_answer" nbgrader={"grade": false, "grade_id": "ex1_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# Exercise 1: n_filters = the number of filters of model[0], read from the layer.
+### BEGIN SOLUTION
+n_filters = model[0].out_channels
+### END SOLUTION
+print("n_filters =", n_filters)
+
+# %% id="ex1_test" nbgrader={"grade": true, "grade_id": "ex1_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_1(n_filters, model)
+
+# %% [markdown] id="conv1_md" nbgrader={"grade": false, "grade_id": "conv1_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# The layer's weights are a tensor of shape *(filters, input channels, height,
+# width)*. Each of the first layer's filters is a stack of three 3×3 kernels, one
+# for each colour channel of the image (red, green, blue):
+
+# %% id="conv1_shape" nbgrader={"grade": false, "grade_id": "conv1_shape", "locked": true, "schema_version": 3, "solution": false, "task": false}
+model[0].weight.shape
+
+# %% [markdown] id="plot_conv1_md" nbgrader={"grade": false, "grade_id": "plot_conv1_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# So each of these filters is a tiny 3×3 colour image, and we can draw it as one.
+# `cnnlab.plot_filters` (in `cnnlab/filters.py`) scales the whole weight tensor to
+# [0, 1] once, so that all filters share one scale: mid-grey is a weight in the
+# middle of the range, bright and dark colours are strong weights of either sign.
+
+# %% id="plot_conv1" nbgrader={"grade": false, "grade_id": "plot_conv1", "locked": true, "schema_version": 3, "solution": false, "task": false}
+cnnlab.plot_filters(model[0].weight, title="The 32 filters of the first conv layer, model[0]")
+
+# %% [markdown] id="plot_conv1_after" nbgrader={"grade": false, "grade_id": "plot_conv1_after", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# **What to look for.** Filters of one strong colour (they respond to that colour),
+# filters with a bright side and a dark side (they respond to an edge: a change of
+# brightness or colour in one direction), and filters that look like noise (they
+# learned little; there are more of those after the short `quick` training). 3×3
+# pixels is very small: do not expect pictures.
+#
+# **What a filter does to an image.** Applied at every position of an image, each
+# filter gives a *feature map*, bright where the image matches the filter. Here is a
+# test image and the 32 maps of the first layer for it, after the ReLU
+# (`cnnlab.activation_maps` and `cnnlab.plot_activation_maps`, in `cnnlab/filters.py`).
+
+# %% id="activation_maps" nbgrader={"grade": false, "grade_id": "activation_maps", "locked": true, "schema_version": 3, "solution": false, "task": false}
+image_index = 0  # try others
+label = test.classes[test.labels[image_index]]
+photo = Figure(figsize=(2, 2.2), layout="constrained")
+ax = photo.add_subplot()
+ax.imshow(cnnlab.to_display(test.images[image_index]))
+ax.set_title(f"test image {image_index}: {label}", fontsize=9)
+ax.set_axis_off()
+display(photo)
+
+maps = cnnlab.activation_maps(model, test.images[image_index], layer=1)  # after the first ReLU
+cnnlab.plot_activation_maps(maps, title=f"The 32 feature maps of model[0] for test image {image_index}")
+
+# %% [markdown] id="filters_explore_md" nbgrader={"grade": false, "grade_id": "filters_explore_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# **Now explore.** Pick a conv layer in the menu. For the layers after the first,
+# each filter has many input channels: the `channel` slider chooses which one is
+# drawn. `scale` switches between one scale for the whole layer (`global`, as above)
+# and one scale per filter (`per filter`), which shows the pattern of weak filters
+# too. (`cnnlab.widgets.filter_explorer`, in `cnnlab/widgets.py`.) The explorers need
+# a running notebook: in a static copy, such as an HTML export, they show nothing.
+
+# %% id="filters_explore" tags=["nbval-ignore-output"]
+from cnnlab import widgets
+
+widgets.filter_explorer(model)
+
+# %% [markdown] id="ex2_md" nbgrader={"grade": false, "grade_id": "ex2_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 2 (1 point)
+#
+# Now the filters of the *second* convolution layer. Find it in the printout of the
+# network above (it is not `model[1]`, which is a ReLU), put its weights in
+# `conv2_weights`, and the cell draws them. Take the weights from the trained layer
+# itself, the way `model[0].weight` gave the first layer's; add `.detach()` to get
+# the numbers without their gradient bookkeeping.
+
+# %% id="ex2_answer" nbgrader={"grade": false, "grade_id": "ex2_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# Exercise 2: conv2_weights = the weights of the second conv layer.
+### BEGIN SOLUTION
+conv2_weights = model[2].weight.detach().cpu()
+### END SOLUTION
+print("conv2_weights has shape", tuple(conv2_weights.shape))
+cnnlab.plot_filters(conv2_weights)
+
+# %% id="ex2_test" nbgrader={"grade": true, "grade_id": "ex2_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_2(conv2_weights, model)
+
+# %% [markdown] id="ex3_md" nbgrader={"grade": false, "grade_id": "ex3_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 3 (written, 2 points)
+#
+# The first layer's filters are drawn in colour, the second layer's in grey. Why?
+# Think about what the input channels of each layer are. Two or three sentences in
+# the cell below are enough.
+
+# %% [markdown] id="ex3_answer" nbgrader={"grade": true, "grade_id": "ex3_answer", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# **Your answer:**
+#
+# ### BEGIN SOLUTION
+# The first layer's input is the image itself, whose 3 channels are red, green and
+# blue. Each of its filters has one 3×3 kernel per colour channel, so its weights
+# *are* a tiny colour image and can be drawn as one.
+#
+# The second layer's input is the 32 feature maps of the first layer, which are not
+# colours. Each of its filters has 32 kernels, one per map, and 32 channels have no
+# natural colour; so the figure shows only one of them (input channel 0), in grey.
+#
+# *Grading: 1 point for "the first layer has 3 input channels, the R, G and B of the
+# image"; 1 point for "the second layer's 32 input channels are feature maps, not
+# colours, and one of them is shown".*
+# ### END SOLUTION
+
+# %% [markdown] id="filters_think" nbgrader={"grade": false, "grade_id": "filters_think", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# **Think about it.** A first-layer filter sees a 3×3 patch of pixels. How large a
+# patch of the *image* does one value of the second layer's output depend on? And
+# after the first `MaxPool2d`? This is the *receptive field*: it grows with every
+# layer, which is how deeper layers can respond to whole objects while their
+# filters stay 3×3.
+
+# %% [markdown] id="activations_md" nbgrader={"grade": false, "grade_id": "activations_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## 2. Activations: 128 numbers per image
+#
+# **The idea.** Give the network an image and stop at `Linear(4096, 128)`, its first
+# fully connected layer: what comes out is 128 numbers, the image's *feature
+# vector*. Each of the 128 positions is a **unit**, and the rest of the lab asks what
+# each unit responds to.
+#
+# **Why it matters.** The last layer only weighs these 128 numbers into 10 class
+# scores, so whatever the network knows about the image, it must be in them.
+#
+# **How.** Slicing an `nn.Sequential` gives a smaller `nn.Sequential` made of the same
+# layers, with the same trained weights. `model[:3]` holds the layers 0, 1 and 2,
+# exactly as slicing a Python list would. A slice that starts at the image and stops
+# partway is called a *feature extractor*.
+#
+# ### Exercise 4 (2 points)
+#
+# Build `extractor`: the part of `model` that starts at the image and ends **with**
+# the first `Linear` layer, that layer included. Its output must be 128 numbers per
+# image. Count in the printout of the network. (Once your answer passes, compare it
+# with `cnnlab.feature_extractor`, in `cnnlab/activations.py`, which finds that
+# layer by itself.)
+
+# %% id="ex4_answer" nbgrader={"grade": false, "grade_id": "ex4_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# Exercise 4: extractor = model from the image up to and including the first Linear.
+### BEGIN SOLUTION
+extractor = model[:14]
+### END SOLUTION
+extractor
+
+# %% [markdown] id="features_md" nbgrader={"grade": false, "grade_id": "features_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Now run all the test images through it, 128 at a time
+# (`cnnlab.extract_features`, in `cnnlab/activations.py`). Row `i` of `features` is the
+# feature vector of test image `i`; column `u` holds unit `u`'s response to every
+# test image.
+
+# %% id="features" nbgrader={"grade": false, "grade_id": "features", "locked": true, "schema_version": 3, "solution": false, "task": false}
+features = cnnlab.extract_features(extractor, test.images)
+
+# %% id="features_shape" nbgrader={"grade": false, "grade_id": "features_shape", "locked": true, "schema_version": 3, "solution": false, "task": false}
+print("one row per test image:", features.shape[0] == len(test))
+print("one column per unit:   ", features.shape[1])
+print("type of the numbers:   ", features.dtype)
+
+# %% id="ex4_test" nbgrader={"grade": true, "grade_id": "ex4_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_4(extractor, model)
+### BEGIN HIDDEN TESTS
+assert features.shape == (len(test), 128), (
+    f"features has shape {features.shape}, expected ({len(test)}, 128): one row of "
+    "128 units per test image"
+)
+assert str(features.dtype) == "float32", f"features holds {features.dtype}, not float32"
+### END HIDDEN TESTS
+
+# %% [markdown] id="class_means_md" nbgrader={"grade": false, "grade_id": "class_means_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# A first look at the units: for each class, how strongly each unit responds to its
+# test images, compared with how it responds on average (in standard deviations).
+# Red means "more than usual for this class", blue "less than usual". A unit that is
+# red in one row only responds mostly to that class. (The extractor stops just before
+# the ReLU that follows the `Linear` layer, so features can also be negative.)
+
+# %% id="class_means" nbgrader={"grade": false, "grade_id": "class_means", "locked": true, "schema_version": 3, "solution": false, "task": false}
+labels = test.labels.numpy()
+typical, spread = features.mean(axis=0), features.std(axis=0) + 1e-6
+per_class = np.stack([(features[labels == c].mean(axis=0) - typical) / spread
+                      for c in range(len(test.classes))])
+limit = np.abs(per_class).max()
+
+fig = Figure(figsize=(11, 4), layout="constrained")
+ax = fig.add_subplot()
+image = ax.imshow(per_class, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit,
+                  interpolation="nearest")
+ax.set_yticks(range(len(test.classes)), test.classes)
+ax.set_xlabel("unit")
+ax.set_title("How each of the 128 units responds to each class, compared with its average")
+fig.colorbar(image, ax=ax, label="std. deviations from average", pad=0.01)
+fig
+
+# %% [markdown] id="activations_think" nbgrader={"grade": false, "grade_id": "activations_think", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# **Think about it.** Find a column that is red for one class only. Would you call
+# that unit a "frog unit" (or whatever its class is)? What else could the images of
+# one class have in common? Do the rows of the four vehicles look alike, and those of
+# the six animals? Keep a unit's number in mind: section 3 shows which images excite
+# it most.
+
+# %% [markdown] id="topk_md" nbgrader={"grade": false, "grade_id": "topk_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## 3. The images each unit likes best
+#
+# **The idea.** To see what a unit responds to, sort the test images by that unit's
+# activation and look at the top few. If the ten images a unit likes best are all red
+# cars seen from the side, the unit has learned something like "red car", or at
+# least "red shape above wheels".
+#
+# **Why it matters.** It is the simplest way to give a name to an anonymous number
+# inside a network, and the starting point of much larger studies. It has a trap
+# too: ten images can have several things in common at once (colour, background,
+# pose), and the images alone do not say which one the unit uses. Section 4 looks
+# into that.
+#
+# `cnnlab.top_k(features, k)` (in `cnnlab/activations.py`) returns an array of shape
+# `(k, 128)`: column `u` lists the indices of the `k` test images with the highest
+# activation of unit `u`, the best first.
+
+# %% id="topk" nbgrader={"grade": false, "grade_id": "topk", "locked": true, "schema_version": 3, "solution": false, "task": false}
+top = cnnlab.top_k(features, k=config.top_k)
+print("top has shape", top.shape, "= (images per unit, units)")
+print("the 3 test images unit 0 likes best:", top[:3, 0])
+
+# %% [markdown] id="ex5_md" nbgrader={"grade": false, "grade_id": "ex5_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 5 (1 point)
+#
+# A colleague wants to see units 1, 2, 4, 14, 23 and 29, and the very last unit of
+# the layer, and wrote the list below. Run the cell: it fails, and the message says
+# why.
+
+# %% id="ex5_broken" nbgrader={"grade": false, "grade_id": "ex5_broken", "locked": true, "schema_version": 3, "solution": false, "task": false}
+units = [1, 2, 4, 14, 23, 29, 128]
+try:
+    fig = cnnlab.plot_top_k(test.images, top, units)
+except ValueError as error:
+    print("ValueError:", error)
+else:
+    display(fig)
+
+# %% [markdown] id="ex5_fix_md" nbgrader={"grade": false, "grade_id": "ex5_fix_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Write the corrected list in the cell below, as `units = [...]`: the same units,
+# with only the wrong entry changed, so that the list still ends with the last unit.
+# (The message comes from `cnnlab.validate_units`, in `cnnlab/activations.py`.)
+
+# %% id="ex5_answer" nbgrader={"grade": false, "grade_id": "ex5_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# Exercise 5: units = the list above, with the invalid entry fixed.
+### BEGIN SOLUTION
+units = [1, 2, 4, 14, 23, 29, 127]
+### END SOLUTION
+
+# %% id="ex5_test" nbgrader={"grade": true, "grade_id": "ex5_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_5(units)
+
+# %% [markdown] id="topk_plot_md" nbgrader={"grade": false, "grade_id": "topk_plot_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Here are the ten test images each of these units likes best, the best at the top
+# (`cnnlab.plot_top_k`, in `cnnlab/activations.py`):
+
+# %% id="topk_plot" nbgrader={"grade": false, "grade_id": "topk_plot", "locked": true, "schema_version": 3, "solution": false, "task": false}
+cnnlab.plot_top_k(test.images, top, units)
+
+# %% [markdown] id="topk_discuss" nbgrader={"grade": false, "grade_id": "topk_discuss", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# **Questions for discussion.** Look down each column. Does the unit respond to
+# something you can name: a class (horses), a part (wheels), a colour or a texture
+# (blue sky, grass), a layout (a dark object on a light background)? Do several
+# units respond to the same thing? If a column looks like ten unrelated images, what
+# might that unit be doing?
+#
+# **Now explore.** Slide through all 128 units, change `K` to see more or fewer
+# images, and press *occlusion masks* to see each image through its occlusion mask
+# (section 4 explains them). (`cnnlab.widgets.unit_explorer`, in `cnnlab/widgets.py`.)
+
+# %% id="topk_explore" tags=["nbval-ignore-output"]
+from cnnlab import widgets
+
+widgets.unit_explorer(test.images, features, k=config.top_k, extractor=extractor)
+
+# %% [markdown] id="occlusion_md" nbgrader={"grade": false, "grade_id": "occlusion_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## 4. Occlusion: which pixels does a unit rely on?
+#
+# **The idea.** Hide part of an image and see whether the unit notices. A black
+# square of 11×11 pixels slides over the image, 4 pixels at a time (7 × 7 = 49
+# positions); at each position we record how much the unit's activation *drops*
+# compared with the intact image. The result is a 7×7 map per image: large where
+# hiding that region hurts the unit, near zero where the unit does not care.
+#
+# **Why it matters.** The top images said *which* images a unit likes; occlusion says
+# *where* in them it looks. It asks the network itself, by experiment, with no
+# gradients or other assumptions, which makes it easy to trust, at the price of one
+# forward pass per position.
+#
+# `cnnlab.top_k_occlusion` computes the maps of the chosen units on their top
+# images, and `cnnlab.plot_occlusion` draws them, both in `cnnlab/occlusion.py`.
+
+# %% id="occlusion" nbgrader={"grade": false, "grade_id": "occlusion", "locked": true, "schema_version": 3, "solution": false, "task": false}
+maps = cnnlab.top_k_occlusion(extractor, test.images, top, units,
+                              size=config.occluder, stride=config.stride)
+print("maps has shape", maps.shape, "= (top images, units, positions down, positions across)")
+
+# %% [markdown] id="occlusion_one_md" nbgrader={"grade": false, "grade_id": "occlusion_one_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# To show a map on its image, `cnnlab.occlusion_mask` scales the map to [0, 1],
+# enlarges it to 32×32 pixels (linear interpolation), smooths it (a Gaussian of 2
+# pixels), then keeps the pixels at 0.5 or above at full brightness and dims the rest
+# to 30%. **The bright part of an image is the part the unit relies on.** Here are
+# the three steps for the first unit's best image:
+
+# %% id="occlusion_one" nbgrader={"grade": false, "grade_id": "occlusion_one", "locked": true, "schema_version": 3, "solution": false, "task": false}
+unit = units[0]
+image = test.images[top[0, unit]]
+omap = maps[0, 0]  # its best image (row 0), the first unit (column 0)
+mask = cnnlab.occlusion_mask(omap, sigma=config.sigma, threshold=config.threshold)
+largest = np.abs(omap).max()
+
+fig = Figure(figsize=(9, 3.2), layout="constrained")
+left, middle, right = fig.subplots(1, 3)
+left.imshow(cnnlab.to_display(image))
+left.set_title("the image")
+shown = middle.imshow(omap, cmap="RdBu_r", vmin=-largest, vmax=largest)
+middle.set_title("drop in activation, 7×7 positions")
+fig.colorbar(shown, ax=middle, shrink=0.85)
+right.imshow(cnnlab.to_display(image) * mask[..., None])
+right.set_title("seen through its mask")
+for ax in (left, middle, right):
+    ax.set_xticks([])
+    ax.set_yticks([])
+fig.suptitle(f"Occlusion for unit {unit} on its best test image (#{top[0, unit]})")
+fig
+
+# %% [markdown] id="occlusion_plot_md" nbgrader={"grade": false, "grade_id": "occlusion_plot_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# And now the top-10 grid of section 3 again, every image seen through its own mask:
+
+# %% id="occlusion_plot" nbgrader={"grade": false, "grade_id": "occlusion_plot", "locked": true, "schema_version": 3, "solution": false, "task": false}
+cnnlab.plot_occlusion(test.images, maps, units, top,
+                      sigma=config.sigma, threshold=config.threshold)
+
+# %% [markdown] id="occlusion_explore_md" nbgrader={"grade": false, "grade_id": "occlusion_explore_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# **Now explore.** Change the occluder's size and stride (new maps are computed: a
+# few seconds) and the mask's threshold and smoothing (only redrawn). A small
+# occluder can find small details, but hiding a few pixels seldom changes much; a
+# large one hides whole objects at once. (`cnnlab.widgets.occlusion_explorer`, in
+# `cnnlab/widgets.py`.)
+
+# %% id="occlusion_explore" tags=["nbval-ignore-output"]
+from cnnlab import widgets
+
+widgets.occlusion_explorer(extractor, test.images, features, units, k=config.top_k)
+
+# %% [markdown] id="ex6_md" nbgrader={"grade": false, "grade_id": "ex6_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 6 (written, 2 points)
+#
+# Compare the masked images with the plain top-10 images of section 3. For two or
+# three units, by number: is the bright region where you expected, given what the
+# top images seemed to have in common? Did occlusion change your mind about what any
+# of them detects?
+
+# %% [markdown] id="ex6_answer" nbgrader={"grade": true, "grade_id": "ex6_answer", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# **Your answer:**
+#
+# ### BEGIN SOLUTION
+# The answer depends on the trained network; a good one names units and compares, for
+# example:
+#
+# - Where a unit's top images share an object (horse heads, car fronts, a bird's
+#   body), the mask usually sits on that object: the unit does use it, and the
+#   reading from section 3 holds.
+# - Often the mask lands on something the top images share *besides* the object:
+#   the blue sky or water around planes and ships, the green or brown background of
+#   frogs and deer, a bright patch of one colour. Such a unit detects context or
+#   colour rather than the object, which the top images alone could not tell.
+# - Some masks are spread out, or fall on different things in different images: the
+#   unit responds to something spread over the image (a texture, the overall colour)
+#   or to several unrelated things.
+#
+# A remark on the method also counts: an 11×11 black square is a large, unnatural
+# change to a 32×32 image, so a unit may drop because of the black square itself, not
+# only because of what it hides.
+#
+# *Grading: 1 point for specific units compared with their top images; 1 point for a
+# reasoned conclusion (the masks confirm or change the reading, e.g. background
+# rather than object) or a correct remark on the method's limits.*
+# ### END SOLUTION
+
+# %% [markdown] id="tsne_md" nbgrader={"grade": false, "grade_id": "tsne_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## 5. A map of the feature space (t-SNE)
+#
+# **The idea.** Each test image is now a point in a 128-dimensional space: its
+# feature vector. We cannot look at 128 dimensions, but t-SNE draws a 2-D map that
+# tries to keep each point's nearest neighbours near it. First a PCA keeps the 20
+# directions in which the features vary most (less noise, and a faster t-SNE); then
+# t-SNE places the points on the plane. Each point is coloured by its image's true
+# class; the network never saw these labels for these images.
+#
+# **Why it matters.** If the network has learned to tell two classes apart, their
+# feature vectors lie in different regions, and the map shows two separate islands.
+# Classes it confuses share one cloud. Read the map for neighbourhoods only: in
+# t-SNE, the size of an island and the distance between two islands mean little.
+#
+# `cnnlab.embed` and `cnnlab.plot_embedding`, in `cnnlab/embedding.py`. It takes
+# about half a minute on a laptop's CPU for 10,000 points.
+
+# %% id="tsne" nbgrader={"grade": false, "grade_id": "tsne", "locked": true, "schema_version": 3, "solution": false, "task": false}
+xy = cnnlab.embed(features, pca_dims=config.pca_dims, seed=config.seed,
+                  max_iter=config.tsne_iter, perplexity=config.perplexity)
+cnnlab.plot_embedding(xy, test.labels, test.classes)
+
+# %% [markdown] id="tsne_explore_md" nbgrader={"grade": false, "grade_id": "tsne_explore_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# **Now explore.** Untick classes to see where the others lie, and move the `point`
+# slider to see the image behind a point (it is circled on the map). Look for points
+# of one colour inside another colour's island: are they the network's mistakes,
+# odd images, or both? (`cnnlab.widgets.embedding_explorer`, in `cnnlab/widgets.py`.)
+
+# %% id="tsne_explore" tags=["nbval-ignore-output"]
+from cnnlab import widgets
+
+widgets.embedding_explorer(xy, test.labels, test.classes, test.images)
+
+# %% [markdown] id="confusion_md" nbgrader={"grade": false, "grade_id": "confusion_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### The evidence: the confusion matrix
+#
+# The map shows which classes the *features* mix up. Whether the *network* mixes
+# them up when it answers is in its confusion matrix: one row per true class, one
+# column per predicted class, each row as fractions of that class's test images. The
+# diagonal holds the right answers; a large number off the diagonal is a confusion.
+# (`cnnlab.evaluate`, in `cnnlab/train.py`, and `cnnlab.plot_confusion`, in
+# `cnnlab/metrics.py`.)
+
+# %% id="confusion" nbgrader={"grade": false, "grade_id": "confusion", "locked": true, "schema_version": 3, "solution": false, "task": false}
+result = cnnlab.evaluate(model, test)
+cnnlab.plot_confusion(result.confusion, test.classes, result.per_class_accuracy)
+
+# %% [markdown] id="ex7_md" nbgrader={"grade": false, "grade_id": "ex7_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 7 (written, 2 points)
+#
+# Which classes does the network separate easily, and which does it confuse? Use
+# both figures: name the clear islands of the t-SNE map and the largest numbers off
+# the diagonal of the confusion matrix. Why might those classes be hard to tell apart
+# at 32×32 pixels?
+
+# %% [markdown] id="ex7_answer" nbgrader={"grade": true, "grade_id": "ex7_answer", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# **Your answer:**
+#
+# ### BEGIN SOLUTION
+# With the `full` profile, typically:
+#
+# - **Separated easily:** the vehicles (automobile, truck, ship, airplane) have
+#   islands of their own and high accuracy; frog and horse usually do too.
+# - **Confused:** cat and dog above all (the largest off-diagonal cells, cat → dog
+#   and dog → cat, and one shared cloud on the map); more generally the animals
+#   bird, cat, deer and dog mix with one another. Automobile ↔ truck and
+#   airplane ↔ ship also trade errors, and their islands touch.
+# - **Why:** at 32×32 pixels, cats and dogs share pose, fur, size and indoor
+#   backgrounds, and what tells them apart (ears, muzzle) spans a few pixels. Planes
+#   and ships share a plain blue background (sky or sea); cars and trucks share
+#   wheels, windows and roads. The network leans on such cues (section 4 showed units
+#   that use backgrounds), so classes with similar cues end up close together.
+#
+# The exact classes vary from run to run; what matters is that the answer reads them
+# off the student's own figures and that both figures agree.
+#
+# *Grading: 1 point for the well-separated and the confused classes read correctly
+# from the map and the matrix; 1 point for a plausible reason (shared shapes,
+# textures or backgrounds; the low resolution).*
+# ### END SOLUTION
+
+# %% [markdown] id="wrap_up" nbgrader={"grade": false, "grade_id": "wrap_up", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## What you have seen
+#
+# - The **filters** of the first layer are small colour and edge detectors, and they
+#   are the only weights we can read as pictures.
+# - A **feature vector** of 128 units summarises each image; the network's answer is
+#   a weighted vote of those units.
+# - The **top-K images** of a unit suggest what it detects, and **occlusion** tests
+#   the suggestion: sometimes the unit looks at the object, sometimes at its
+#   background or colour.
+# - **t-SNE** and the **confusion matrix** show the same story at the scale of
+#   classes: what the features keep apart, the network tells apart.
+#
+# **Going further.** Occlusion is one of many *attribution* methods. Gradient-based
+# ones (saliency maps, Grad-CAM) answer the same question with one backward pass
+# instead of 49 forward passes; the library Captum implements many of them, and its
+# `Occlusion` class does what section 4 did.
