@@ -397,6 +397,7 @@ def grade_students(course: Path, settings: dict, students: list[str], jobs: int 
             del running[sid]
             if not quiet:
                 print(f"  {sid}: {out['outcome']} ({out.get('seconds', '-')} s)", flush=True)
+    sandbox.sweep_cgroups()
     for sid, out in outcomes.items():
         course_lib.update_status(course, sid, grading=out, sandbox=not no_sandbox,
                                  graded_at=dt.datetime.now().isoformat(timespec="seconds"))

@@ -263,6 +263,7 @@ class Recheck(NbGraderPreprocessor):
 def finish(assignment=None, student=None, notebooks=None, **_):
     """``Autograde.post_convert_hook``: the kernel's runtime folder goes."""
     shutil.rmtree(runtime_dir(COURSE, student), ignore_errors=True)
+    sandbox.sweep_cgroups()
 
 
 def cell_errors(nb) -> list[dict]:

@@ -35,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -163,7 +164,7 @@ def bwrap_args(settings: dict, runtime: Path) -> list[str]:
             args += ["--ro-bind", str(p), str(p)]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm",
              "--size", str(512 << 20), "--perms", "1777", "--tmpfs", "/tmp",
-             "--size", str(512 << 20), "--tmpfs", HOME]
+             "--size", str(512 << 20), "--perms", "1777", "--tmpfs", HOME]
     made: set = set()
     for p in read_only_inputs(settings):
         args += _dirs(p, made) + ["--ro-bind", str(p), str(p)]
@@ -244,9 +245,26 @@ def _leave_cgroups(groups: list[Path]) -> None:
     for group in groups:
         try:
             (group.parent / "cgroup.procs").write_text(str(os.getpid()))
-            group.rmdir()
         except OSError:
-            pass
+            continue
+        for _ in range(20):  # the sandbox's last processes may still be leaving
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def sweep_cgroups() -> None:
+    """Remove the empty cgroups of kernels that are gone (their wrapper may be killed)."""
+    for base in (_cgroup_dirs() or {}).values():
+        for group in base.glob("cnnlab-*"):
+            pid = group.name.split("-")[1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                try:
+                    group.rmdir()
+                except OSError:  # still holds processes
+                    pass
 
 
 def _rlimits(settings: dict, method: str) -> None:

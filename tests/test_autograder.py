@@ -410,7 +410,7 @@ def graded(tmp_path_factory):
         nb = make()
         if sid == "intruder":  # reads, connects, writes, leaves processes, reads In
             insert_after(nb, "ex1_test", SPY.format(**fmt))
-            insert_after(nb, "ex5_test", VANDAL.format(**fmt))
+            insert_after(nb, "ex2_test", VANDAL.format(**fmt))
             insert_after(nb, "ex4_test", "print(In)\nprint(_ih[-2])")
         (subs / sid).mkdir(parents=True)
         nbformat.write(nb, subs / sid / ("Copy of a.ipynb" if sid == "colab" else f"{A}.ipynb"))
@@ -511,8 +511,11 @@ def test_nothing_of_the_instructor_changed(graded):
     outputs = [o for c in nbformat.read(graded["course"] / "autograded" / "intruder" / A /
                                         f"{A}.ipynb", as_version=4).cells
                for o in c.get("outputs", []) if o.get("output_type") == "stream"]
-    text = "".join(o["text"] for o in outputs)
-    assert "WROTE" not in text and "-> OSError" in text or "-> PermissionError" in text
+    lines = "".join(o["text"] for o in outputs).splitlines()
+    tried = [ln for ln in lines if " -> " in ln and "Error" in ln]
+    wrote = [ln.split(" ", 1)[1] for ln in lines if ln.startswith("WROTE ")]
+    assert len(tried) >= 8  # the vandal ran and was refused
+    assert all(p.startswith(("/home/student/", f"/tmp/{MARK}")) for p in wrote), wrote  # private
 
 
 def test_no_process_outlives_its_kernel(graded):
