@@ -514,7 +514,7 @@ def test_nothing_of_the_instructor_changed(graded):
     lines = "".join(o["text"] for o in outputs).splitlines()
     tried = [ln for ln in lines if " -> " in ln and "Error" in ln]
     wrote = [ln.split(" ", 1)[1] for ln in lines if ln.startswith("WROTE ")]
-    assert len(tried) >= 8  # the vandal ran and was refused
+    assert len(tried) >= 6  # the vandal ran and was refused (other students: not even seen)
     assert all(p.startswith(("/home/student/", f"/tmp/{MARK}")) for p in wrote), wrote  # private
 
 
