@@ -332,9 +332,15 @@ def run_kernel(connection_file: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: proc.send_signal(s))
     rc = proc.wait()
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    for group in groups:  # the cgroup's peak counts every process of the sandbox
+        for name in ("memory.peak", "memory.max_usage_in_bytes"):
+            try:
+                peak_mb = int((group / name).read_text()) / 2**20
+            except (OSError, ValueError):
+                pass
     _leave_cgroups(groups)
-    record = {"method": method, "peak_rss_mb": round(peak_kb / 1024, 1), "exit": rc}
+    record = {"method": method, "peak_rss_mb": round(peak_mb, 1), "exit": rc}
     try:  # beside the runtime folder: out of the kernel's reach
         (runtime.parent / f"{runtime.name}.{LIMITS_FILE}").write_text(json.dumps(record))
     except OSError:

@@ -9,7 +9,8 @@ endless loop interrupted at the student-cell limit, a kernel that exits) graded 
 
 - ``--jobs 1`` and ``--jobs 2``: wall seconds for the class, seconds per submission,
   the speed-up of 2 jobs (goal: at least 1.7x);
-- peak memory per kernel (the sandbox wrapper's ``RUSAGE_CHILDREN`` maximum RSS);
+- peak memory per kernel (its cgroup's peak where cgroups are used, else the sandbox
+  wrapper's ``RUSAGE_CHILDREN`` maximum RSS);
 - the sandbox's overhead: the first ``--subset`` submissions (default 8, to keep the
   whole run near 12 minutes here) graded again with ``--no-sandbox`` at ``--jobs 1``,
   against the same submissions' sandboxed times from the ``--jobs 1`` run, per
@@ -60,13 +61,14 @@ BROKEN = [{"ex2_answer": "raise ValueError('oops')"},
 
 
 def make_submissions(release, n: int, folder: Path) -> dict[str, str]:
-    """``n`` submissions: 40 % correct, 25 % wrong, 20 % blank, 15 % broken."""
+    """``n`` submissions, interleaved: 40 % correct, 25 % wrong, 20 % blank, 15 % broken."""
     import nbformat
 
+    cycle = ("correct wrong correct blank broken correct wrong correct blank correct "
+             "wrong broken correct blank wrong correct broken blank correct wrong").split()
     kinds = {}
     for k in range(n):
-        r = k % 20
-        kind = "correct" if r < 8 else "wrong" if r < 13 else "blank" if r < 17 else "broken"
+        kind = cycle[k % len(cycle)]
         answers = {"correct": CORRECT[k % 2], "wrong": WRONG, "blank": {},
                    "broken": {**CORRECT[0], **BROKEN[k % 4]}}[kind]
         nb = nbformat.from_dict(json.loads(json.dumps(release)))
