@@ -2,7 +2,7 @@
 # Set up cnnlab in a virtual environment and run the lab or its tests.
 #
 #   bash run.sh lab [cnnlab lab options]   train the network, write every figure to lab-output/
-#   bash run.sh test [pytest options]      run the test suite (notebooks included)
+#   bash run.sh test [pytest options]      lint (ruff), then the test suite (notebooks included)
 #
 # Environment: PYTHON (default python3), CNNLAB_VENV (default .venv), CNNLAB_PROFILE
 # (full for `lab`, quick for `test`), CNNLAB_DATA (data folder or ImageFolder archive).
@@ -23,11 +23,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
-python -m pip install -q --upgrade pip
+# setuptools >= 77 reads the SPDX license string; the tests build wheels without isolation.
+python -m pip install -q --upgrade pip "setuptools>=77"
 # torch first and only when missing: an existing torch (Colab's, a CUDA build) is kept.
 python -c "import torch, torchvision" 2>/dev/null || python -m pip install -q torch torchvision
 if [ "$what" = test ]; then
-  python -m pip install -q -e ".[test,instructor]"
+  python -m pip install -q -e ".[test,instructor,dev]"
 else
   python -m pip install -q -e .
 fi
@@ -51,6 +52,8 @@ else
   CNNLAB_CHECKPOINTS=$(mktemp -d)
   export CNNLAB_CHECKPOINTS
   trap 'rm -rf "$CNNLAB_CHECKPOINTS"' EXIT
+  # The linter first, with the rules of pyproject.toml: a lint error fails the run.
+  python -m ruff check .
   if [ $# -gt 0 ]; then
     python -m pytest "$@"
   else

@@ -34,7 +34,7 @@ On what: the model of ``--checkpoint`` (else a seeded random network, said so in
 the output; timings do not depend on the weights, agreement figures do), the
 test split of ``--data`` (a CIFAR-10 folder or ImageFolder ``.tar.gz`` such as
 ``../shared/data/cifar10-jpeg.tar.gz``; without it, made-up images from
-``cnnlab.data.synthetic_cifar10``, said so), on the device ``cnnlab.train.get_device``
+``cnnlab.data.synthetic_cifar10``, said so), on the device ``cnnlab.device.get_device``
 picks (or ``--device``). Times are wall-clock seconds, best of ``--repeats`` runs for
 cnnlab and the floor, one run for the (slow) references.
 
@@ -74,11 +74,10 @@ from bench_train import PILDataset, reference_transform  # noqa: E402
 from cnnlab.activations import extract_features, feature_extractor, top_k  # noqa: E402
 from cnnlab.config import get_config  # noqa: E402
 from cnnlab.data import MEAN, STD, normalize, synthetic_cifar10  # noqa: E402
+from cnnlab.device import choose_precision, get_device  # noqa: E402
 from cnnlab.embedding import embed, trustworthiness_score  # noqa: E402
 from cnnlab.model import build_model, load_checkpoint, model_device  # noqa: E402
 from cnnlab.occlusion import occluder_centres, occlusion_maps, top_k_occlusion  # noqa: E402
-from cnnlab.train import autocast, get_device, memory_format  # noqa: E402
-
 
 # --- the 2019 notebook's algorithms (written for this benchmark) --------------------
 
@@ -184,12 +183,12 @@ OCCLUSION_BATCH = inspect.signature(occlusion_maps).parameters["batch_size"].def
 def floor_forward(extractor, n_images, batch_size, precision):
     """Forward passes over n_images random normalised images; nothing else."""
     device = model_device(extractor)
-    fmt = memory_format(device, precision)
+    plan = choose_precision(device, precision)
     x = torch.rand(min(n_images, batch_size), 3, 32, 32, device=device) * 2 - 1
-    x = x.contiguous(memory_format=fmt)
+    x = x.contiguous(memory_format=plan.memory_format)
 
     def run():
-        with torch.inference_mode(), autocast(device, precision):
+        with torch.inference_mode(), plan.autocast():
             done = 0
             while done < n_images:
                 b = min(batch_size, n_images - done)
@@ -327,7 +326,7 @@ def main(argv=None):
         row("d", "reference DataLoader+PIL transforms, batch 32", t_ref)
         d = {"reference_s": t_ref}
         for precision in ("fp32", "auto"):
-            t, f = timed(lambda: extract_features(extractor, images, progress=False,
+            t, f = timed(lambda precision=precision: extract_features(extractor, images, progress=False,
                                                   precision=precision), device, args.repeats)
             diff = float(np.abs(f - f_ref).max())
             rel = diff / float(np.abs(f_ref).max())
@@ -356,7 +355,7 @@ def main(argv=None):
         distinct = len(np.unique(top[:, units]))
         n_forward = distinct * (1 + len(occluder_centres()) ** 2)
         for precision in ("fp32", "auto"):
-            t, m = timed(lambda: top_k_occlusion(extractor, images, top, units,
+            t, m = timed(lambda precision=precision: top_k_occlusion(extractor, images, top, units,
                                                  precision=precision), device, args.repeats)
             c = compare(m, m_ref)
             t_floor, _ = timed(floor_forward(extractor, n_forward, OCCLUSION_BATCH, precision), device,
@@ -408,7 +407,7 @@ def main(argv=None):
                 b["reference"] = f"out of memory: {exc}"
                 t_ref = t_once = m_once = None
         for precision in ("fp32", "auto"):
-            t, m = timed(lambda: occlusion_maps(extractor, imgs_b, stride=2,
+            t, m = timed(lambda precision=precision: occlusion_maps(extractor, imgs_b, stride=2,
                                                 precision=precision), device, args.repeats)
             note = ""
             entry = {"seconds": t}

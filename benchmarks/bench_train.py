@@ -1,4 +1,4 @@
-"""Training benchmark: the 2019 reference pipeline against cnnlab's default, in one run.
+"""Training benchmark: the 2019 reference pipeline, cnnlab's default and cnnlab in fp32, in one run.
 
 What it measures, on the real CIFAR-10 images (the same decoded tensors for both):
 
@@ -8,19 +8,23 @@ What it measures, on the real CIFAR-10 images (the same decoded tensors for both
   constant learning rate, fp32, the course network;
 * cnnlab: ``cnnlab.train_model`` with the ``full`` profile (the data kept as one
   uint8 tensor, batches by permutation, bf16 autocast and ``channels_last`` where the
-  CPU computes bf16 natively, a warm-up then linear-decay schedule).
+  CPU computes bf16 natively, a warm-up then linear-decay schedule);
+* cnnlab-fp32: the same with ``precision="fp32"``: what a CPU without native bf16
+  (most laptops) runs, since ``choose_precision`` picks fp32 there.
 
 For each: training images per second, the test accuracy after every epoch, and the
 training time (evaluation excluded) until the test accuracy first reaches the
-reference's final accuracy. Two ratios: throughput, and time-to-accuracy (the
-reference's whole run divided by cnnlab's time to reach the same accuracy).
+reference's final accuracy. Ratios against the reference: throughput and
+time-to-accuracy (the reference's whole run divided by each cnnlab row's time to
+reach the same accuracy); and the default's throughput over fp32's.
 
-Reproduce (about 12 minutes on a quiet 2-core CPU):
+Reproduce (about 15 minutes on a quiet 2-core CPU):
 
     CNNLAB_DATA=../shared/data/cifar10-jpeg.tar.gz \\
         python benchmarks/bench_train.py --json benchmarks/results/train.json
 
-A short smoke run: ``--epochs 1 --train-size 5000``.
+Without the slow reference (cnnlab default against cnnlab fp32 only, about 4 minutes):
+add ``--no-reference``. A short smoke run: ``--epochs 1 --cnnlab-epochs 1 --train-size 2000``.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    from cnnlab.train import cpu_has_fast_bf16
+    from cnnlab.device import cpu_has_fast_bf16
 
     return (f"{cpu} ({os.cpu_count()} cores, native bf16: {cpu_has_fast_bf16()}), "
             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
@@ -136,12 +140,12 @@ def reference_run(train, test, epochs: int, seed: int, return_model: bool = Fals
     return out
 
 
-def cnnlab_run(train, test, config) -> dict:
+def cnnlab_run(train, test, config, name: str = "cnnlab") -> dict:
     seed_everything(config.seed)
     model = build_model()
     history = train_model(model, train, config, eval_data=test, progress=False)
     for e in history.epochs:
-        print(f"  cnnlab    epoch {e['epoch']}: {e['seconds']:6.1f} s, "
+        print(f"  {name:9s} epoch {e['epoch']}: {e['seconds']:6.1f} s, "
               f"{e['images_per_s']:6.0f} img/s, test accuracy {e['test_accuracy']:.2%}",
               flush=True)
     final = evaluate(model, test, config.precision).accuracy
@@ -165,6 +169,8 @@ def main(argv=None) -> int:
                    help="cnnlab epochs (default: the full profile's)")
     p.add_argument("--train-size", type=int, default=None, help="training images (default all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the slow 2019 pipeline: cnnlab default against cnnlab fp32 only")
     p.add_argument("--json", help="write the figures as JSON to this path")
     args = p.parse_args(argv)
 
@@ -177,45 +183,55 @@ def main(argv=None) -> int:
     config = get_config("full", seed=args.seed)
     if args.cnnlab_epochs:
         config = config.replace(epochs=args.cnnlab_epochs)
-    print(config.describe())
+    print(config.describe(torch.device("cpu")))
 
-    print("reference pipeline:")
-    ref = reference_run(train, test, args.epochs, args.seed)
-    print("cnnlab:")
-    ours = cnnlab_run(train, test, config)
+    runs = {}
+    if not args.no_reference:
+        print("reference pipeline:")
+        runs["reference"] = reference_run(train, test, args.epochs, args.seed)
+    for name, precision in (("cnnlab", config.precision), ("cnnlab-fp32", "fp32")):
+        print(f"{name} (precision={precision!r}):")
+        runs[name] = cnnlab_run(train, test, config.replace(precision=precision), name)
 
-    target = ref["epochs"][-1]["test_accuracy"]
-    ref_total = sum(e["seconds"] for e in ref["epochs"])
-    ref_rate = len(train) * len(ref["epochs"]) / ref_total
-    our_total = sum(e["seconds"] for e in ours["epochs"])
-    our_rate = len(train) * len(ours["epochs"]) / our_total
-    reach = time_to(ours, target)
+    def seconds(run: dict) -> float:
+        return sum(e["seconds"] for e in run["epochs"])
+
+    def rate(run: dict) -> float:
+        return len(train) * len(run["epochs"]) / seconds(run)
+
+    ref = runs.get("reference")
+    target = ref["epochs"][-1]["test_accuracy"] if ref else None
     result = {
         "machine": machine(),
         "train_images": len(train),
         "test_images": len(test),
-        "reference": ref,
-        "cnnlab": ours,
+        **runs,
         "config": config.to_dict(),
         "target_accuracy": target,
-        "reference_seconds": ref_total,
-        "cnnlab_seconds": our_total,
-        "cnnlab_seconds_to_target": reach,
-        "throughput_ratio": our_rate / ref_rate,
-        "time_to_accuracy_ratio": (ref_total / reach) if reach else None,
+        "seconds": {name: seconds(run) for name, run in runs.items()},
+        "images_per_s": {name: rate(run) for name, run in runs.items()},
+        "default_over_fp32_throughput": rate(runs["cnnlab"]) / rate(runs["cnnlab-fp32"]),
     }
     print()
-    print(f"{'':22s}{'reference':>12s}{'cnnlab':>12s}")
-    print(f"{'images/s':22s}{ref_rate:12.0f}{our_rate:12.0f}")
-    print(f"{'training seconds':22s}{ref_total:12.1f}{our_total:12.1f}")
-    print(f"{'final test accuracy':22s}{target:12.2%}{ours['epochs'][-1]['test_accuracy']:12.2%}")
-    print(f"{'s to reach ' + format(target, '.2%'):22s}{ref_total:12.1f}"
-          f"{(reach if reach else float('nan')):12.1f}")
-    print(f"throughput ratio: {result['throughput_ratio']:.2f}x")
-    if reach:
-        print(f"time-to-accuracy ratio: {result['time_to_accuracy_ratio']:.2f}x")
-    else:
-        print("time-to-accuracy ratio: cnnlab did not reach the reference's final accuracy")
+    print(f"{'':22s}" + "".join(f"{name:>14s}" for name in runs))
+    print(f"{'images/s':22s}" + "".join(f"{rate(run):14.0f}" for run in runs.values()))
+    print(f"{'training seconds':22s}" + "".join(f"{seconds(run):14.1f}" for run in runs.values()))
+    print(f"{'final test accuracy':22s}"
+          + "".join(f"{run['epochs'][-1]['test_accuracy']:14.2%}" for run in runs.values()))
+    if ref:
+        reach = {name: time_to(run, target) for name, run in runs.items()}
+        print(f"{'s to reach ' + format(target, '.2%'):22s}"
+              + "".join(f"{(t if t else float('nan')):14.1f}" for t in reach.values()))
+        for name in ("cnnlab", "cnnlab-fp32"):
+            ratio = seconds(ref) / reach[name] if reach[name] else None
+            result[f"{name}_seconds_to_target"] = reach[name]
+            result[f"{name}_throughput_ratio"] = rate(runs[name]) / rate(ref)
+            result[f"{name}_time_to_accuracy_ratio"] = ratio
+            print(f"{name}: throughput {rate(runs[name]) / rate(ref):.2f}x the reference; "
+                  + (f"time-to-accuracy {ratio:.2f}x" if ratio else
+                     "did not reach the reference's final accuracy"))
+    print(f"cnnlab default / cnnlab fp32 throughput: "
+          f"{result['default_over_fp32_throughput']:.2f}x")
     if args.json:
         write_json(args.json, result)
     return 0

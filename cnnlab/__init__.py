@@ -1,8 +1,8 @@
 """cnnlab: what a small convolutional network learns, as a one-session lab.
 
 The notebook-facing names are re-exported here; each lives in the module of its
-section (``cnnlab.data``, ``cnnlab.model``, ``cnnlab.train``, ``cnnlab.filters``,
-``cnnlab.activations``, ``cnnlab.occlusion``, ``cnnlab.embedding``,
+section (``cnnlab.data``, ``cnnlab.model``, ``cnnlab.device``, ``cnnlab.train``,
+``cnnlab.filters``, ``cnnlab.activations``, ``cnnlab.occlusion``, ``cnnlab.embedding``,
 ``cnnlab.metrics``, ``cnnlab.checks``, ``cnnlab.widgets``, ``cnnlab.lab``).
 """
 
@@ -12,19 +12,18 @@ from .activations import extract_features, feature_extractor, plot_top_k, top_k,
 from .config import LabConfig, get_config
 from .data import (CLASSES, DataError, Split, denormalize, load_cifar10, load_lab_data,
                    normalize, synthetic_cifar10, to_display)
+from .device import choose_precision, get_device
 from .embedding import embed, plot_embedding, trustworthiness_score
 from .filters import activation_maps, filter_images, plot_activation_maps, plot_filters
 from .metrics import plot_confusion
-from .model import (FIRST_LINEAR, N_UNITS, build_model, first_linear_index, load_checkpoint,
-                    save_checkpoint)
-from .occlusion import (occlusion_maps, occlusion_mask, plot_occlusion, top_k_occlusion)
+from .model import N_UNITS, build_model, first_linear_index, load_checkpoint, save_checkpoint
+from .occlusion import occlusion_maps, occlusion_mask, plot_occlusion, top_k_occlusion
+from .train import Evaluation, History, evaluate, seed_everything, train_model, train_or_load
 from .widgets import embedding_explorer, filter_explorer, occlusion_explorer, unit_explorer
-from .train import (Evaluation, History, evaluate, get_device, seed_everything, train_model,
-                    train_or_load)
 
 __all__ = [
-    "CLASSES", "FIRST_LINEAR", "N_UNITS", "DataError", "Evaluation", "History", "LabConfig",
-    "Split", "activation_maps", "build_model", "denormalize", "embed", "evaluate",
+    "CLASSES", "N_UNITS", "DataError", "Evaluation", "History", "LabConfig", "Split",
+    "activation_maps", "build_model", "choose_precision", "denormalize", "embed", "evaluate",
     "extract_features", "feature_extractor", "filter_images", "first_linear_index",
     "get_config", "get_device", "load_checkpoint", "load_cifar10", "load_lab_data",
     "normalize", "occlusion_mask", "occlusion_maps", "plot_activation_maps", "plot_confusion",

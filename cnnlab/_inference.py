@@ -1,66 +1,40 @@
-"""Private helpers shared by the analyses: fast inference, eval mode, input checks.
+"""Private helpers shared by the analyses: fast inference, eval mode, image batches.
 
 The analyses (feature extraction, occlusion, activation maps) run the network
-many times without gradients. Where the hardware is fast at it they use bf16
-autocast and ``channels_last`` inputs, exactly as training does
-(:func:`cnnlab.train.autocast` and :func:`cnnlab.train.memory_format` decide
-where); ``precision="fp32"`` always gives plain fp32 in the default layout,
-which is what the tests compare. :func:`evaluating` puts models in eval mode
-and restores every submodule's mode afterwards; :func:`as_image_batch` and
-:func:`is_whole` check arguments with messages a student can act on.
+many times without gradients, in the precision and layout
+:func:`cnnlab.device.choose_precision` decides, exactly as training does;
+``precision="fp32"`` always gives plain fp32 in the default layout, which is what
+the tests compare. :func:`evaluating` puts models in eval mode and restores every
+submodule's mode afterwards; :func:`as_image_batch` checks an image batch with
+messages a student can act on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import numbers
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from ._validate import is_whole as is_whole  # re-exported for the analyses
+from .config import or_config
 from .data import normalize
-from .train import autocast, memory_format
-
-PRECISIONS = ("auto", "fp32")
-
-
-def is_whole(value, low: int | None = None) -> bool:
-    """True for an integer (Python or NumPy, not bool) that is at least ``low``."""
-    return (
-        isinstance(value, numbers.Integral)
-        and not isinstance(value, (bool, np.bool_))
-        and (low is None or value >= low)
-    )
-
-
-def check_precision(precision: str) -> None:
-    """Raise a ValueError unless ``precision`` is "auto" or "fp32"."""
-    if precision not in PRECISIONS:
-        raise ValueError(
-            f"precision={precision!r} is not known. Use 'auto' (bf16 where the "
-            "hardware computes it natively, else fp32) or 'fp32' (always exact fp32)."
-        )
+from .device import choose_precision
 
 
 def inference_context(
-    device: torch.device, precision: str = "auto"
+    device: torch.device, precision: str | None = None
 ) -> contextlib.AbstractContextManager:
-    """Autocast for fast inference on ``device``, or a no-op.
-
-    bf16 autocast on CUDA (fp16 on cards without bf16) and on CPUs with native
-    bf16 (AVX512-BF16 or AMX) when ``precision="auto"``; ``nullcontext`` for
-    ``"fp32"``, on MPS and on other CPUs.
-    """
-    check_precision(precision)
-    return autocast(device, precision)
+    """Autocast for fast inference on ``device`` (see :func:`choose_precision`), or a
+    no-op; ``precision`` None is the configuration's."""
+    return choose_precision(device, or_config(precision, "precision")).autocast()
 
 
-def use_channels_last(device: torch.device, precision: str = "auto") -> bool:
-    """Whether inputs should be laid out ``channels_last`` (CUDA or CPU, "auto" only)."""
-    check_precision(precision)
-    return memory_format(device, precision) == torch.channels_last
+def use_channels_last(device: torch.device, precision: str | None = None) -> bool:
+    """Whether inputs should be laid out ``channels_last`` (see :func:`choose_precision`)."""
+    return choose_precision(device, or_config(precision, "precision")).channels_last
 
 
 def as_image_batch(images, what: str = "images") -> torch.Tensor:

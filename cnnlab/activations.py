@@ -17,14 +17,10 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ._figures import new_figure
-from ._inference import (
-    as_image_batch,
-    evaluating,
-    inference_context,
-    is_whole,
-    prepare_batch,
-    use_channels_last,
-)
+from ._inference import as_image_batch, evaluating, prepare_batch
+from ._validate import feature_array, whole_number
+from .config import or_config
+from .device import choose_precision
 from .model import first_linear_index, model_device
 
 
@@ -53,15 +49,13 @@ def feature_extractor(model: nn.Sequential, upto: int | None = None) -> nn.Seque
         )
     if upto is None:
         upto = first_linear_index(model)
-    if not is_whole(upto):
-        raise TypeError(f"upto={upto!r} must be a layer index (an int) or None.")
-    if not 0 <= upto < len(model):
-        raise ValueError(
-            f"upto={upto} is not a layer of this model: it has {len(model)} layers, "
-            f"numbered 0 to {len(model) - 1}. Pick an index in that range "
-            "(or None for the first Linear layer)."
-        )
-    return model[: int(upto) + 1]
+    upto = whole_number(
+        upto, "upto", 0, len(model) - 1,
+        why=f"is not a layer of this model: it has {len(model)} layers, numbered 0 to "
+            f"{len(model) - 1}",
+        advice="None means the first Linear layer.",
+    )
+    return model[: upto + 1]
 
 
 def extract_features(
@@ -69,7 +63,7 @@ def extract_features(
     images: torch.Tensor,
     batch_size: int = 128,
     progress: bool = True,
-    precision: str = "auto",
+    precision: str | None = None,
 ) -> np.ndarray:
     """Run images through the extractor in batches and collect its outputs.
 
@@ -81,7 +75,8 @@ def extract_features(
         batch_size: images per forward pass.
         progress: show a tqdm progress bar.
         precision: ``"auto"`` (bf16 autocast and channels_last where the hardware
-            is fast at it) or ``"fp32"``.
+            is fast at it, :func:`cnnlab.device.choose_precision`) or ``"fp32"``;
+            None for the configuration's.
 
     Returns:
         float32 array (N, D): one row per image, the extractor's output flattened
@@ -97,13 +92,13 @@ def extract_features(
     from tqdm.auto import tqdm
 
     images = as_image_batch(images)
-    if not is_whole(batch_size, 1):
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer, e.g. 512.")
+    batch_size = whole_number(batch_size, "batch_size", advice="The lab uses 128.")
     device = model_device(extractor)
-    channels_last = use_channels_last(device, precision)
+    plan = choose_precision(device, or_config(precision, "precision"))
+    channels_last = plan.channels_last
     n = images.shape[0]
     out: np.ndarray | None = None
-    with evaluating(extractor), torch.inference_mode(), inference_context(device, precision):
+    with evaluating(extractor), torch.inference_mode(), plan.autocast():
         for start in tqdm(range(0, n, batch_size), disable=not progress,
                           desc="features", unit="batch"):
             x = prepare_batch(images[start : start + batch_size], device, channels_last)
@@ -136,8 +131,7 @@ def validate_units(units, n_units: int, name: str = "units") -> list[int]:
         Traceback (most recent call last):
         ValueError: units[2] = 128 is not a unit of this layer: it has 128 units, ...
     """
-    if not is_whole(n_units, 1):
-        raise ValueError(f"n_units={n_units!r} must be a positive integer.")
+    n_units = whole_number(n_units, "n_units")
     last = n_units - 1
     example = "[1, 2, 4]" if n_units > 4 else "[0]"
     if units is None:
@@ -195,29 +189,14 @@ def validate_units(units, n_units: int, name: str = "units") -> list[int]:
     return result
 
 
-def _feature_array(features, advice: str) -> np.ndarray:
-    """``features`` (array or tensor) as a numpy array, checked to be (N, D) with N >= 1.
-
-    ``advice`` is appended to "a non-empty (N, D) array" in the error message.
-    """
-    if isinstance(features, torch.Tensor):
-        features = features.detach().cpu().numpy()
-    features = np.asarray(features)
-    if features.ndim != 2 or features.shape[0] == 0:
-        raise ValueError(
-            f"features must be a non-empty (N, D) array{advice}, got shape "
-            f"{features.shape}."
-        )
-    return features
-
-
-def top_k(features, k: int = 10) -> np.ndarray:
+def top_k(features, k: int | None = None) -> np.ndarray:
     """For every unit, the indices of the k images that activate it most.
 
     Args:
         features: (N, D) array or tensor of activations (e.g. from
             :func:`extract_features`).
-        k: images kept per unit, 1 <= k <= N.
+        k: images kept per unit, 1 <= k <= N; None for the configuration's
+            ``top_k`` (10).
 
     Returns:
         int64 array (k, D): column ``u`` lists image indices for unit ``u``, most
@@ -231,16 +210,17 @@ def top_k(features, k: int = 10) -> np.ndarray:
         array([[1, 0],
                [2, 2]])
     """
-    features = _feature_array(features, " (one row per image)")
-    n = features.shape[0]
-    if not is_whole(k, 1) or k > n:
-        raise ValueError(
-            f"k={k!r} images per unit is not possible with {n} images: use an integer "
-            f"from 1 to {n}."
-        )
+    features = feature_array(features)
+    k = check_k(or_config(k, "top_k"), features.shape[0])
     # A stable sort of the negated values: descending, ties in index order.
     order = np.argsort(-features.astype(np.float64), axis=0, kind="stable")
-    return order[: int(k)].astype(np.int64)
+    return order[:k].astype(np.int64)
+
+
+def check_k(k, n: int, name: str = "k") -> int:
+    """``k`` images per unit as an int, checked to be possible with ``n`` images."""
+    return whole_number(k, name, 1, n,
+                        why=f"images per unit is not possible with {n} images")
 
 
 def _check_top_indices(top_indices, units, n_images: int | None = None
@@ -249,9 +229,11 @@ def _check_top_indices(top_indices, units, n_images: int | None = None
     with ``n_images``, also that every index points at one of the images."""
     top_indices = np.ascontiguousarray(top_indices)  # no negative strides for torch
     if top_indices.ndim != 2:
+        hint = (" That looks like occlusion maps: plot_occlusion takes (images, "
+                "top_indices, units, maps).") if top_indices.ndim == 4 else ""
         raise ValueError(
             f"top_indices must be the (K, D) array returned by top_k, got shape "
-            f"{top_indices.shape}."
+            f"{top_indices.shape}.{hint}"
         )
     if n_images is not None and top_indices.size and top_indices.max() >= n_images:
         raise ValueError(

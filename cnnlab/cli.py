@@ -47,13 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup(args):
     from .config import get_config
     from .data import load_lab_data
-    from .train import get_device
+    from .device import get_device
 
     overrides = {k: getattr(args, k) for k in ("seed", "epochs") if getattr(args, k) is not None}
     config = get_config(args.profile, **overrides)
-    print(config.describe())
     device = get_device()
-    print(f"device: {device}")
+    print(config.describe(device))
     source = "synthetic" if args.synthetic else None  # None: $CNNLAB_SOURCE, else auto
     train, test = load_lab_data(config, args.data, source, download=not args.no_download)
     print(f"data: {len(train)} training and {len(test)} test images from {train.source}")

@@ -13,8 +13,21 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from ._validate import whole_number
+
 PROFILE_ENV = "CNNLAB_PROFILE"
 DATA_ENV = "CNNLAB_DATA"
+#: The values of every ``precision`` argument (see :func:`cnnlab.device.choose_precision`).
+PRECISIONS = ("auto", "fp32")
+
+
+def check_precision(precision) -> None:
+    """Raise a ValueError unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision={precision!r} is not known. Use 'auto' (bf16 or fp16 where the "
+            "hardware computes it fast, else fp32) or 'fp32' (always exact fp32)."
+        )
 
 
 @dataclass(frozen=True)
@@ -34,12 +47,13 @@ class LabConfig:
     epochs: int = 3  # passes over the training images
     batch_size: int = 32  # images per optimiser step
     lr: float = 1.5e-3  # Adam's peak learning rate
-    schedule: str = "onecycle"  # "onecycle" (warm-up then linear decay) or "constant"
-    warmup: float = 0.2  # fraction of the steps spent warming up (onecycle only)
-    hflip: bool = False  # random horizontal flips of training images
+    schedule: str = "onecycle"  # "onecycle" (warm-up from lr/10, then linear decay to 0) or
+    #                             "constant"
+    warmup: float = 0.2  # fraction of the steps spent warming up (onecycle only), in [0, 1)
     label_smoothing: float = 0.1  # cross-entropy label smoothing (0 = plain targets)
     seed: int = 0  # seeds the weights, the shuffling and every random choice
-    precision: str = "auto"  # "auto" (bf16/fp16 where the hardware is fast at it), "fp32"
+    precision: str = "auto"  # "auto" (bf16/fp16 where the hardware is fast at it), "fp32";
+    #                          what "auto" means on a device: cnnlab.device.choose_precision
     # --- analyses ---------------------------------------------------------
     top_k: int = 10  # images shown per unit
     units: tuple[int, ...] = (1, 2, 4, 14, 23, 29, 127)  # units of the 128-d layer shown
@@ -52,6 +66,17 @@ class LabConfig:
     tsne_iter: int = 500  # t-SNE iterations (scikit-learn's max_iter); on the 10,000 test
     #                       features 800 took 43 % longer for the same trustworthiness (0.980)
     perplexity: float = 30.0  # t-SNE perplexity
+    # --- section 6: gradients, synthesis, sanity checks ---------------------
+    attribution_batch: int = 128  # images (or noisy/path copies) per backward pass
+    smoothgrad_samples: int = 16  # noisy copies averaged by SmoothGrad
+    smoothgrad_noise: float = 0.15  # SmoothGrad noise std, as a fraction of the pixel range
+    ig_steps: int = 32  # Integrated Gradients path points (trapezoid rule, black baseline)
+    gradcam_layer: int | None = None  # Grad-CAM's conv layer; None = the last (8, read
+    #                                   after its ReLU 9: 64 maps of 16x16)
+    featvis_steps: int = 256  # Adam steps of a synthesized image (all targets in one batch)
+    featvis_lr: float = 0.05  # Adam's learning rate on the image's Fourier parameters
+    faithfulness_steps: int = 10  # points of a deletion/insertion curve, minus one
+    blur_sigma: float = 3.0  # Gaussian blur (pixels) of the "blur" fill of those curves
 
     def __post_init__(self) -> None:
         if self.schedule not in ("onecycle", "constant"):
@@ -62,30 +87,37 @@ class LabConfig:
             raise ValueError(
                 f"label_smoothing={self.label_smoothing!r} must be in [0, 1); 0 disables it."
             )
-        if self.precision not in ("auto", "fp32"):
-            raise ValueError(
-                f"precision={self.precision!r} is not known; use 'auto' or 'fp32'."
-            )
-        for name in ("epochs", "batch_size", "top_k", "occluder", "stride", "pca_dims"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup={self.warmup!r} must be a fraction of the steps in [0, 1).")
+        check_precision(self.precision)
+        for name in ("epochs", "batch_size", "top_k", "occluder", "stride", "pca_dims",
+                     "attribution_batch", "smoothgrad_samples", "ig_steps", "featvis_steps",
+                     "faithfulness_steps"):
+            whole_number(getattr(self, name), name)
         for name in ("train_size", "test_size", "tsne_points"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name}={value!r} must be a positive integer or None.")
+            if getattr(self, name) is not None:
+                whole_number(getattr(self, name), name, advice="None means all of them.")
 
-    def replace(self, **changes) -> "LabConfig":
+    def replace(self, **changes) -> LabConfig:
         """Return a copy with some fields changed (the object itself is frozen)."""
         return dataclasses.replace(self, **changes)
 
-    def describe(self) -> str:
-        """One line per field, for printing when a long job starts."""
+    def describe(self, device=None) -> str:
+        """One line per field, for printing when a long job starts.
+
+        With a ``device``, a last line says what ``precision`` means there
+        (:func:`cnnlab.device.choose_precision`), e.g. "bf16 autocast, channels_last".
+        """
         lines = [f"cnnlab configuration (profile {self.profile!r}):"]
         names = [f.name for f in dataclasses.fields(self) if f.name != "profile"]
         width = max(map(len, names))
         for name in names:
             lines.append(f"  {name:{width}s} = {getattr(self, name)!r}")
+        if device is not None:
+            from .device import choose_precision
+
+            plan = choose_precision(device, self.precision)
+            lines.append(f"  {'on ' + str(device):{width}s} : {plan.describe()}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -95,7 +127,7 @@ class LabConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LabConfig":
+    def from_dict(cls, d: dict) -> LabConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         if "units" in kwargs:
@@ -128,6 +160,15 @@ PROFILES: dict[str, LabConfig] = {
         precision="fp32",
     ),
 }
+
+
+def or_config(value, field: str):
+    """``value``, or the current profile's ``field`` when ``value`` is None.
+
+    Public functions take ``None`` to mean "the lab's value", read here, so their
+    signatures cannot drift from :class:`LabConfig`.
+    """
+    return getattr(get_config(), field) if value is None else value
 
 
 def get_config(profile: str | None = None, **overrides) -> LabConfig:

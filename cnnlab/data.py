@@ -113,7 +113,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, n: int | None, seed: int = 0) -> "Split":
+    def subset(self, n: int | None, seed: int = 0) -> Split:
         """A random subset of ``n`` images (the same for the same seed); ``None`` or
         ``n >= len(self)`` returns the whole split."""
         if n is None or n >= len(self):

@@ -20,7 +20,8 @@ import torch
 from matplotlib.figure import Figure
 
 from ._figures import new_figure
-from ._inference import is_whole
+from ._validate import feature_array, whole_number
+from .config import or_config
 
 #: How many embeddings the in-memory cache keeps (the most recently used ones).
 CACHE_SIZE = 4
@@ -31,15 +32,32 @@ MIN_TSNE_ITER = 250
 
 
 def _as_features(features, name: str = "features") -> np.ndarray:
-    if isinstance(features, torch.Tensor):
-        features = features.detach().cpu().numpy()
-    features = np.asarray(features, dtype=np.float32)
-    if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
+    source = "embed" if name == "embedding" else "extract_features"
+    return feature_array(features, name, dtype=np.float32, source=source)
+
+
+def check_points(embedding, labels, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``embedding`` as float32 (N, 2) and ``labels`` as an (N,) array of class numbers.
+
+    Raises:
+        ValueError: ``embedding`` is not (N, 2), ``labels`` does not have one
+            class per point, or a label has no name in ``classes``.
+    """
+    embedding = _as_features(embedding, "embedding")
+    if embedding.shape[1] != 2:
+        raise ValueError(f"embedding must have shape (N, 2), got {embedding.shape}.")
+    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if labels.shape != (embedding.shape[0],):
         raise ValueError(
-            f"{name} must be a non-empty (N, D) array, one row per image, got shape "
-            f"{features.shape}."
+            f"labels must have one class per point, shape ({embedding.shape[0]},), got "
+            f"{labels.shape}."
         )
-    return features
+    if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise ValueError(
+            f"labels run from {labels.min()} to {labels.max()}, but there are "
+            f"{len(classes)} class names (labels 0 to {len(classes) - 1})."
+        )
+    return embedding, labels
 
 
 def _cache_key(features: np.ndarray, params: tuple) -> str:
@@ -56,21 +74,26 @@ def clear_cache() -> None:
 
 def embed(
     features,
-    pca_dims: int | None = 20,
-    seed: int = 0,
-    max_iter: int = 800,
-    perplexity: float = 30.0,
+    pca_dims: int | None = None,
+    seed: int | None = None,
+    max_iter: int | None = None,
+    perplexity: float | None = None,
     cache: bool = True,
 ) -> np.ndarray:
     """2-D t-SNE embedding of the features, after a PCA.
 
+    Every parameter left at None takes the configuration's value
+    (:class:`cnnlab.LabConfig`: ``pca_dims``, ``seed``, ``tsne_iter``,
+    ``perplexity``).
+
     Args:
         features: (N, D) array or tensor, e.g. the (10000, 128) test features.
-        pca_dims: dimensions kept by the PCA before t-SNE, 2..min(N, D); None
-            skips the PCA.
+        pca_dims: dimensions kept by the PCA before t-SNE, 2..min(N, D); 0
+            skips the PCA; None for the configuration's (20).
         seed: random seed of the PCA and t-SNE (same seed, same map).
-        max_iter: t-SNE iterations, at least 250 (scikit-learn's minimum).
-        perplexity: t-SNE's effective number of neighbours, below N.
+        max_iter: t-SNE iterations, at least 250 (scikit-learn's minimum); the
+            configuration's is 500.
+        perplexity: t-SNE's effective number of neighbours, below N (30).
         cache: reuse the result of an earlier call with the same features and
             parameters (the last few calls are kept in memory).
 
@@ -86,33 +109,37 @@ def embed(
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
+    config_pca, seed = or_config(pca_dims, "pca_dims"), or_config(seed, "seed")
+    max_iter, perplexity = or_config(max_iter, "tsne_iter"), or_config(perplexity, "perplexity")
     features = _as_features(features)
     n, d = features.shape
     if n < 2:
         raise ValueError(f"t-SNE needs at least 2 points, got {n}.")
-    if pca_dims is not None and (not is_whole(pca_dims, 2) or pca_dims > min(n, d)):
-        raise ValueError(
-            f"pca_dims={pca_dims!r} is not possible for {n} points of {d} dimensions: "
-            f"use an integer from 2 to {min(n, d)}, or None to skip the PCA."
+    pca_dims = config_pca
+    if pca_dims != 0:
+        pca_dims = whole_number(
+            pca_dims, "pca_dims", 2, min(n, d),
+            why=f"is not possible for {n} points of {d} dimensions",
+            advice="0 skips the PCA.",
         )
-    if not is_whole(max_iter, MIN_TSNE_ITER):
-        raise ValueError(
-            f"max_iter={max_iter!r}: scikit-learn's t-SNE needs at least "
-            f"{MIN_TSNE_ITER} iterations (the lab uses 800)."
-        )
-    if not isinstance(perplexity, numbers.Real) or not 0 < perplexity < n:
+    max_iter = whole_number(
+        max_iter, "max_iter", MIN_TSNE_ITER,
+        advice=f"scikit-learn's t-SNE needs at least {MIN_TSNE_ITER} iterations; the lab "
+               f"uses {or_config(None, 'tsne_iter')}.",
+    )
+    if (isinstance(perplexity, bool) or not isinstance(perplexity, numbers.Real)
+            or not 0 < perplexity < n):
         raise ValueError(
             f"perplexity={perplexity!r} must be above 0 and below the number of points "
             f"({n}); 5 to 50 is usual, the lab uses 30."
         )
-    params = (None if pca_dims is None else int(pca_dims), int(seed), int(max_iter),
-              float(perplexity))
+    params = (int(pca_dims), int(seed), max_iter, float(perplexity))
     key = _cache_key(features, params)
     if cache and key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key].copy()
     reduced = features
-    if pca_dims is not None:
+    if pca_dims:
         reduced = PCA(n_components=int(pca_dims), random_state=seed).fit_transform(features)
     tsne = TSNE(
         n_components=2,
@@ -157,8 +184,7 @@ def trustworthiness_score(
             f"embedding has {embedding.shape[0]} rows but features has "
             f"{features.shape[0]}: they must describe the same points, in the same order."
         )
-    if not is_whole(n, 1):
-        raise ValueError(f"n={n!r} must be a positive number of points.")
+    n = whole_number(n, "n", advice="It is the number of points used.")
     rows = np.arange(features.shape[0])
     if n < len(rows):
         rows = np.sort(np.random.default_rng(seed).choice(len(rows), size=n, replace=False))
@@ -189,20 +215,7 @@ def plot_embedding(
     Returns:
         The matplotlib Figure (colours from the "tab10" colour map).
     """
-    embedding = _as_features(embedding, "embedding")
-    if embedding.shape[1] != 2:
-        raise ValueError(f"embedding must have shape (N, 2), got {embedding.shape}.")
-    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    if labels.shape != (embedding.shape[0],):
-        raise ValueError(
-            f"labels must have one class per point, shape ({embedding.shape[0]},), got "
-            f"{labels.shape}."
-        )
-    if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise ValueError(
-            f"labels run from {labels.min()} to {labels.max()}, but there are "
-            f"{len(classes)} class names (labels 0 to {len(classes) - 1})."
-        )
+    embedding, labels = check_points(embedding, labels, classes)
     cmap = matplotlib.colormaps["tab10"]
     fig = new_figure(fig, figsize=(7.5, 6.0))
     ax = fig.add_subplot()

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ._figures import new_figure
-from ._inference import evaluating, is_whole, prepare_batch
+from ._inference import evaluating, prepare_batch
+from ._validate import whole_number
 from .model import model_device
 
 SCALES = ("global", "per_filter")
@@ -76,12 +77,12 @@ def filter_images(weight, scale: str = "global", channel: int = 0) -> np.ndarray
     scaled = _minmax(w) if scale == "global" else _minmax(w, axis=(1, 2, 3))
     if n_in == 3:
         return np.ascontiguousarray(scaled.transpose(0, 2, 3, 1), dtype=np.float32)
-    if not is_whole(channel, 0) or channel >= n_in:
-        raise ValueError(
-            f"channel={channel!r} is not an input channel of these filters: they have "
-            f"{n_in}, numbered 0 to {n_in - 1}. Pick a channel in that range."
-        )
-    return np.ascontiguousarray(scaled[:, int(channel)], dtype=np.float32)
+    channel = whole_number(
+        channel, "channel", 0, n_in - 1,
+        why=f"is not an input channel of these filters: they have {n_in}, numbered 0 to "
+            f"{n_in - 1}",
+    )
+    return np.ascontiguousarray(scaled[:, channel], dtype=np.float32)
 
 
 def grid_shape(n: int) -> tuple[int, int]:
@@ -92,10 +93,9 @@ def grid_shape(n: int) -> tuple[int, int]:
     Raises:
         ValueError: ``n`` is not a positive integer.
     """
-    if not is_whole(n, 1):
-        raise ValueError(f"n={n!r} must be a positive number of pictures.")
-    cols = math.isqrt(int(n) - 1) + 1  # exact ceil(sqrt(n))
-    return -(-int(n) // cols), cols
+    n = whole_number(n, "n", advice="It is the number of pictures.")
+    cols = math.isqrt(n - 1) + 1  # exact ceil(sqrt(n))
+    return -(-n // cols), cols
 
 
 def plot_filters(
@@ -172,12 +172,12 @@ def activation_maps(model: nn.Sequential, image, layer: int) -> np.ndarray:
             "Pick one image from a batch with images[i]."
         )
     n = len(model)
-    if not is_whole(layer, 0) or layer >= n:
-        raise ValueError(
-            f"layer={layer!r} is not a layer of this model: it has {n} layers, numbered "
-            f"0 to {n - 1}. Pick one of those, e.g. 1 for the first ReLU."
-        )
-    part = model[: int(layer) + 1]
+    layer = whole_number(
+        layer, "layer", 0, n - 1,
+        why=f"is not a layer of this model: it has {n} layers, numbered 0 to {n - 1}",
+        advice="1 is the first ReLU.",
+    )
+    part = model[: layer + 1]
     device = model_device(model)
     with evaluating(model), torch.inference_mode():
         y = part(prepare_batch(image[None], device, channels_last=False))

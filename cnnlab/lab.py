@@ -23,11 +23,12 @@ from ._io import atomic_write
 from .activations import extract_features, feature_extractor, plot_top_k, top_k
 from .config import LabConfig
 from .data import Split
+from .device import get_device
 from .embedding import embed, plot_embedding, trustworthiness_score
 from .filters import activation_maps, plot_activation_maps, plot_filters
 from .metrics import plot_confusion
 from .occlusion import plot_occlusion, top_k_occlusion
-from .train import evaluate, get_device, train_or_load
+from .train import evaluate, train_or_load
 
 #: The figures of the lab, in notebook order: file stem -> caption.
 FIGURES = {
@@ -78,7 +79,7 @@ def run_lab(
         checkpoint: model file to reuse or write (default: see
             :func:`cnnlab.train.default_checkpoint`).
         retrain: train even when a matching checkpoint exists.
-        device: where to compute (default: :func:`cnnlab.train.get_device`).
+        device: where to compute (default: :func:`cnnlab.device.get_device`).
         progress: show progress bars.
 
     Returns:
@@ -120,7 +121,7 @@ def run_lab(
     with stage("occlusion"):
         omaps = top_k_occlusion(extractor, test.images, top, config.units,
                                 size=config.occluder, stride=config.stride)  # fp32
-        _save(plot_occlusion(test.images, omaps, config.units, top, sigma=config.sigma,
+        _save(plot_occlusion(test.images, top, config.units, omaps, sigma=config.sigma,
                              threshold=config.threshold), out / "occlusion.png")
     with stage("tsne"):
         n = min(config.tsne_points or len(test), len(test))

@@ -24,12 +24,9 @@ from torch import nn
 from ._io import atomic_write
 from .config import LabConfig
 
-#: Index of the first ``nn.Linear`` (the 128-unit layer the lab analyses).
-FIRST_LINEAR = 13
-#: Number of units of that layer.
+#: Number of units of the first ``nn.Linear`` (the layer the lab analyses; its index
+#: is :func:`first_linear_index`).
 N_UNITS = 128
-#: Indices of the convolution layers.
-CONV_LAYERS = (0, 2, 6, 8)
 
 CHECKPOINT_FORMAT = 1
 

@@ -23,28 +23,17 @@ from matplotlib.figure import Figure
 from scipy.ndimage import gaussian_filter, zoom
 from torch import nn
 
-from ._inference import (
-    as_image_batch,
-    evaluating,
-    inference_context,
-    is_whole,
-    prepare_batch,
-    use_channels_last,
-)
+from ._inference import as_image_batch, evaluating, prepare_batch
+from ._validate import is_whole, number_in, whole_number
 from .activations import _check_top_indices, _unit_grid, validate_units
+from .config import or_config
 from .data import MEAN, STD, to_display
+from .device import choose_precision
 from .model import model_device
 
 
-def _check_int(name: str, value, low: int, advice: str) -> int:
-    if not is_whole(value):
-        raise TypeError(f"{name}={value!r} must be a whole number of pixels. {advice}")
-    if value < low:
-        raise ValueError(f"{name}={value} must be at least {low}. {advice}")
-    return int(value)
-
-
-def occluder_centres(image_size: int = 32, size: int = 11, stride: int = 4) -> np.ndarray:
+def occluder_centres(image_size: int = 32, size: int | None = None,
+                     stride: int | None = None) -> np.ndarray:
     """Pixel coordinates of the occluder's centre along one axis.
 
     ``range(size // 2, image_size, stride)``: 5, 9, ..., 29 for the defaults. The
@@ -53,8 +42,10 @@ def occluder_centres(image_size: int = 32, size: int = 11, stride: int = 4) -> n
 
     Args:
         image_size: side of the image in pixels.
-        size: side of the square occluder in pixels, 1..image_size.
-        stride: step between positions in pixels, at least 1.
+        size: side of the square occluder in pixels, 1..image_size; None for the
+            configuration's ``occluder`` (11).
+        stride: step between positions in pixels, at least 1; None for the
+            configuration's (4).
 
     Returns:
         int64 array (G,) of centres.
@@ -62,10 +53,11 @@ def occluder_centres(image_size: int = 32, size: int = 11, stride: int = 4) -> n
     Raises:
         ValueError: ``size`` < 1 or larger than the image, ``stride`` < 1.
     """
-    image_size = _check_int("image_size", image_size, 1, "CIFAR-10 images have 32.")
-    size = _check_int(
-        "size", size, 1,
-        f"The occluder is a square of 1 to {image_size} pixels; the lab uses 11.",
+    size, stride = or_config(size, "occluder"), or_config(stride, "stride")
+    image_size = whole_number(image_size, "image_size", advice="CIFAR-10 images have 32.")
+    size = whole_number(
+        size, "size",
+        advice=f"The occluder is a square of 1 to {image_size} pixels; the lab uses 11.",
     )
     if is_whole(stride) and stride == 0:
         raise ValueError(
@@ -73,8 +65,8 @@ def occluder_centres(image_size: int = 32, size: int = 11, stride: int = 4) -> n
             "would stay on the same spot forever. Use a stride of at least 1 pixel "
             "(the lab uses 4)."
         )
-    stride = _check_int(
-        "stride", stride, 1, "It is the step between positions; the lab uses 4."
+    stride = whole_number(
+        stride, "stride", advice="It is the step between positions; the lab uses 4."
     )
     if size > image_size:
         raise ValueError(
@@ -102,8 +94,8 @@ def occlusion_maps(
     extractor: nn.Module,
     images: torch.Tensor,
     units: Sequence[int] | int | None = None,
-    size: int = 11,
-    stride: int = 4,
+    size: int | None = None,
+    stride: int | None = None,
     fill: float = 0.0,
     batch_size: int = 64,
     precision: str = "fp32",
@@ -127,8 +119,8 @@ def occlusion_maps(
         images: uint8 (N, 3, H, W) pixels, or a float tensor already normalised
             to [-1, 1].
         units: which of the D outputs to map (validated against D); None for all.
-        size: occluder side in pixels (the lab uses 11).
-        stride: pixels between occluder positions (the lab uses 4).
+        size: occluder side in pixels; None for the configuration's (11).
+        stride: pixels between occluder positions; None for the configuration's (4).
         fill: the occluder's pixel value before normalisation, in [0, 1]:
             0 is black (the lab), 0.5 grey, 1 white.
         batch_size: occluded images per forward pass (small chunks stay in the CPU's
@@ -155,17 +147,15 @@ def occlusion_maps(
 
     images = as_image_batch(images)
     n, _, height, width = images.shape
+    size, stride = or_config(size, "occluder"), or_config(stride, "stride")
     masks = _occluder_masks(height, width, size, stride)  # validates size and stride
     grid = tuple(len(occluder_centres(side, size, stride)) for side in (height, width))
-    if isinstance(fill, bool) or not isinstance(fill, numbers.Real) or not 0.0 <= fill <= 1.0:
-        raise ValueError(
-            f"fill={fill!r} must be a pixel value from 0 to 1 (before normalisation): "
-            "0 is black (the lab's choice), 0.5 grey, 1 white."
-        )
-    if not is_whole(batch_size, 1):
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer, e.g. 2048.")
+    fill = number_in(fill, "fill", 0, 1, advice="It is a pixel value before normalisation: "
+                     "0 is black (the lab's choice), 0.5 grey, 1 white.")
+    batch_size = whole_number(batch_size, "batch_size", advice="64 was fastest here.")
     device = model_device(extractor)
-    channels_last = use_channels_last(device, precision)
+    plan = choose_precision(device, precision)
+    channels_last = plan.channels_last
     n_pos = masks.shape[0]
     masks = masks.to(device)
     fill_value = torch.tensor((float(fill) - MEAN) / STD, device=device)
@@ -175,7 +165,7 @@ def occlusion_maps(
             x = x.contiguous(memory_format=torch.channels_last)
         return extractor(x).float().reshape(x.shape[0], -1)
 
-    with evaluating(extractor), torch.inference_mode(), inference_context(device, precision):
+    with evaluating(extractor), torch.inference_mode(), plan.autocast():
         x = prepare_batch(images, device, channels_last=False)  # (n, 3, H, W) normalised
         base = torch.cat([forward(x[i : i + batch_size]) for i in range(0, n, batch_size)])
         n_units = base.shape[1]
@@ -230,11 +220,26 @@ def top_k_occlusion(
     return maps[where, np.arange(len(units))[None, :]]  # (K, U, Gh, Gw)
 
 
+def check_mask_settings(sigma, threshold, dim: float = 0.3) -> tuple[float, float, float]:
+    """``sigma``, ``threshold`` and ``dim`` (None: the configuration's), checked.
+
+    Raises:
+        ValueError: ``sigma`` < 0, or ``threshold`` or ``dim`` outside [0, 1].
+    """
+    return (
+        number_in(or_config(sigma, "sigma"), "sigma", 0,
+                  advice="It is the smoothing in pixels; the lab uses 2."),
+        number_in(or_config(threshold, "threshold"), "threshold", 0, 1,
+                  advice="The lab uses 0.5."),
+        number_in(dim, "dim", 0, 1, advice="It is the brightness of the dimmed pixels."),
+    )
+
+
 def occlusion_mask(
     omap: np.ndarray,
     image_size: int | tuple[int, int] = 32,
-    sigma: float = 2.0,
-    threshold: float = 0.5,
+    sigma: float | None = None,
+    threshold: float | None = None,
     dim: float = 0.3,
 ) -> np.ndarray:
     """Turn one occlusion map into a brightness mask over the image.
@@ -248,8 +253,10 @@ def occlusion_mask(
     Args:
         omap: (G, G) map (or (Gh, Gw)), e.g. ``occlusion_maps(...)[i, j]``.
         image_size: side of the image, or (H, W).
-        sigma: Gaussian smoothing in pixels (0 for none).
-        threshold: in [0, 1]; larger keeps fewer pixels bright.
+        sigma: Gaussian smoothing in pixels (0 for none); None for the
+            configuration's (2).
+        threshold: in [0, 1]; larger keeps fewer pixels bright; None for the
+            configuration's (0.5).
         dim: brightness of the pixels below the threshold, in [0, 1].
 
     Returns:
@@ -264,11 +271,7 @@ def occlusion_mask(
     if isinstance(image_size, numbers.Integral):
         image_size = (image_size, image_size)
     height, width = image_size
-    for name, value, low, high in (("threshold", threshold, 0, 1), ("dim", dim, 0, 1)):
-        if not isinstance(value, numbers.Real) or not low <= value <= high:
-            raise ValueError(f"{name}={value!r} must be a number from {low} to {high}.")
-    if not isinstance(sigma, numbers.Real) or sigma < 0:
-        raise ValueError(f"sigma={sigma!r} must be a number of pixels >= 0 (the lab uses 2).")
+    sigma, threshold, dim = check_mask_settings(sigma, threshold, dim)
     lo, span = omap.min(), omap.max() - omap.min()
     scaled = (omap - lo) / span if span > 0 else np.zeros_like(omap)
     big = zoom(scaled, (height / omap.shape[0], width / omap.shape[1]), order=1)
@@ -322,23 +325,26 @@ def masked_images(images, maps: np.ndarray, **mask_kwargs) -> np.ndarray:
 
 def plot_occlusion(
     images: torch.Tensor,
-    maps: np.ndarray,
-    units: Sequence[int],
     top_indices: np.ndarray,
-    sigma: float = 2.0,
-    threshold: float = 0.5,
+    units: Sequence[int],
+    maps: np.ndarray,
+    sigma: float | None = None,
+    threshold: float | None = None,
     dim: float = 0.3,
     fig: Figure | None = None,
     title: str | None = None,
 ) -> Figure:
     """The top-K grid again, each image seen through its occlusion mask.
 
+    The arguments come in :func:`cnnlab.activations.plot_top_k`'s order, then the maps.
+
     Args:
         images: uint8 (N, 3, H, W), the images ``top_indices`` points into.
-        maps: (K, U, G, G) from :func:`top_k_occlusion` for the same ``units``.
-        units: the U units, one column each.
         top_indices: (K, D) from :func:`cnnlab.activations.top_k`.
-        sigma, threshold, dim: as for :func:`occlusion_mask`.
+        units: the U units, one column each.
+        maps: (K, U, G, G) from :func:`top_k_occlusion` for the same ``units``.
+        sigma, threshold, dim: as for :func:`occlusion_mask` (None: the
+            configuration's).
         fig: figure to draw into (cleared first); a new one if None.
         title: figure title; a default one if None.
 

@@ -4,12 +4,12 @@ The whole training split stays in memory as one uint8 tensor on the training
 device; each step indexes it with a slice of a shuffled permutation and normalises
 the batch there. No DataLoader, no per-sample PIL transforms. Where the hardware
 is fast at it, the forward and backward passes run under bf16 (or fp16) autocast
-in ``channels_last`` layout; elsewhere in fp32.
+in ``channels_last`` layout (fp16 with a ``GradScaler``); elsewhere in fp32.
+:func:`cnnlab.device.choose_precision` decides which.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
@@ -23,25 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LabConfig
+from .config import LabConfig, or_config
 from .data import Split, normalize
+from .device import Precision, choose_precision, get_device
 from .model import model_device
-
-
-def get_device(verbose: bool = True) -> torch.device:
-    """The fastest device present: CUDA, then Apple's MPS, then the CPU.
-
-    Args:
-        verbose: print a one-line notice when falling back to the CPU.
-    """
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    if verbose:
-        print("No GPU found: cnnlab runs on the CPU (slower than a GPU; every profile still works).")
-    return torch.device("cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -49,45 +34,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX)."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def fast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype worth using on ``device``, or None for plain fp32.
-
-    ``precision="fp32"`` always gives None. With ``"auto"``: bf16 on CUDA cards that
-    support it (fp16 on older ones), bf16 on CPUs with native bf16, and fp32
-    elsewhere (MPS, and CPUs without bf16, where emulated bf16 is slower).
-    """
-    if precision == "fp32":
-        return None
-    if precision != "auto":
-        raise ValueError(f"precision={precision!r} is not valid; use 'auto' or 'fp32'.")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_fast_bf16():
-        return torch.bfloat16
-    return None
-
-
-def autocast(device: torch.device, precision: str = "auto"):
-    """Autocast context for ``device`` (a no-op where fp32 is the fast choice)."""
-    dtype = fast_dtype(device, precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def memory_format(device: torch.device, precision: str = "auto") -> torch.memory_format:
-    """``channels_last`` where it is measured to help (CUDA, CPU), else contiguous."""
-    if device.type in ("cuda", "cpu") and precision == "auto":
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 @dataclass
@@ -107,17 +53,46 @@ class History:
         return float(sum(e["seconds"] for e in self.epochs))
 
 
-def _lr_factor(config: LabConfig, total_steps: int):
+def lr_scheduler(optimizer: torch.optim.Optimizer, config: LabConfig, total_steps: int):
+    """The learning-rate schedule of ``config``, or None for a constant rate.
+
+    ``"onecycle"`` is torch's ``OneCycleLR`` with linear ramps and no momentum
+    cycling: from ``lr / 10`` up to ``lr`` over the first ``warm`` steps
+    (``warm = round(warmup * total_steps)``, at least 1), then down to 0 at step
+    ``total_steps``. ``OneCycleLR`` ends its ramp one step before its
+    ``total_steps`` and its peak one step before ``pct_start * total_steps``,
+    hence the ``+ 1`` in both (a test checks every step against the formula).
+    """
     if config.schedule == "constant":
-        return lambda step: 1.0
-    warm = max(1, int(round(config.warmup * total_steps)))
+        return None
+    warm = max(1, round(config.warmup * total_steps))
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=total_steps + 1,
+        pct_start=(warm + 1) / (total_steps + 1), anneal_strategy="linear",
+        cycle_momentum=False, div_factor=10.0, final_div_factor=float("inf"),
+    )
 
-    def factor(step: int) -> float:
-        if step < warm:  # linear warm-up from lr/10
-            return 0.1 + 0.9 * step / warm
-        return max(0.0, (total_steps - step) / max(1, total_steps - warm))  # linear decay
 
-    return factor
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               plan: Precision, label_smoothing: float = 0.0) -> torch.Tensor:
+    """One optimiser step on the batch ``x`` (N, 3, H, W) float, ``y`` (N,) int64.
+
+    The forward pass runs under ``plan``'s autocast; the loss is computed in
+    fp32 and scaled by ``scaler`` (a no-op unless ``plan`` is fp16), which also
+    skips the step if the scaled gradients overflowed.
+
+    Returns:
+        The batch's mean loss, a 0-d tensor (detached).
+    """
+    with plan.autocast():
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
 
 
 def train_model(
@@ -145,7 +120,8 @@ def train_model(
     if len(data) == 0:
         raise ValueError("The training split is empty: nothing to train on.")
     device = model_device(model)
-    fmt = memory_format(device, config.precision)
+    plan = choose_precision(device, config.precision)
+    fmt = plan.memory_format
     model.to(memory_format=fmt)
     images = data.images.to(device)
     labels = data.labels.to(device)
@@ -153,7 +129,10 @@ def train_model(
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, total))
+    scheduler = lr_scheduler(optimizer, config, total)
+    scaler = plan.grad_scaler()
+    if progress:
+        print(f"Training on {device}: {plan.describe()}.")
     gen = torch.Generator().manual_seed(config.seed)
     history = History()
     # In a log file (CI, nohup) redraw every 10 s instead of ten times a second.
@@ -168,20 +147,12 @@ def train_model(
             loss_sum = torch.zeros((), device=device)
             for i in range(steps_per_epoch):
                 idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
-                x = normalize(images[idx])
-                if config.hflip:
-                    flip = torch.rand(len(idx), generator=gen).to(device) < 0.5
-                    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-                x = x.contiguous(memory_format=fmt)
-                y = labels[idx]
-                with autocast(device, config.precision):
-                    logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                loss_sum += loss.detach() * len(idx)
+                x = normalize(images[idx]).contiguous(memory_format=fmt)
+                loss = train_step(model, x, labels[idx], optimizer, scaler, plan,
+                                  config.label_smoothing)
+                if scheduler is not None:
+                    scheduler.step()
+                loss_sum += loss * len(idx)
                 if progress and (i % 25 == 0 or i == steps_per_epoch - 1):
                     done = min(n, (i + 1) * config.batch_size)
                     rate = done / max(time.perf_counter() - start, 1e-9)
@@ -220,26 +191,27 @@ class Evaluation:
     confusion: np.ndarray
     predictions: np.ndarray
 
-    def to_dict(self, classes=None) -> dict:
-        d = {"accuracy": self.accuracy, "per_class_accuracy": self.per_class_accuracy.tolist()}
-        if classes is not None:
-            d["per_class_accuracy"] = dict(zip(classes, d["per_class_accuracy"]))
-        return d
+    def to_dict(self) -> dict:
+        """``accuracy`` and ``per_class_accuracy`` as plain types (for JSON)."""
+        return {"accuracy": self.accuracy,
+                "per_class_accuracy": self.per_class_accuracy.tolist()}
 
 
-def predict(model: nn.Module, images: torch.Tensor, precision: str = "auto",
+def predict(model: nn.Module, images: torch.Tensor, precision: str | None = None,
             batch_size: int = 1000) -> torch.Tensor:
     """Logits (N, C) float32 on the CPU for uint8 images (N, 3, 32, 32).
 
-    The model's train/eval mode is restored afterwards.
+    ``precision`` None is the configuration's. The model's train/eval mode is
+    restored afterwards.
     """
     device = model_device(model)
-    fmt = memory_format(device, precision)
+    plan = choose_precision(device, or_config(precision, "precision"))
+    fmt = plan.memory_format
     was_training = model.training
     model.eval()
     out = []
     try:
-        with torch.inference_mode(), autocast(device, precision):
+        with torch.inference_mode(), plan.autocast():
             for i in range(0, len(images), batch_size):
                 x = normalize(images[i : i + batch_size].to(device)).contiguous(memory_format=fmt)
                 out.append(model(x).float().cpu())
@@ -248,10 +220,11 @@ def predict(model: nn.Module, images: torch.Tensor, precision: str = "auto",
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
-def evaluate(model: nn.Module, data: Split, precision: str = "auto") -> Evaluation:
+def evaluate(model: nn.Module, data: Split, precision: str | None = None) -> Evaluation:
     """Accuracy, per-class accuracy and confusion matrix of ``model`` on ``data``.
 
-    The confusion matrix is scikit-learn's ``confusion_matrix``.
+    The confusion matrix is scikit-learn's ``confusion_matrix``; ``precision``
+    None is the configuration's.
     """
     from sklearn.metrics import confusion_matrix
 
@@ -270,7 +243,7 @@ CHECKPOINT_ENV = "CNNLAB_CHECKPOINTS"
 #: Fields of LabConfig that change the trained weights; a checkpoint is reused only
 #: when all of them match.
 TRAINING_FIELDS = ("train_size", "epochs", "batch_size", "lr", "schedule", "warmup",
-                   "hflip", "label_smoothing", "seed")
+                   "label_smoothing", "seed")
 
 
 def default_checkpoint(config: LabConfig, data_source: str = "") -> Path:
@@ -292,7 +265,6 @@ def train_or_load(
     retrain: bool = False,
     device: torch.device | None = None,
     progress: bool = True,
-    eval_each_epoch: bool = False,
 ) -> tuple[nn.Module, dict]:
     """Reuse a saved model trained with the same recipe, or train and save one.
 
@@ -300,10 +272,6 @@ def train_or_load(
     its data source match ``config`` and ``train``. Otherwise a new model is trained;
     an existing checkpoint that does not match is kept as ``<name>.previous.pt``
     rather than overwritten.
-
-    Args:
-        eval_each_epoch: also measure test accuracy after every epoch (into the
-            history); costs one pass over ``test`` per epoch.
 
     Returns:
         ``(model, info)`` with the model in eval mode on ``device``, and ``info``
@@ -334,8 +302,7 @@ def train_or_load(
             path.replace(keep)
     seed_everything(config.seed)
     model = build_model(len(train.classes)).to(device)
-    history = train_model(model, train, config, eval_data=test if eval_each_epoch else None,
-                          progress=progress)
+    history = train_model(model, train, config, progress=progress)
     result = evaluate(model, test, config.precision)
     metrics = {
         **result.to_dict(),

@@ -1,9 +1,9 @@
-"""Slider explorers: the lab's figures, redrawn in place as a student moves a slider.
+"""Slider explorers: the lab's figures, redrawn in place as a student moves a control.
 
-Each explorer is a function returning an ``ipywidgets.VBox``: a row of controls
-above one ``Output`` widget. At every move the Output is cleared
-(``clear_output(wait=True)``, so it never flickers or piles up figures) and shows
-the Figure of the matching static function, unchanged:
+Each explorer is its controls plus ``ipywidgets.interactive_output(draw, controls)``:
+at every move ipywidgets clears the Output (``clear_output(wait=True)``, so
+figures never pile up) and calls ``draw``, which displays the Figure of the
+static plot function, unchanged:
 
 - :func:`unit_explorer`: one unit's top-K images (:func:`~cnnlab.activations.plot_top_k`),
   or seen through their occlusion masks (:func:`~cnnlab.occlusion.plot_occlusion`);
@@ -13,19 +13,19 @@ the Figure of the matching static function, unchanged:
 - :func:`embedding_explorer`: the t-SNE map (:func:`~cnnlab.embedding.plot_embedding`)
   with classes switched on and off and one point's image.
 
-Slow results (occlusion passes) are computed once per setting and cached; moves
-that only change how a result is shown (threshold, smoothing) only redraw. An
-error raised while drawing is shown in the Output as "Could not draw: ...", and
-the next move draws again.
+Occlusion passes are slow: they are computed once per setting and kept in a dict;
+moves that only change how a result is shown (threshold, smoothing) only redraw.
+An error raised while drawing is shown in the Output as "Could not draw: ...",
+and the next move draws again.
 
 Only core ipywidgets are used, so the explorers run in JupyterLab, Notebook 7,
-VS Code and Colab without a custom widget manager. ipywidgets is imported when an
-explorer is built, not when ``cnnlab`` is imported: without it, the explorers
-raise an ImportError saying how to install it, and the static figures still work.
+VS Code and Colab. ipywidgets is imported when an explorer is built, not when
+``cnnlab`` is imported: without it, the explorers raise an ImportError saying how
+to install it, and the static figures still work.
 
 Besides its controls, every returned box carries these attributes:
 
-- ``output``: the ``ipywidgets.Output`` the figure is drawn in;
+- ``output``: the ``ipywidgets.Output`` that ``interactive_output`` draws in;
 - ``figure``: the last Figure drawn (``None`` while an error message is shown);
 - ``error``: the exception of the last failed draw, ``None`` after a good one;
 - ``n_draws``: how many figures have been drawn so far.
@@ -33,12 +33,8 @@ Besides its controls, every returned box carries these attributes:
 
 from __future__ import annotations
 
-import base64
-import io
-import numbers
 import sys
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -47,16 +43,17 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from .activations import _feature_array, plot_top_k, top_k, validate_units
-from .config import get_config
-from .embedding import plot_embedding
+from ._validate import feature_array, whole_number
+from .activations import check_k, plot_top_k, top_k, validate_units
+from .config import or_config
+from .embedding import check_points, plot_embedding
 from .filters import plot_filters
-from .occlusion import occluder_centres, plot_occlusion, top_k_occlusion
+from .occlusion import check_mask_settings, occluder_centres, plot_occlusion, top_k_occlusion
 
 if TYPE_CHECKING:  # only for the annotations; imported lazily at run time
     import ipywidgets
 
-#: What a slider move that fails shows in the Output, before the error message.
+#: What a move that fails shows in the Output, before the error message.
 ERROR_PREFIX = "Could not draw: "
 
 _INSTALL_HINT = (
@@ -65,9 +62,6 @@ _INSTALL_HINT = (
     "it), then restart the kernel. The static figures (plot_top_k, plot_occlusion, "
     "plot_filters, plot_embedding) work without it."
 )
-
-#: What a bad ``features`` argument's error says after "a non-empty (N, D) array".
-_FEATURES_ADVICE = ", one row per image (e.g. from extract_features)"
 
 
 def _ipywidgets():
@@ -79,17 +73,14 @@ def _ipywidgets():
     return ipywidgets
 
 
-def _in_kernel() -> bool:
-    """True inside a running Jupyter kernel (where an Output widget can capture)."""
+def _shell():
+    """The running IPython shell, or None (plain Python)."""
     ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return False
-    shell = ipython.get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+    return None if ipython is None else ipython.get_ipython()
 
 
 def _warn_outside_kernel(explorer: str, static: str) -> None:
-    if not _in_kernel():
+    if getattr(_shell(), "kernel", None) is None:
         warnings.warn(
             f"{explorer} was built outside a Jupyter kernel: the widget works from code "
             f"(set its sliders' .value, read .figure), but nothing is shown on screen. "
@@ -99,123 +90,19 @@ def _warn_outside_kernel(explorer: str, static: str) -> None:
         )
 
 
-def _config_value(value, field: str):
-    """``value``, or the configuration's ``field`` when ``value`` is None."""
-    return getattr(get_config(), field) if value is None else value
-
-
-def _check_same_images(images, features: np.ndarray) -> None:
-    n_images = len(images)
-    if n_images != features.shape[0]:
-        raise ValueError(
-            f"images holds {n_images} images but features has {features.shape[0]} rows: "
-            "pass the images the features were computed from, e.g. "
-            "features = extract_features(extractor, images)."
-        )
-
-
-def _check_k(k, n: int, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n:
-        raise ValueError(
-            f"{name}={k!r} images per unit is not possible with {n} images: use an "
-            f"integer from 1 to {n}."
-        )
-    return int(k)
-
-
-def _check_occlusion_settings(image_size: int, size, stride, threshold, sigma) -> None:
-    """Raise the teaching ValueError now rather than at the first draw (or a clamped slider)."""
-    occluder_centres(image_size, size, stride)  # validates size and stride
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
-        0 <= threshold <= 1
-    ):
-        raise ValueError(
-            f"threshold={threshold!r} must be a number from 0 to 1 (the lab uses 0.5)."
-        )
-    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or sigma < 0:
-        raise ValueError(f"sigma={sigma!r} must be a number of pixels >= 0 (the lab uses 2).")
-
-
-def _figure_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes, cropped like Jupyter's inline backend does."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight", facecolor="white")
-    return buffer.getvalue()
-
-
-def _release(fig: Figure) -> None:
-    """Drop ``fig`` from pyplot's list of open figures, if pyplot tracks it."""
-    pyplot = sys.modules.get("matplotlib.pyplot")
-    if pyplot is not None:
-        pyplot.close(fig)
-
-
-class _Canvas:
-    """Draws figures into one Output widget, in place, and remembers the last one.
-
-    In a kernel, the Output is used as a context manager (``clear_output(wait=True)``
-    then ``display``), the form every front end (Colab included) supports. Outside
-    a kernel nothing can capture, so the Output's ``outputs`` are replaced directly:
-    tests and scripts read the same content a notebook would show.
-    """
-
-    def __init__(self, box: ipywidgets.VBox, output: ipywidgets.Output):
-        self.box = box
-        self.output = output
-        box.output = output
-        box.figure = None
-        box.error = None
-        box.n_draws = 0
-
-    def draw(self, make_figure: Callable[[], Figure]) -> bool:
-        """Replace the Output's content with the figure ``make_figure`` returns.
-
-        Returns:
-            True if it was drawn; False if an error message is shown instead.
-        """
-        fig = None
+def _figures_inline(shell) -> None:
+    """Have ``shell`` display Figures as PNG (what ``%matplotlib inline`` sets up),
+    unless it already displays them in some image format."""
+    formatters = shell.display_formatter.formatters
+    for mime in ("image/png", "image/svg+xml", "image/jpeg", "application/pdf"):
         try:
-            fig = make_figure()
-            png = _figure_png(fig)
-        except Exception as exc:  # shown to the student; the next move tries again
-            if fig is not None:
-                _release(fig)
-            self.box.figure = None
-            self.box.error = exc
-            self.show_text(ERROR_PREFIX + _describe(exc))
-            return False
-        _release(fig)
-        self.box.figure = fig
-        self.box.error = None
-        self.box.n_draws += 1
-        self._replace(
-            {
-                "output_type": "display_data",
-                "data": {
-                    "image/png": base64.b64encode(png).decode("ascii"),
-                    "text/plain": repr(fig),
-                },
-                "metadata": {},
-            }
-        )
-        return True
+            formatters[mime].lookup_by_type(Figure)
+            return
+        except KeyError:
+            continue
+    from IPython.core.pylabtools import select_figure_formats
 
-    def show_text(self, text: str) -> None:
-        """Replace the Output's content with a line of text."""
-        self._replace({"output_type": "stream", "name": "stdout", "text": text + "\n"})
-
-    def _replace(self, item: dict) -> None:
-        if _in_kernel():
-            from IPython.display import clear_output, display
-
-            with self.output:
-                clear_output(wait=True)
-                if item["output_type"] == "stream":
-                    print(item["text"], end="")
-                else:
-                    display(item["data"], raw=True)
-        else:
-            self.output.outputs = (item,)
+    select_figure_formats(shell, {"png"}, bbox_inches="tight")
 
 
 def _describe(exc: Exception) -> str:
@@ -226,20 +113,66 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {message}"
 
 
-def _int_slider(ipw, description: str, value: int, low: int, high: int):
-    """An IntSlider that sends its value when released: a drag costs one redraw."""
-    return ipw.IntSlider(
-        value=value, min=low, max=high, step=1, description=description,
-        continuous_update=False,
-    )
+def _new_box(ipw, **attributes):
+    """The explorer's VBox, with ``figure``, ``error``, ``n_draws`` and ``attributes``."""
+    box = ipw.VBox()
+    box.figure, box.error, box.n_draws = None, None, 0
+    for name, value in attributes.items():
+        setattr(box, name, value)
+    return box
 
 
-def _float_slider(ipw, description: str, value: float, low: float, high: float, step: float):
-    """A FloatSlider that sends its value when released, shown with 2 decimals."""
-    return ipw.FloatSlider(
-        value=value, min=low, max=high, step=step, description=description,
-        continuous_update=False, readout_format=".2f",
-    )
+def _draw_into(box, ipw, rows: list, controls: dict,
+               make_figure: Callable[..., Figure | None]):
+    """Fill ``box``: ``rows`` of controls above ``interactive_output(draw, controls)``.
+
+    ``draw(**values)`` displays ``make_figure(**values)``, or the line
+    "Could not draw: <message>" if it raises; ``make_figure`` returning None
+    leaves the Output as it is. The first draw happens here.
+    """
+    from IPython.display import display
+
+    shell = _shell()
+    if shell is not None:
+        _figures_inline(shell)
+
+    def draw(**values) -> None:
+        try:
+            fig = make_figure(**values)
+        except Exception as exc:  # shown to the student; the next move draws again
+            box.figure, box.error = None, exc
+            print(ERROR_PREFIX + _describe(exc))
+            return
+        if fig is not None:
+            box.figure, box.error = fig, None
+            box.n_draws += 1
+            display(fig)
+
+    box.output = ipw.interactive_output(draw, controls)
+    box.children = (*rows, box.output)
+    return box
+
+
+def _slider(ipw, description: str, value, low, high, step=1):
+    """A slider that sends its value when released (a drag costs one redraw):
+    an IntSlider for int bounds, a FloatSlider with 2 decimals otherwise."""
+    if isinstance(step, int):
+        return ipw.IntSlider(value=value, min=low, max=high, step=step,
+                             description=description, continuous_update=False)
+    return ipw.FloatSlider(value=value, min=low, max=high, step=step, description=description,
+                           continuous_update=False, readout_format=".2f")
+
+
+def _features_of(images, features) -> np.ndarray:
+    """``features`` checked to be (N, D) with one row per image of ``images``."""
+    features = feature_array(features)
+    if len(images) != features.shape[0]:
+        raise ValueError(
+            f"images holds {len(images)} images but features has {features.shape[0]} rows: "
+            "pass the images the features were computed from, e.g. "
+            "features = extract_features(extractor, images)."
+        )
+    return features
 
 
 def unit_explorer(
@@ -261,7 +194,7 @@ def unit_explorer(
     The figure is ``plot_top_k(images, top_k(features, K), [unit])``. With an
     ``extractor``, a toggle shows the same images through their occlusion masks
     (``plot_occlusion``); a unit's maps are computed the first time they are
-    asked for, then cached.
+    asked for, then kept.
 
     Args:
         images: uint8 (N, 3, H, W), the images the features were computed from.
@@ -297,29 +230,24 @@ def unit_explorer(
         >>> unit_explorer(test.images, features, extractor=model[:14])
     """
     ipw = _ipywidgets()
-    features = _feature_array(features, _FEATURES_ADVICE)
-    _check_same_images(images, features)
+    features = _features_of(images, features)
     n, n_units = features.shape
-    k = _check_k(_config_value(k, "top_k"), n)
-    if isinstance(max_k, bool) or not isinstance(max_k, numbers.Integral) or max_k < 1:
-        raise ValueError(f"max_k={max_k!r} must be a positive integer, e.g. 20.")
-    max_k = min(max(int(max_k), k), n)  # the K slider's range: 1..max_k
+    k = check_k(or_config(k, "top_k"), n)
+    max_k = min(max(whole_number(max_k, "max_k", advice="The default is 20."), k), n)
     visited = list(range(n_units)) if units is None else validate_units(units, n_units)
-    size = _config_value(size, "occluder")
-    stride = _config_value(stride, "stride")
-    threshold = _config_value(threshold, "threshold")
-    sigma = _config_value(sigma, "sigma")
-    _check_occlusion_settings(int(images.shape[-1]), size, stride, threshold, sigma)
+    size, stride = or_config(size, "occluder"), or_config(stride, "stride")
+    occluder_centres(int(images.shape[-1]), size, stride)  # checks size and stride
+    sigma, threshold, _ = check_mask_settings(sigma, threshold)
     _warn_outside_kernel("unit_explorer", "plot_top_k")
 
     top = top_k(features, max_k)  # (max_k, D); its first K rows are top_k(features, K)
     if units is None:
-        unit_slider = _int_slider(ipw, "unit", 0, 0, n_units - 1)
+        unit_slider = _slider(ipw, "unit", 0, 0, n_units - 1)
     else:
         unit_slider = ipw.SelectionSlider(
             options=visited, value=visited[0], description="unit", continuous_update=False
         )
-    k_slider = _int_slider(ipw, "K", k, 1, max_k)
+    k_slider = _slider(ipw, "K", k, 1, max_k)
     mask_toggle = ipw.ToggleButton(
         value=False,
         description="occlusion masks",
@@ -331,49 +259,35 @@ def unit_explorer(
         ),
     )
     status = ipw.HTML()
-    output = ipw.Output()
-    box = ipw.VBox(
-        [ipw.HBox([unit_slider, k_slider, mask_toggle]), status, output]
-    )
-    canvas = _Canvas(box, output)
-    box.unit_slider, box.k_slider, box.mask_toggle = unit_slider, k_slider, mask_toggle
-    box.top_indices = top
-    box.mask_cache = {}
-    box.n_computed = 0
+    mask_cache: dict[int, np.ndarray] = {}
+    box = _new_box(ipw, unit_slider=unit_slider, k_slider=k_slider, mask_toggle=mask_toggle,
+                   top_indices=top, mask_cache=mask_cache, n_computed=0)
 
     def unit_maps(unit: int, kk: int) -> np.ndarray:
-        cached = box.mask_cache.get(unit)
+        cached = mask_cache.get(unit)
         if cached is not None and cached.shape[0] >= kk:
             return cached[:kk]
         status.value = f"Computing occlusion maps of unit {unit} on {kk} images..."
         try:
-            maps = top_k_occlusion(
-                extractor, images, top[:kk], [unit], size=size, stride=stride,
-                precision=precision, progress=False,
-            )
+            maps = top_k_occlusion(extractor, images, top[:kk], [unit], size=size,
+                                   stride=stride, precision=precision)
         finally:
             status.value = ""
-        box.mask_cache[unit] = maps
+        mask_cache[unit] = maps
         box.n_computed += 1
         return maps
 
-    def make_figure() -> Figure:
-        unit, kk = int(unit_slider.value), int(k_slider.value)
-        if mask_toggle.value:
+    def make_figure(unit, kk, masks: bool) -> Figure:
+        if masks:
             return plot_occlusion(
-                images, unit_maps(unit, kk), [unit], top[:kk], sigma=sigma,
+                images, top[:kk], [unit], unit_maps(unit, kk), sigma=sigma,
                 threshold=threshold,
                 title=f"Unit {unit}: top {kk} images, dimmed where occlusion mattered least",
             )
         return plot_top_k(images, top[:kk], [unit], title=f"Unit {unit}: top {kk} images")
 
-    def redraw(_change=None) -> None:
-        canvas.draw(make_figure)
-
-    for control in (unit_slider, k_slider, mask_toggle):
-        control.observe(redraw, names="value")
-    redraw()
-    return box
+    return _draw_into(box, ipw, [ipw.HBox([unit_slider, k_slider, mask_toggle]), status],
+                      {"unit": unit_slider, "kk": k_slider, "masks": mask_toggle}, make_figure)
 
 
 def occlusion_explorer(
@@ -388,16 +302,15 @@ def occlusion_explorer(
     threshold: float | None = None,
     sigma: float | None = None,
     dim: float = 0.3,
-    max_stride: int = 16,
     precision: str = "fp32",
-    cache_size: int = 16,
 ) -> ipywidgets.VBox:
     """Sliders for the occluder's size and stride and the mask's threshold and smoothing.
 
-    The figure is ``plot_occlusion(images, maps, units, top_k(features, k), ...)``
+    The figure is ``plot_occlusion(images, top_k(features, k), units, maps, ...)``
     with ``maps = top_k_occlusion(extractor, images, top_indices, units, size=,
-    stride=)``. The occlusion passes are cached per (size, stride): moving back to
-    a setting seen before, or moving threshold or sigma, only redraws.
+    stride=)``. The maps are kept per (size, stride) (about K x U x G^2 floats
+    each, 0.3 MB for the lab's 7 units at stride 1): moving back to a setting
+    seen before, or moving threshold or sigma, only redraws.
 
     Each new (size, stride) costs about K x U x G^2 forward passes (70 x 49 for
     the lab's 7 units, K = 10, size 11, stride 4; G grows as the stride shrinks).
@@ -409,20 +322,18 @@ def occlusion_explorer(
         units: the units shown, one column each; None for the configuration's.
         k: top images per unit (rows); None for the configuration's ``top_k``.
         size, stride, threshold, sigma: starting values; None for the
-            configuration's (11, 4, 0.5, 2).
+            configuration's (11, 4, 0.5, 2). The stride slider goes up to half
+            the image.
         dim: brightness of the pixels below the threshold, in [0, 1].
-        max_stride: largest stride the slider offers.
         precision: ``"auto"`` or ``"fp32"``, for the occlusion passes.
-        cache_size: how many (size, stride) settings stay cached (the most
-            recently used).
 
     Returns:
         An ``ipywidgets.VBox`` to display. Besides ``output``, ``figure``,
         ``error`` and ``n_draws`` (see the module docstring) it has
         ``size_slider``, ``stride_slider``, ``threshold_slider``,
-        ``sigma_slider``, ``top_indices`` ((K, D) int64), ``cache`` (an
-        OrderedDict (size, stride) -> (K, U, G, G) maps) and ``n_computed``
-        (occlusion passes run).
+        ``sigma_slider``, ``top_indices`` ((K, D) int64), ``cache`` (a dict
+        (size, stride) -> (K, U, G, G) maps) and ``n_computed`` (occlusion
+        passes run).
 
     Raises:
         ImportError: ipywidgets is not installed.
@@ -434,83 +345,52 @@ def occlusion_explorer(
         >>> occlusion_explorer(model[:14], test.images, features, units=[1, 2, 4])
     """
     ipw = _ipywidgets()
-    features = _feature_array(features, _FEATURES_ADVICE)
-    _check_same_images(images, features)
+    features = _features_of(images, features)
     n, n_units = features.shape
-    units = validate_units(_config_value(units, "units"), n_units)
-    k = _check_k(_config_value(k, "top_k"), n)
-    size = _config_value(size, "occluder")
-    stride = _config_value(stride, "stride")
-    threshold = _config_value(threshold, "threshold")
-    sigma = _config_value(sigma, "sigma")
+    units = validate_units(or_config(units, "units"), n_units)
+    k = check_k(or_config(k, "top_k"), n)
+    size, stride = or_config(size, "occluder"), or_config(stride, "stride")
     image_size = int(images.shape[-1])
-    _check_occlusion_settings(image_size, size, stride, threshold, sigma)
-    for name, value in (("max_stride", max_stride), ("cache_size", cache_size)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer.")
+    occluder_centres(image_size, size, stride)  # checks size and stride
+    sigma, threshold, dim = check_mask_settings(sigma, threshold, dim)
     _warn_outside_kernel("occlusion_explorer", "plot_occlusion")
 
     top = top_k(features, k)
-    size_slider = _int_slider(ipw, "occluder", size, 1, image_size)
-    stride_slider = _int_slider(ipw, "stride", stride, 1, max(max_stride, stride))
-    threshold_slider = _float_slider(ipw, "threshold", threshold, 0.0, 1.0, 0.05)
-    sigma_slider = _float_slider(ipw, "sigma", sigma, 0.0, max(5.0, sigma), 0.25)
+    size_slider = _slider(ipw, "occluder", size, 1, image_size)
+    stride_slider = _slider(ipw, "stride", stride, 1, max(image_size // 2, stride))
+    threshold_slider = _slider(ipw, "threshold", threshold, 0.0, 1.0, 0.05)
+    sigma_slider = _slider(ipw, "sigma", sigma, 0.0, max(5.0, sigma), 0.25)
     status = ipw.HTML()
-    output = ipw.Output()
-    box = ipw.VBox(
-        [
-            ipw.HBox([size_slider, stride_slider]),
-            ipw.HBox([threshold_slider, sigma_slider]),
-            status,
-            output,
-        ]
-    )
-    canvas = _Canvas(box, output)
-    box.size_slider, box.stride_slider = size_slider, stride_slider
-    box.threshold_slider, box.sigma_slider = threshold_slider, sigma_slider
-    box.top_indices = top
-    box.cache = OrderedDict()
-    box.n_computed = 0
+    cache: dict[tuple[int, int], np.ndarray] = {}
+    box = _new_box(ipw, size_slider=size_slider, stride_slider=stride_slider,
+                   threshold_slider=threshold_slider, sigma_slider=sigma_slider,
+                   top_indices=top, cache=cache, n_computed=0)
 
     def maps_for(key: tuple[int, int]) -> np.ndarray:
-        if key in box.cache:
-            box.cache.move_to_end(key)
-            return box.cache[key]
-        status.value = (
-            f"Computing occlusion maps for occluder {key[0]}, stride {key[1]} "
-            f"({k} images x {len(units)} units)..."
-        )
-        try:
-            maps = top_k_occlusion(
-                extractor, images, top, units, size=key[0], stride=key[1],
-                precision=precision, progress=False,
-            )
-        finally:
-            status.value = ""
-        box.cache[key] = maps
-        box.n_computed += 1
-        while len(box.cache) > cache_size:
-            box.cache.popitem(last=False)
-        return maps
+        if key not in cache:
+            status.value = (f"Computing occlusion maps for occluder {key[0]}, stride "
+                            f"{key[1]} ({k} images x {len(units)} units)...")
+            try:
+                cache[key] = top_k_occlusion(extractor, images, top, units, size=key[0],
+                                             stride=key[1], precision=precision)
+            finally:
+                status.value = ""
+            box.n_computed += 1
+        return cache[key]
 
-    def make_figure() -> Figure:
-        key = (int(size_slider.value), int(stride_slider.value))
+    def make_figure(size, stride, threshold, sigma) -> Figure:
         return plot_occlusion(
-            images, maps_for(key), units, top, sigma=float(sigma_slider.value),
-            threshold=float(threshold_slider.value), dim=dim,
-            title=(
-                f"Occluder {key[0]}x{key[0]}, stride {key[1]}: top {k} images, "
-                f"bright where the mask is >= {threshold_slider.value:.2f}"
-            ),
+            images, top, units, maps_for((size, stride)), sigma=sigma,
+            threshold=threshold, dim=dim,
+            title=(f"Occluder {size}x{size}, stride {stride}: top {k} images, "
+                   f"bright where the mask is >= {threshold:.2f}"),
         )
 
-    def redraw(_change=None) -> None:
-        canvas.draw(make_figure)
-
-    for control in (size_slider, stride_slider, threshold_slider, sigma_slider):
-        control.observe(redraw, names="value")
-    redraw()
-    return box
+    controls = {"size": size_slider, "stride": stride_slider,
+                "threshold": threshold_slider, "sigma": sigma_slider}
+    rows = [ipw.HBox([size_slider, stride_slider]),
+            ipw.HBox([threshold_slider, sigma_slider]), status]
+    return _draw_into(box, ipw, rows, controls, make_figure)
 
 
 def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
@@ -557,7 +437,8 @@ def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
     layer_dropdown = ipw.Dropdown(
         options=[(label(i), i) for i in convs], value=convs[0], description="layer"
     )
-    channel_slider = _int_slider(ipw, "channel", 0, 0, 0)
+    channel_slider = _slider(ipw, "channel", 0, 0, max(layers[convs[0]].in_channels - 1, 0))
+    channel_slider.disabled = layers[convs[0]].in_channels == 3
     scale_buttons = ipw.ToggleButtons(
         options=[("global", "global"), ("per filter", "per_filter")],
         value="global",
@@ -567,45 +448,31 @@ def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
             "Each filter scaled on its own: shows each one's pattern",
         ],
     )
-    output = ipw.Output()
-    box = ipw.VBox(
-        [ipw.HBox([layer_dropdown, channel_slider]), scale_buttons, output]
-    )
-    canvas = _Canvas(box, output)
-    box.layer_dropdown, box.channel_slider = layer_dropdown, channel_slider
-    box.scale_buttons = scale_buttons
-    adjusting = [False]  # True while the channel slider is fitted to a new layer
+    fitting = [False]  # True while the channel slider is fitted to a new layer
 
-    def fit_channel_slider() -> None:
-        n_in = layers[layer_dropdown.value].in_channels
-        adjusting[0] = True
+    def fit_channel_slider(change) -> None:
+        """Runs before the layer's redraw (observers run in the order registered);
+        the channel it clamps is drawn once, by that redraw."""
+        n_in = layers[change["new"]].in_channels
+        fitting[0] = True
         try:
             channel_slider.value = min(channel_slider.value, n_in - 1)
             channel_slider.max = max(n_in - 1, 0)
             channel_slider.disabled = n_in == 3
         finally:
-            adjusting[0] = False
+            fitting[0] = False
 
-    def make_figure() -> Figure:
-        layer = layers[layer_dropdown.value]
-        return plot_filters(
-            layer.weight, scale=scale_buttons.value, channel=int(channel_slider.value)
-        )
+    def make_figure(layer, channel, scale) -> Figure | None:
+        if fitting[0]:
+            return None
+        return plot_filters(layers[layer].weight, scale=scale, channel=channel)
 
-    def redraw(_change=None) -> None:
-        if not adjusting[0]:
-            canvas.draw(make_figure)
-
-    def layer_changed(_change) -> None:
-        fit_channel_slider()
-        redraw()
-
-    layer_dropdown.observe(layer_changed, names="value")
-    channel_slider.observe(redraw, names="value")
-    scale_buttons.observe(redraw, names="value")
-    fit_channel_slider()
-    redraw()
-    return box
+    layer_dropdown.observe(fit_channel_slider, names="value")
+    box = _new_box(ipw, layer_dropdown=layer_dropdown, channel_slider=channel_slider,
+                   scale_buttons=scale_buttons)
+    return _draw_into(box, ipw, [ipw.HBox([layer_dropdown, channel_slider]), scale_buttons],
+                      {"layer": layer_dropdown, "channel": channel_slider,
+                       "scale": scale_buttons}, make_figure)
 
 
 def embedding_explorer(
@@ -645,21 +512,13 @@ def embedding_explorer(
     from .data import to_display
 
     ipw = _ipywidgets()
-    if isinstance(embedding, torch.Tensor):
-        embedding = embedding.detach().cpu().numpy()
-    embedding = np.asarray(embedding)
-    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    if embedding.ndim != 2 or embedding.shape[1] != 2 or embedding.shape[0] == 0:
-        raise ValueError(f"embedding must have shape (N, 2), got {embedding.shape}.")
-    n = embedding.shape[0]
-    if labels.shape != (n,) or len(images) != n:
-        raise ValueError(
-            f"embedding has {n} points, labels has shape {labels.shape} and images holds "
-            f"{len(images)}: pass one label and one image per point, in the same order."
-        )
-    if isinstance(point, bool) or not isinstance(point, numbers.Integral) or not 0 <= point < n:
-        raise ValueError(f"point={point!r} must be a point index from 0 to {n - 1}.")
     classes = list(classes)
+    embedding, labels = check_points(embedding, labels, classes)
+    n = embedding.shape[0]
+    if len(images) != n:
+        raise ValueError(f"embedding has {n} points but images holds {len(images)}: pass "
+                         "one image per point, in the same order.")
+    point = whole_number(point, "point", 0, n - 1, why="is not a point of the map")
     _warn_outside_kernel("embedding_explorer", "plot_embedding")
 
     class_boxes = [
@@ -667,20 +526,10 @@ def embedding_explorer(
                      layout=ipw.Layout(width="auto"))
         for name in classes
     ]
-    point_slider = _int_slider(ipw, "point", int(point), 0, n - 1)
-    output = ipw.Output()
-    box = ipw.VBox(
-        [
-            ipw.HBox(class_boxes, layout=ipw.Layout(flex_flow="row wrap")),
-            point_slider,
-            output,
-        ]
-    )
-    canvas = _Canvas(box, output)
-    box.class_boxes, box.point_slider = class_boxes, point_slider
+    point_slider = _slider(ipw, "point", point, 0, n - 1)
 
-    def make_figure() -> Figure:
-        shown = [c for c, checkbox in enumerate(class_boxes) if checkbox.value]
+    def make_figure(point, **ticked) -> Figure:
+        shown = [c for c in range(len(classes)) if ticked[f"class_{c}"]]
         if not shown:
             raise ValueError("No class is ticked: tick at least one class to see its points.")
         keep = np.isin(labels, shown)
@@ -690,21 +539,18 @@ def embedding_explorer(
                   f"({len(shown)} of {len(classes)} classes)",
         )
         ax = fig.axes[0]
-        i = int(point_slider.value)
-        x, y = embedding[i]
+        x, y = embedding[point]
         ax.scatter([x], [y], s=160, facecolors="none", edgecolors="black",
                    linewidths=1.5, zorder=3)
         thumb = ax.inset_axes([1.02, 0.0, 0.24, 0.24])
-        thumb.imshow(to_display(torch.as_tensor(np.asarray(images[i]))))
+        thumb.imshow(to_display(torch.as_tensor(np.asarray(images[point]))))
         thumb.set_xticks([])
         thumb.set_yticks([])
-        thumb.set_title(f"#{i}: {classes[int(labels[i])]}", fontsize=9)
+        thumb.set_title(f"#{point}: {classes[int(labels[point])]}", fontsize=9)
         return fig
 
-    def redraw(_change=None) -> None:
-        canvas.draw(make_figure)
-
-    for control in (*class_boxes, point_slider):
-        control.observe(redraw, names="value")
-    redraw()
-    return box
+    controls = {"point": point_slider,
+                **{f"class_{c}": checkbox for c, checkbox in enumerate(class_boxes)}}
+    rows = [ipw.HBox(class_boxes, layout=ipw.Layout(flex_flow="row wrap")), point_slider]
+    box = _new_box(ipw, class_boxes=class_boxes, point_slider=point_slider)
+    return _draw_into(box, ipw, rows, controls, make_figure)

@@ -76,6 +76,7 @@ import sys
 if "google.colab" in sys.modules:
     # Colab already has torch, torchvision and ipywidgets: this adds cnnlab only.
     # %pip install -q "{CNNLAB_PACKAGE}"
+    pass  # in this script the %pip line is a comment; the block needs a statement
 
 # %matplotlib inline
 import numpy as np
@@ -90,6 +91,7 @@ device = cnnlab.get_device(verbose=False)
 print(f"cnnlab {cnnlab.__version__}: profile {config.profile!r}, device {device}"
       + (" (no GPU found: the CPU will do, training just takes longer)"
          if device.type == "cpu" else ""))
+print("precision:", cnnlab.choose_precision(device, config.precision).describe())
 
 train, test = cnnlab.load_lab_data(config)
 print(f"{len(train):,} training and {len(test):,} test images ({test.source})")
@@ -478,7 +480,7 @@ fig
 # And now the top-10 grid of section 3 again, every image seen through its own mask:
 
 # %% id="occlusion_plot" nbgrader={"grade": false, "grade_id": "occlusion_plot", "locked": true, "schema_version": 3, "solution": false, "task": false}
-cnnlab.plot_occlusion(test.images, maps, units, top,
+cnnlab.plot_occlusion(test.images, top, units, maps,
                       sigma=config.sigma, threshold=config.threshold)
 
 # %% [markdown] id="occlusion_explore_md" nbgrader={"grade": false, "grade_id": "occlusion_explore_md", "locked": true, "schema_version": 3, "solution": false, "task": false}

@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.checks import (check_exercise_1, check_exercise_2, check_exercise_4,
-                           check_exercise_5)
+from cnnlab.checks import check_exercise_1, check_exercise_2, check_exercise_4, check_exercise_5
 
 # --- Exercise 1: number of filters of the first conv layer (32) -----------------------
 

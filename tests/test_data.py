@@ -1,7 +1,6 @@
 """Loading CIFAR-10: ImageFolder archives and folders, the cache, errors, synthetic data."""
 
 import io
-import os
 import tarfile
 import time
 from pathlib import Path

@@ -93,14 +93,14 @@ def test_cache_keeps_only_the_last_few(monkeypatch, clusters):
 
 
 def test_pca_can_be_skipped(clusters):
-    xy = embed(clusters[0][:40], pca_dims=None, max_iter=250, perplexity=5.0, cache=False)
+    xy = embed(clusters[0][:40], pca_dims=0, max_iter=250, perplexity=5.0, cache=False)
     assert xy.shape == (40, 2)
 
 
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        ({"pca_dims": 11}, ["pca_dims=11", "from 2 to 10", "None"]),
+        ({"pca_dims": 11}, ["pca_dims=11", "from 2 to 10", "0 skips the PCA"]),
         ({"max_iter": 100}, ["max_iter=100", "at least 250"]),
         ({"perplexity": 180.0}, ["perplexity=180.0", "below the number of points (180)"]),
     ],

@@ -286,7 +286,7 @@ def test_release_holds_no_solutions_or_hidden_tests(solution, lesson):
                    "Grading:"):
         assert marker not in text, marker
     released = _by_id(lesson)
-    for cell_id, (cell_type, role, _) in CONTRACT.items():
+    for cell_id, (_cell_type, role, _) in CONTRACT.items():
         source = released[cell_id].source
         if role == "answer":
             assert "raise NotImplementedError()" in source, cell_id

@@ -5,12 +5,11 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix
 
-from cnnlab import train as train_mod
 from cnnlab.config import LabConfig, get_config
 from cnnlab.data import Split, synthetic_cifar10
+from cnnlab.device import get_device
 from cnnlab.model import build_model
-from cnnlab.train import (evaluate, fast_dtype, get_device, seed_everything, train_model,
-                          train_or_load)
+from cnnlab.train import evaluate, lr_scheduler, seed_everything, train_model, train_or_load
 
 TINY = get_config("quick", epochs=3, batch_size=64, lr=2e-3, train_size=1500, test_size=500)
 
@@ -75,19 +74,28 @@ def test_cpu_fallback_when_no_gpu(monkeypatch, capsys):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert get_device() == torch.device("cpu")
     assert "CPU" in capsys.readouterr().out
-    assert fast_dtype(torch.device("cpu"), "fp32") is None
     m = build_model()
     h = train_model(m, synthetic_cifar10("train", n=64), TINY.replace(epochs=1), progress=False)
     assert next(m.parameters()).device.type == "cpu" and len(h.epochs) == 1
 
 
-def test_bf16_is_used_only_where_the_cpu_has_it(monkeypatch):
-    monkeypatch.setattr(train_mod, "cpu_has_fast_bf16", lambda: False)
-    assert fast_dtype(torch.device("cpu")) is None
-    monkeypatch.setattr(train_mod, "cpu_has_fast_bf16", lambda: True)
-    assert fast_dtype(torch.device("cpu")) is torch.bfloat16
-    with pytest.raises(ValueError, match="precision='half'"):
-        fast_dtype(torch.device("cpu"), "half")
+@pytest.mark.parametrize("total, warmup", [(100, 0.2), (7, 0.2), (3, 0.0), (50, 0.5)])
+def test_onecycle_schedule_is_the_lab_formula(total, warmup):
+    # From lr/10 up to lr over `warm` steps, then linearly down to 0 at step `total`.
+    lr = 1.5e-3
+    warm = max(1, round(warmup * total))
+    expected = [lr * (0.1 + 0.9 * s / warm) if s < warm
+                else lr * (total - s) / max(1, total - warm) for s in range(total)]
+    optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=lr)
+    scheduler = lr_scheduler(optimizer, TINY.replace(lr=lr, warmup=warmup), total)
+    got = []
+    for _ in range(total):
+        got.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-18)
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.999)  # no momentum cycling
+    assert lr_scheduler(optimizer, TINY.replace(schedule="constant"), total) is None
 
 
 def test_train_or_load_reuses_a_matching_checkpoint(tmp_path, synthetic):
@@ -112,7 +120,7 @@ def test_profiles_and_environment_variable(monkeypatch):
     assert (full.train_size, full.test_size) == (None, None)
     assert quick.train_size < 50_000 and quick.test_size < 10_000
     assert (ref.batch_size, ref.lr, ref.epochs, ref.schedule) == (32, 1e-3, 5, "constant")
-    assert (ref.label_smoothing, ref.precision, ref.hflip) == (0.0, "fp32", False)
+    assert (ref.label_smoothing, ref.precision) == (0.0, "fp32")
     monkeypatch.setenv("CNNLAB_PROFILE", "quick")
     assert get_config() == quick
     monkeypatch.setenv("CNNLAB_PROFILE", "fast")

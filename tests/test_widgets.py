@@ -3,13 +3,13 @@
 Each test builds an explorer on a tiny random model and 20 random images, sets
 its controls' ``.value`` as a front end would, and checks what was drawn against
 the static plot function called directly: the arrays of the AxesImages must be
-equal. Outside a kernel the explorers write their Output's ``outputs`` directly,
-so the tests read what a notebook would show.
+equal. What the Output would show is read through IPython's own capture
+(``capture_output`` on an IPython shell): the same ``clear_output`` and
+``display`` calls that a kernel routes into the Output widget.
 """
 
 from __future__ import annotations
 
-import base64
 import importlib
 import sys
 
@@ -30,6 +30,45 @@ from cnnlab.occlusion import plot_occlusion, top_k_occlusion  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:.*outside a Jupyter kernel:UserWarning")
 
 N_IMAGES = 20
+#: What IPython writes when an output is cleared (``DisplayPublisher.clear_output``).
+CLEAR = "\x1b[2K\r"
+
+
+@pytest.fixture(scope="module")
+def shell():
+    """An IPython shell without a kernel, as in a terminal IPython session."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    yield shell
+    InteractiveShell.clear_instance()
+
+
+class Screen:
+    """What the explorers displayed (IPython's capture) and printed (pytest's capsys)."""
+
+    def __init__(self, captured, capsys):
+        self.captured, self.capsys, self.text = captured, capsys, ""
+
+    @property
+    def outputs(self) -> list:
+        return self.captured.outputs  # emptied by every clear_output, as an Output is
+
+    @property
+    def stdout(self) -> str:
+        self.text += self.capsys.readouterr().out
+        return self.text
+
+
+@pytest.fixture
+def screen(shell, capsys):
+    from IPython.utils.capture import capture_output
+
+    with capture_output(stdout=False, stderr=False) as captured:
+        yield Screen(captured, capsys)
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +105,21 @@ def assert_same_images(fig, expected_fig) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def shown_png(box) -> bytes:
-    """The PNG the explorer's Output shows; fails if it shows anything else."""
-    (item,) = box.output.outputs  # exactly one output: the figure replaced in place
-    assert item["output_type"] == "display_data"
-    return base64.b64decode(item["data"]["image/png"])
+def printed_since_clear(screen) -> str:
+    return screen.stdout.rsplit(CLEAR, 1)[-1]
 
 
-def shown_text(box) -> str:
-    (item,) = box.output.outputs
-    assert item["output_type"] == "stream"
-    return item["text"]
+def shown_png(screen) -> bytes:
+    """The PNG the Output shows since it was last cleared; fails if it shows anything else."""
+    (item,) = screen.outputs  # exactly one output: the figure replaced in place
+    assert printed_since_clear(screen) == ""
+    return item.data["image/png"]
+
+
+def shown_text(screen) -> str:
+    """The text the Output shows since it was last cleared; fails if it shows a figure."""
+    assert screen.outputs == []
+    return printed_since_clear(screen)
 
 
 def other_unit(features, k: int, unit: int) -> int:
@@ -88,18 +131,20 @@ def other_unit(features, k: int, unit: int) -> int:
 # --- unit_explorer -------------------------------------------------------------
 
 
-def test_unit_explorer_draws_the_static_top_k_of_the_unit_on_the_slider(images, features):
+def test_unit_explorer_draws_the_static_top_k_of_the_unit_on_the_slider(
+    screen, images, features
+):
     box = widgets.unit_explorer(images, features, k=4)
     assert box.unit_slider.value == 0
     assert (box.unit_slider.min, box.unit_slider.max) == (0, features.shape[1] - 1)
     assert_same_images(box.figure, plot_top_k(images, top_k(features, 4), [0]))
-    first_png = shown_png(box)
+    first_png = shown_png(screen)
 
     unit = other_unit(features, 4, 0)
     box.unit_slider.value = unit
     assert box.n_draws == 2  # one redraw per move, nothing more
     assert_same_images(box.figure, plot_top_k(images, top_k(features, 4), [unit]))
-    assert shown_png(box) != first_png  # the Output holds the new figure only
+    assert shown_png(screen) != first_png  # the Output holds the new figure only
 
 
 def test_k_slider_redraws_with_k_rows(images, features):
@@ -156,7 +201,7 @@ def test_mask_toggle_draws_the_static_occlusion_figure_and_caches_per_unit(
     assert box.n_computed == 1
     top = top_k(features, 2)
     maps = top_k_occlusion(extractor, images, top, [0], size=11, stride=8, precision="fp32")
-    expected = plot_occlusion(images, maps, [0], top, sigma=1.0, threshold=0.7)
+    expected = plot_occlusion(images, top, [0], maps, sigma=1.0, threshold=0.7)
     assert_same_images(box.figure, expected)
     assert not all(np.array_equal(a, b) for a, b in zip(drawn(box.figure), drawn(plain)))
 
@@ -177,25 +222,27 @@ def test_mask_toggle_is_disabled_without_an_extractor(images, features):
     assert "extractor=" in box.mask_toggle.tooltip
 
 
-def test_error_in_a_move_is_shown_and_the_next_move_draws_again(model, images, features):
+def test_error_in_a_move_is_shown_and_the_next_move_draws_again(
+    screen, model, images, features
+):
     broken = model[1:14]  # starts at the ReLU: the next conv gets 3 channels, not 32
     box = widgets.unit_explorer(images, features, k=2, extractor=broken, precision="fp32")
     box.mask_toggle.value = True
-    text = shown_text(box)
+    text = shown_text(screen)
     assert text.startswith("Could not draw: RuntimeError")
     assert box.figure is None and isinstance(box.error, RuntimeError)
 
     box.mask_toggle.value = False
     assert box.error is None
     assert_same_images(box.figure, plot_top_k(images, top_k(features, 2), [0]))
-    shown_png(box)
+    shown_png(screen)
 
 
 # --- occlusion_explorer --------------------------------------------------------
 
 
 @pytest.fixture
-def occlusion_box(extractor, images, features):
+def occlusion_box(screen, extractor, images, features):
     return widgets.occlusion_explorer(
         extractor, images, features, units=[0, 5], k=2, size=11, stride=8,
         threshold=0.5, sigma=2.0, precision="fp32",
@@ -206,7 +253,7 @@ def expected_occlusion(extractor, images, features, size, stride, threshold, sig
     top = top_k(features, 2)
     maps = top_k_occlusion(extractor, images, top, [0, 5], size=size, stride=stride,
                            precision="fp32")
-    return plot_occlusion(images, maps, [0, 5], top, sigma=sigma, threshold=threshold)
+    return plot_occlusion(images, top, [0, 5], maps, sigma=sigma, threshold=threshold)
 
 
 def test_occlusion_explorer_draws_the_static_figure(occlusion_box, extractor, images, features):
@@ -243,20 +290,22 @@ def test_size_and_stride_moves_compute_once_per_setting(occlusion_box, extractor
     assert_same_images(box.figure, expected_occlusion(extractor, images, features, 11, 8, 0.5, 2.0))
 
 
-def test_occlusion_cache_keeps_the_most_recent_settings(extractor, images, features):
+def test_occlusion_cache_keeps_every_setting_seen(extractor, images, features):
     box = widgets.occlusion_explorer(
-        extractor, images, features, units=[0], k=1, stride=16, cache_size=2, precision="fp32"
+        extractor, images, features, units=[0], k=1, stride=16, precision="fp32"
     )
+    assert box.stride_slider.max == 16  # half the 32-pixel image
     box.size_slider.value = 5
     box.size_slider.value = 3
-    assert list(box.cache) == [(5, 16), (3, 16)]
+    box.size_slider.value = 11
+    assert list(box.cache) == [(11, 16), (5, 16), (3, 16)] and box.n_computed == 3
 
 
-def test_invalid_occluder_size_is_shown_and_the_next_move_draws(occlusion_box):
+def test_invalid_occluder_size_is_shown_and_the_next_move_draws(screen, occlusion_box):
     box = occlusion_box
     box.size_slider.max = 40  # beyond the 32-pixel image; the default slider stops at 32
     box.size_slider.value = 40
-    text = shown_text(box)
+    text = shown_text(screen)
     assert text.startswith("Could not draw: size=40 is larger than the 32x32 image")
     assert box.figure is None and isinstance(box.error, ValueError)
     assert (40, 8) not in box.cache
@@ -264,7 +313,7 @@ def test_invalid_occluder_size_is_shown_and_the_next_move_draws(occlusion_box):
     box.size_slider.value = 9
     assert box.error is None and box.figure is not None
     assert box.n_computed == 2
-    shown_png(box)
+    shown_png(screen)
 
 
 @pytest.mark.parametrize(
@@ -342,7 +391,7 @@ def test_filter_explorer_needs_conv_layers():
 # --- embedding_explorer --------------------------------------------------------
 
 
-def test_embedding_explorer_hides_classes_and_shows_the_chosen_point(images):
+def test_embedding_explorer_hides_classes_and_shows_the_chosen_point(screen, images):
     rng = np.random.default_rng(0)
     xy = rng.normal(size=(N_IMAGES, 2)).astype(np.float32)
     labels = np.arange(N_IMAGES) % 4  # 5 points in each of 4 classes
@@ -368,7 +417,7 @@ def test_embedding_explorer_hides_classes_and_shows_the_chosen_point(images):
 
     for checkbox in box.class_boxes:
         checkbox.value = False
-    assert shown_text(box).startswith("Could not draw: No class is ticked")
+    assert shown_text(screen).startswith("Could not draw: No class is ticked")
     box.class_boxes[2].value = True
     assert points_drawn() == 5 + 1
 
@@ -376,14 +425,14 @@ def test_embedding_explorer_hides_classes_and_shows_the_chosen_point(images):
 # --- behaviour outside Jupyter ---------------------------------------------------
 
 
-def test_no_figures_pile_up_in_pyplot(images, features):
+def test_no_figures_pile_up_in_pyplot(screen, images, features):
     plt = pytest.importorskip("matplotlib.pyplot")
     open_before = plt.get_fignums()
     box = widgets.unit_explorer(images, features, k=2)
     for unit in (1, 2, 3):
         box.unit_slider.value = unit
     assert plt.get_fignums() == open_before
-    assert len(box.output.outputs) == 1
+    shown_png(screen)  # one figure shown, the last
 
 
 @pytest.mark.filterwarnings("default")

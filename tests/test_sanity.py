@@ -1,0 +1,226 @@
+"""Sanity checks: the randomisation curve and the deletion/insertion curves."""
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from scipy.stats import spearmanr
+from torch import nn
+from torchvision.transforms.functional import gaussian_blur
+
+from cnnlab.data import normalize
+from cnnlab.sanity import (
+    Faithfulness,
+    Randomization,
+    cascading_randomization,
+    edge_map,
+    faithfulness,
+    fill_images,
+    method_maps,
+    plot_faithfulness,
+    plot_randomization,
+    spearman_abs,
+    weight_layers,
+)
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same_state(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- spearman_abs ---------------------------------------------------------------------
+
+
+def test_spearman_abs_is_scipy_spearman_of_absolute_values():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 6, 6)), rng.normal(size=(4, 6, 6))
+    b[1] = -a[1] + 0.01 * b[1]  # opposite signs: the same ranking of |map|
+    b[2, :3] = 0  # ties
+    ours = spearman_abs(a, b)
+    for i in range(4):
+        assert ours[i] == pytest.approx(spearmanr(np.abs(a[i]).ravel(),
+                                                  np.abs(b[i]).ravel())[0], abs=1e-12)
+    assert ours[1] > 0.99
+
+
+def test_spearman_abs_of_constant_maps():
+    a = np.stack([np.zeros((3, 3)), np.arange(9.0).reshape(3, 3)])
+    b = np.stack([np.arange(9.0).reshape(3, 3), np.ones((3, 3))])
+    rho = spearman_abs(a, b)
+    assert np.isnan(rho[0])  # nothing to compare with
+    assert rho[1] == 0.0  # the ranking is lost
+
+
+# --- cascading randomisation ---------------------------------------------------------
+
+
+def test_weight_layers_go_from_the_top_down(model):
+    assert [n for n, _ in weight_layers(model[:14])] == [
+        "13 Linear", "8 Conv2d", "6 Conv2d", "2 Conv2d", "0 Conv2d"]
+
+
+def test_randomised_maps_decorrelate_and_the_edge_control_stays_one(model, images):
+    ext = model[:14]
+    before, rng_before = state(model), torch.random.get_rng_state()
+    result = cascading_randomization(ext, images[:4], [1, 5, 7, 3],
+                                     methods=["gradient", "contribution", "edges"], seed=0)
+    assert isinstance(result, Randomization)
+    assert result.layers == ["trained", "13 Linear", "8 Conv2d", "6 Conv2d", "2 Conv2d",
+                             "0 Conv2d"]
+    assert result.correlation.shape == (3, 6)
+    np.testing.assert_array_equal(result.correlation[:, 0], 1.0)
+    np.testing.assert_allclose(result.correlation[2], 1.0)  # the edge detector
+    assert abs(result.at("gradient", "0 Conv2d")) < 0.5
+    assert abs(result.at("contribution", "0 Conv2d")) < 0.5
+    assert list(result.compared) == [4, 4, 4]
+    # The model given is untouched, and so is the global random state.
+    assert same_state(before, state(model))
+    assert torch.equal(rng_before, torch.random.get_rng_state())
+
+
+def test_randomisation_is_reproducible_and_seeded(model, images):
+    kw = {"methods": ["gradient"]}
+    a = cascading_randomization(model[:14], images[:3], 2, seed=1, **kw)
+    b = cascading_randomization(model[:14], images[:3], 2, seed=1, **kw)
+    c = cascading_randomization(model[:14], images[:3], 2, seed=2, **kw)
+    np.testing.assert_array_equal(a.correlation, b.correlation)
+    assert not np.array_equal(a.correlation, c.correlation)
+
+
+def test_all_zero_trained_maps_are_left_out():
+    """A ReLU network whose Grad-CAM is zero on an image does not count that image."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(2 * 32 * 32, 2))
+    with torch.no_grad():  # target 0 decreases with every feature map: all CAMs are 0
+        net[3].weight[0] = -net[3].weight[0].abs()
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    result = cascading_randomization(net, images, 0, methods=["grad_cam", "edges"])
+    assert list(result.compared) == [0, 3]
+    assert np.isnan(result.correlation[0]).all()
+
+
+def test_method_maps_have_the_image_size(model, images):
+    for method in ("occlusion", "contribution", "edges", "grad_cam"):
+        maps = method_maps(method, model[:14], images[:2], [3, 9])
+        assert maps.shape == (2, 32, 32) and maps.dtype == np.float32, method
+
+
+def test_edge_map_finds_a_vertical_edge():
+    image = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    image[..., 4:] = 255
+    edges = edge_map(image)[0]
+    assert (edges[:, 3:5] > 0).all() and (edges[:, :2] == 0).all() and (edges[:, 6:] == 0).all()
+
+
+def test_unknown_method_is_explained(model, images):
+    with pytest.raises(ValueError, match="'lime'.*gradient.*occlusion, edges"):
+        cascading_randomization(model[:14], images, 1, methods=["lime"])
+
+
+# --- faithfulness ----------------------------------------------------------------------
+
+
+def region_model():
+    """f(x) = sum of the pixels (normalised, all channels) in rows 0-7: a known answer."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 1))
+    with torch.no_grad():
+        w = torch.zeros(3, 32, 32)
+        w[:, :8] = 1.0
+        net[1].weight.copy_(w.view(1, -1))
+        net[1].bias.zero_()
+    return net, w.sum(0).numpy()
+
+
+def test_the_true_map_beats_random_and_the_curves_end_where_they_must(images):
+    net, truth = region_model()
+    images = images.clone()
+    images[:, :, :8] = 200  # bright where the model looks, so deleting it hurts
+    maps = {"truth": np.broadcast_to(truth, (6, 32, 32)).copy()}
+    result = faithfulness(net, images, 0, maps, fill="black", steps=8, precision="fp32")
+    assert isinstance(result, Faithfulness) and result.methods == ["truth", "random"]
+    assert result.deletion.shape == result.insertion.shape == (2, 9)
+    with torch.no_grad():
+        full = net(normalize(images))[:, 0].mean().item()
+        black = net(-torch.ones(1, 3, 32, 32))[0, 0].item()
+    for row in range(2):  # nothing removed: f(x); everything: f(black); and back
+        assert result.deletion[row, 0] == pytest.approx(full, rel=1e-5)
+        assert result.deletion[row, -1] == pytest.approx(black, rel=1e-5)
+        assert result.insertion[row, 0] == pytest.approx(black, rel=1e-5)
+        assert result.insertion[row, -1] == pytest.approx(full, rel=1e-5)
+    # The region is the top quarter: after 25 % deleted, f is already at f(black).
+    assert result.deletion[0, 2] == pytest.approx(black, rel=1e-5)
+    assert result.beats_random_deletion[0] == 1.0
+    assert result.beats_random_insertion[0] == 1.0 and result.beats_random[0] == 1.0
+    widths = np.diff(result.fractions)
+    area = ((result.deletion[:, 1:] + result.deletion[:, :-1]) / 2 * widths).sum(1)
+    np.testing.assert_allclose(result.deletion_area, area, rtol=1e-5)
+
+
+def test_a_signed_map_pointing_the_wrong_way_loses(images):
+    net, truth = region_model()
+    images = images.clone()
+    images[:, :, :8] = 200
+    maps = {"wrong": -np.broadcast_to(truth, (6, 32, 32)).copy()}
+    signed = faithfulness(net, images, 0, maps, absolute=False, steps=4, precision="fp32")
+    absolute = faithfulness(net, images, 0, maps, absolute=True, steps=4, precision="fp32")
+    assert signed.beats_random[0] == 0.0 and absolute.beats_random[0] == 1.0
+
+
+def test_an_all_zero_map_scores_exactly_like_the_random_ranking(images):
+    net, _ = region_model()
+    result = faithfulness(net, images, 0, {"zero": np.zeros((6, 32, 32))}, steps=4,
+                          precision="fp32")
+    np.testing.assert_allclose(result.deletion[0], result.deletion[1], rtol=1e-6)
+    np.testing.assert_allclose(result.insertion[0], result.insertion[1], rtol=1e-6)
+    assert result.beats_random[0] == 0.0 and result.beats_random_deletion[0] == 0.0
+
+
+def test_small_maps_are_upsampled_and_the_model_is_untouched(model, images):
+    model.train()
+    before = state(model)
+    maps = {"contribution": np.random.default_rng(0).normal(size=(6, 8, 8))}
+    result = faithfulness(model[:14], images, 3, maps, fill="blur", steps=2)
+    assert result.fill == "blur" and result.insertion.shape == (2, 3)
+    assert same_state(before, state(model)) and model.training
+
+
+def test_blur_fill_is_torchvision_gaussian_blur():
+    x = normalize(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
+    ours = fill_images(x, "blur", sigma=2.0)
+    theirs = gaussian_blur(x, kernel_size=[13, 13], sigma=[2.0, 2.0])
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    assert (fill_images(x, "black") == -1).all()
+
+
+def test_bad_faithfulness_arguments_are_explained(images):
+    net, truth = region_model()
+    maps = {"truth": np.broadcast_to(truth, (6, 32, 32))}
+    with pytest.raises(ValueError, match="fill='grey'.*'black' or 'blur'"):
+        faithfulness(net, images, 0, maps, fill="grey")
+    with pytest.raises(ValueError, match=r"maps\['truth'\] has shape \(3, 32, 32\).*\(6, h, w\)"):
+        faithfulness(net, images, 0, {"truth": truth[None].repeat(3, 0)})
+    with pytest.raises(ValueError, match="steps=0"):
+        faithfulness(net, images, 0, maps, steps=0)
+
+
+# --- figures ----------------------------------------------------------------------------
+
+
+def test_plots_return_figures_with_one_line_per_method():
+    r = Randomization(layers=["trained", "1 Linear"], methods=["gradient", "edges"],
+                      correlation=np.array([[1.0, 0.2], [1.0, 1.0]], np.float32),
+                      compared=np.array([3, 3]))
+    fig = plot_randomization(r)
+    assert isinstance(fig, Figure) and len(fig.axes[0].get_lines()) == 2 + 1  # + zero line
+    f = Faithfulness(methods=["gradient", "random"], fill="black",
+                     fractions=np.linspace(0, 1, 3), deletion=np.ones((2, 3)),
+                     insertion=np.ones((2, 3)), deletion_area=np.ones(2),
+                     insertion_area=np.ones(2), beats_random_deletion=np.ones(1),
+                     beats_random_insertion=np.ones(1), beats_random=np.ones(1))
+    fig = plot_faithfulness(f)
+    assert isinstance(fig, Figure) and [len(ax.get_lines()) for ax in fig.axes] == [2, 2]
