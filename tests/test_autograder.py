@@ -474,8 +474,10 @@ def test_every_case_gets_its_status_points_and_report_line(graded, run, student)
     text = row["details"] + " | " + row["notes"]
     auto = next(k for k in row if k.startswith("autograded_of_"))
     assert row["status"] == status, text
-    extra = 2 if "ex8" in row and score == 5 else 0  # Exercise 8, where the notebook has it
-    assert _num(row[auto]) == (None if score is None else score + extra), text
+    ex8 = _num(row.get("ex8")) or 0  # Exercise 8, where the notebook has it
+    if "ex8" in row and score == 5:
+        assert ex8 == 2, text  # honest work gets Exercise 8's points too
+    assert _num(row[auto]) == (None if score is None else score + ex8), text
     for ex, points in per_ex.items():
         assert _num(row[ex]) == points, (ex, text)
     for phrase in phrases:
