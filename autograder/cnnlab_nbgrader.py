@@ -1,53 +1,65 @@
-"""The nbgrader side of the cnnlab course: what ``nbgrader_config.py`` plugs into nbgrader.
+"""The cnnlab course inside nbgrader: what ``nbgrader_config.py`` plugs into it.
 
-- :func:`cell_timeout`: a per-cell time limit, long for the instructor's locked cells
-  (set-up, plots), short for student cells (answers and any cell a student added).
-- :class:`ExportAnswers` / :class:`DropExport`: add, after the notebook's last cell, the
-  cell that exports the answers for the independent re-check (see ``recheck.py``), then
-  remove it again before the autograded notebook is saved.
-- :class:`HideHiddenTests`: in generated feedback, remove the hidden tests from the
-  test cells and cut tracebacks in them down to their last line (which holds the
-  checks' teaching message), so that no hidden test is shown to the student.
-- :func:`load_settings` / :func:`kernel_environment`: the course's settings
-  (``cnnlab_course.json``, written by ``cnnlab_grade.py setup``) and the environment
-  the grading kernel needs: profile, checkpoint folder, data.
+Every grading path (``nbgrader autograde``, formgrader's Autograde button,
+``cnnlab_grade.py grade``) runs these, so they all grade alike:
 
-This file is copied into the course folder beside ``nbgrader_config.py``.
+- :class:`Repair` (first of ``Autograde.sanitize_preprocessors``): checks the submission
+  is the notebook collected, re-attaches stripped nbgrader metadata, restores edited
+  locked cells, re-inserts deleted ones, and records what it found (``repair.py``);
+- :class:`AddGradingCells` / :class:`DropGradingCells` (around ``Execute``): a cell before
+  the set-up that gives the kernel the course's settings back (a student may set
+  ``CNNLAB_PROFILE`` above it, as the lesson suggests), the answer export after the last
+  cell, cells after the last test skipped; afterwards these are removed and the exported
+  answers read from the kernel's runtime folder (``recheck.read_export``);
+- :class:`Recheck` (after ``SaveAutoGrades``): the genuine checks on the exported answers
+  with the course model; a test passed in the kernel but refuted here gets a manual 0,
+  and a 0 this step gave earlier is lifted again when the answer now holds;
+- :func:`finish` (``Autograde.post_convert_hook``): removes the runtime folder;
+- :class:`HideHiddenTests` (feedback): no hidden test source, nor any output quoting one;
+- :class:`CnnlabExport` (``ExportApp.plugin_class``): ``nbgrader export`` writes the
+  course's CSV (status, exercises, written answers, total, details).
+
+Grading records (repairs, re-check results) go to ``COURSE/grading/status/<student>.json``,
+written only by the grading process; the kernel never sees that folder.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
+import re
+import shutil
 import time
 from pathlib import Path
 
+import nbformat
+import recheck as rc
+import sandbox
 from nbformat.v4 import new_code_cell
-from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
-from traitlets import Bool, Unicode
+from nbgrader.plugins import ExportPlugin
+from nbgrader.preprocessors import ClearHiddenTests, Execute, NbGraderPreprocessor
+from repair import Integrity, check_and_repair
 
-from recheck import EXPORT_CELL_ID, export_source
-
+#: The course folder (nbgrader_config.py sets it; by default the folder of this file).
+COURSE = Path(__file__).resolve().parent
 SETTINGS_FILE = "cnnlab_course.json"
+ADDED = "cnnlab_autograder_added"
+SKIPPED = "cnnlab_autograder_skipped"
+SKIP_TAG = "skip-execution"
+PRELUDE_ID = "cnnlab-autograder-settings"
 
-#: Defaults when the course has no settings file yet.
 DEFAULTS = {
-    "course_id": "cnnlab",
-    "assignment": "cnn_interpretability",
-    "profile": "quick",
-    "instructor_cell_timeout": 300,  # s; set-up, plots, t-SNE under the quick profile
-    "student_cell_timeout": 60,  # s; an answer is a line or two and a plot
-    "submission_timeout": 600,  # s; the whole submission (enforced by cnnlab_grade.py)
-    "run_after_last_test": False,  # run the instructor's cells after the last test cell?
+    "course_id": "cnnlab", "assignment": "cnn_interpretability", "profile": "quick",
+    "instructor_cell_timeout": 300, "student_cell_timeout": 60, "submission_timeout": 600,
+    "run_after_last_test": False, "kernel_memory_mb": 4096, "kernel_tasks": 256,
+    "kernel_threads": 1, "sandbox": True,
 }
 
-#: nbclient skips code cells with this tag (``Execute.skip_cells_with_tag``).
-SKIP_TAG = "skip-execution"
-_SKIPPED = "cnnlab_autograder_skipped"
 
-
-def load_settings(folder: str | os.PathLike) -> dict:
-    """The course settings: ``DEFAULTS`` updated with ``<folder>/cnnlab_course.json``."""
+def load_settings(folder: str | os.PathLike | None = None) -> dict:
+    folder = COURSE if folder is None else folder
     settings = dict(DEFAULTS)
     path = Path(folder) / SETTINGS_FILE
     if path.exists():
@@ -56,126 +68,347 @@ def load_settings(folder: str | os.PathLike) -> dict:
     return settings
 
 
-def kernel_environment(settings: dict) -> dict[str, str]:
-    """Environment variables for the grading kernel (it inherits nbgrader's)."""
-    env = {
-        "CNNLAB_PROFILE": settings["profile"],
-        "MPLBACKEND": "Agg",  # no GUI backend while grading
-        "TQDM_DISABLE": "1",  # no progress bars in autograded notebooks
-    }
-    if settings.get("checkpoints"):
-        env["CNNLAB_CHECKPOINTS"] = settings["checkpoints"]
-    env["CNNLAB_SOURCE"] = settings.get("source") or "auto"
-    if settings.get("data"):
-        env["CNNLAB_DATA"] = settings["data"]
-    if settings.get("cache"):
-        env["CNNLAB_CACHE"] = settings["cache"]
-    if settings.get("cnnlab_path"):  # cnnlab imported from a checkout, not installed
-        parts = [settings["cnnlab_path"]] + [p for p in os.environ.get("PYTHONPATH", "").split(
-            os.pathsep) if p and p != settings["cnnlab_path"]]
-        env["PYTHONPATH"] = os.pathsep.join(parts)
-    return env
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def status_path(course, sid: str) -> Path:
+    return Path(course) / "grading" / "status" / f"{sid}.json"
+
+
+def read_status(course, sid: str) -> dict:
+    p = status_path(course, sid)
+    return json.loads(p.read_text()) if p.exists() else {"student": sid}
+
+
+def update_status(course, sid: str, **fields) -> dict:
+    st = read_status(course, sid)
+    st.update(fields)
+    p = status_path(course, sid)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(st, indent=1, default=str))
+    os.replace(tmp, p)
+    return st
+
+
+def runtime_dir(course, sid: str) -> Path:
+    return Path(course) / "grading" / "runtime" / sid
+
+
+def _nbg(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader") or {}
+
+
+def _is_test(cell) -> bool:
+    m = _nbg(cell)
+    return cell.get("cell_type") == "code" and bool(m.get("grade")) and not m.get("solution")
 
 
 def cell_timeout(settings: dict):
-    """``Execute.timeout_func``: seconds allowed for one cell, by who wrote it."""
-    instructor = int(settings["instructor_cell_timeout"])
-    student = int(settings["student_cell_timeout"])
-
+    """``Execute.timeout_func``: long for the instructor's locked cells, short for students'."""
     def timeout(cell) -> int:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        return instructor if meta.get("locked") else student
-
+        locked = _nbg(cell).get("locked") or cell.get("metadata", {}).get(ADDED)
+        return int(settings["instructor_cell_timeout" if locked else "student_cell_timeout"])
     return timeout
-
-
-def answers_path(course_root: str | os.PathLike, student: str) -> Path:
-    """Where the export cell of ``student``'s notebook writes its answers."""
-    return Path(course_root) / "cnnlab" / "answers" / f"{student}.pt"
-
-
-def progress_path(course_root: str | os.PathLike, student: str) -> Path:
-    """Where the cell being executed for ``student`` is noted (to name a cell that hangs
-    or kills the kernel: nbgrader's log does not say which)."""
-    return Path(course_root) / "cnnlab" / "progress" / f"{student}.json"
 
 
 _progress: dict = {"path": None}
 
 
 def note_cell(cell=None, cell_index=None, **_):
-    """``Execute.on_cell_execute`` hook: record which cell starts running."""
-    path = _progress["path"]
-    if path is None or cell is None:
-        return
-    name = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or cell.get("id")
-    path.write_text(json.dumps({"cell": name, "index": cell_index, "started": time.time()}))
+    """``Execute.on_cell_execute``: which cell runs (names the one that hangs or kills)."""
+    if _progress["path"] is not None and cell is not None:
+        name = _nbg(cell).get("grade_id") or cell.get("id")
+        _progress["path"].write_text(json.dumps({"cell": name, "index": cell_index}))
 
 
-class ExportAnswers(NbGraderPreprocessor):
-    """Append the answer-export cell (autograde phase, before ``Execute``).
+# ---------------------------------------------------------------------------
+# preprocessors
+# ---------------------------------------------------------------------------
 
-    Unless ``run_after_last_test`` is set, the code cells after the last autograded
-    test cell are tagged to be skipped: no score depends on them, and in this lab they
-    hold the slowest cells (occlusion, t-SNE, the explorers).
-    """
+class SandboxedExecute(Execute):
+    """nbgrader's Execute with the sandbox's kernel manager (Execute would force its own)."""
 
-    course_root = Unicode(help="The course folder (its cnnlab/answers/ receives the exports)."
-                          ).tag(config=True)
-    run_after_last_test = Bool(False, help="Also run the code cells after the last test cell."
-                               ).tag(config=True)
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("kernel_manager_class", sandbox.SandboxKernelManager)
+        super().__init__(*args, **kwargs)
+
+
+class Repair(NbGraderPreprocessor):
+    """Sanitize phase, first: the collected notebook, repaired against the release."""
 
     def preprocess(self, nb, resources):
-        course = self.course_root or os.getcwd()
-        student = resources["nbgrader"]["student"]
-        path = answers_path(course, student)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        progress = progress_path(course, student)
-        progress.parent.mkdir(parents=True, exist_ok=True)
-        progress.unlink(missing_ok=True)
-        _progress["path"] = progress
-        if not self.run_after_last_test:
-            tests = [k for k, c in enumerate(nb.cells) if _is_test(c)]
-            for c in nb.cells[tests[-1] + 1:] if tests else []:
+        s = load_settings()
+        sid, a = resources["nbgrader"]["student"], resources["nbgrader"]["assignment"]
+        path = Path(resources["metadata"]["path"]) / f"{resources['nbgrader']['notebook']}.ipynb"
+        collected = read_status(COURSE, sid).get("collected_sha256")
+        if collected and path.exists() and sha256(path) != collected:
+            raise RuntimeError(f"{path} changed after it was collected: collect it again")
+        release = nbformat.read(COURSE / "release" / a / f"{a}.ipynb", as_version=4)
+        repaired, found = check_and_repair(nb, release)
+        update_status(COURSE, sid, integrity=found.to_dict(), graded_sha256=sha256(path)
+                      if path.exists() else None, profile=s["profile"], grading=None,
+                      recheck=None, refuted=None, cell_errors=None)
+        return repaired, resources
+
+
+class AddGradingCells(NbGraderPreprocessor):
+    """Autograde phase, before Execute: the settings cell, the export cell, skips."""
+
+    def preprocess(self, nb, resources):
+        s = load_settings()
+        sid, a = resources["nbgrader"]["student"], resources["nbgrader"]["assignment"]
+        runtime = runtime_dir(COURSE, sid)
+        shutil.rmtree(runtime, ignore_errors=True)
+        runtime.mkdir(parents=True)
+        os.environ[sandbox.RUNTIME_ENV] = str(runtime)
+        _progress["path"] = runtime.parent / f"{sid}.progress.json"
+        _progress["path"].unlink(missing_ok=True)
+        source = nbformat.read(COURSE / "source" / a / f"{a}.ipynb", as_version=4)
+        env = {k: v for k, v in sandbox.kernel_environment(s).items() if k.startswith("CNNLAB_")}
+        prelude = new_code_cell(f"import os as _os\n_os.environ.update({env!r})\ndel _os")
+        prelude.id, prelude.metadata[ADDED] = PRELUDE_ID, True
+        exports = {}
+        for ex in rc.exercises(source):
+            cell = new_code_cell(rc.export_source(runtime / f"{ex.test_id}.pt", ex.answers))
+            cell.id, cell.metadata[ADDED] = f"{rc.EXPORT_CELL_ID}-{ex.test_id}", True
+            exports[ex.test_id] = cell
+        tests = [k for k, c in enumerate(nb.cells) if _is_test(c)]
+        if not s["run_after_last_test"] and tests:
+            for c in nb.cells[tests[-1] + 1:]:
                 tags = c.setdefault("metadata", {}).setdefault("tags", [])
                 if c.cell_type == "code" and SKIP_TAG not in tags:
                     tags.append(SKIP_TAG)
-                    c.metadata[_SKIPPED] = True
-        cell = new_code_cell(export_source(path))
-        cell.id = EXPORT_CELL_ID
-        nb.cells = [c for c in nb.cells if c.get("id") != EXPORT_CELL_ID] + [cell]
+                    c.metadata[SKIPPED] = True
+        first = next((k for k, c in enumerate(nb.cells)
+                      if c.cell_type == "code" and _nbg(c).get("locked")), 0)
+        cells = []
+        for k, c in enumerate(nb.cells):
+            cells += ([prelude] if k == first else []) + [c]
+            if _is_test(c) and _nbg(c).get("grade_id") in exports:
+                cells.append(exports[_nbg(c)["grade_id"]])
+        nb.cells = cells
         return nb, resources
 
 
-class DropExport(NbGraderPreprocessor):
-    """Remove the answer-export cell (autograde phase, right after ``Execute``)."""
+class DropGradingCells(NbGraderPreprocessor):
+    """Autograde phase, right after Execute: remove the added cells, take the export."""
 
     def preprocess(self, nb, resources):
-        nb.cells = [c for c in nb.cells if c.get("id") != EXPORT_CELL_ID]
+        prefix = rc.EXPORT_CELL_ID + "-"
+        tests = [c.id[len(prefix):] for c in nb.cells if c.get("id", "").startswith(prefix)]
+        nb.cells = [c for c in nb.cells if not c.get("metadata", {}).get(ADDED)]
         for c in nb.cells:
-            if c.get("metadata", {}).pop(_SKIPPED, False):
-                c.metadata["tags"] = [t for t in c.metadata.get("tags", []) if t != SKIP_TAG]
+            if c.get("metadata", {}).pop(SKIPPED, False):
+                c.metadata["tags"] = [t for t in c.metadata["tags"] if t != SKIP_TAG]
                 if not c.metadata["tags"]:
                     del c.metadata["tags"]
+        runtime = runtime_dir(COURSE, resources["nbgrader"]["student"])
+        resources["cnnlab_export"] = {t: rc.read_export(runtime / f"{t}.pt") for t in tests}
         return nb, resources
 
 
-def _is_test(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
+_cache: dict = {}
+
+
+def course_model(settings: dict):
+    if "model" not in _cache:
+        from cnnlab import load_checkpoint
+        _cache["model"] = load_checkpoint(settings["checkpoint"], map_location="cpu")[0].eval()
+    return _cache["model"]
+
+
+def _test_images(settings: dict):
+    if "test" not in _cache:
+        import cnnlab
+        config = cnnlab.get_config(settings["profile"])
+        _cache["test"] = cnnlab.load_lab_data(config, settings.get("data"),
+                                              settings.get("source") or "auto")[1]
+    return _cache["test"]
+
+
+class Recheck(NbGraderPreprocessor):
+    """Autograde phase, after SaveAutoGrades: the genuine checks outside the kernel."""
+
+    def preprocess(self, nb, resources):
+        from nbgrader.api import Gradebook
+
+        s = load_settings()
+        sid, a = resources["nbgrader"]["student"], resources["nbgrader"]["assignment"]
+        source = nbformat.read(COURSE / "source" / a / f"{a}.ipynb", as_version=4)
+        found = rc.exercises(source)
+        model = course_model(s)
+        need = {n for ex in found for n in ex.args if n not in ex.answers}
+        trusted = rc.trusted_values(source, need, model, lambda: _test_images(s))
+        results = rc.recheck(resources.get("cnnlab_export") or {}, found, trusted)
+        earlier = set(read_status(COURSE, sid).get("overrides") or [])
+        overrides, refuted = [], []
+        with Gradebook(resources["nbgrader"]["db_url"]) as gb:
+            for ex in found:
+                g = gb.find_grade(ex.test_id, resources["nbgrader"]["notebook"], a, sid)
+                ok = results[ex.test_id][0]
+                if g.auto_score and not ok:
+                    g.manual_score, g.needs_manual_grade = 0.0, False
+                    overrides.append(ex.test_id)
+                    refuted.append(ex.test_id)
+                elif ex.test_id in earlier and g.manual_score == 0:  # lift our own 0
+                    g.manual_score, g.needs_manual_grade = None, False
+            gb.db.commit()
+        update_status(COURSE, sid, recheck=results, overrides=overrides, refuted=refuted,
+                      cell_errors=cell_errors(nb), rechecked_at=time.time())
+        return nb, resources
+
+
+def finish(assignment=None, student=None, notebooks=None, **_):
+    """``Autograde.post_convert_hook``: the kernel's runtime folder goes."""
+    shutil.rmtree(runtime_dir(COURSE, student), ignore_errors=True)
+    sandbox.sweep_cgroups()
+
+
+def cell_errors(nb) -> list[dict]:
+    out = []
+    for k, c in enumerate(nb.cells):
+        errors = [o for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        if c.cell_type == "code" and errors:
+            out.append({"cell": _nbg(c).get("grade_id") or f"cell {k + 1}",
+                        "error": errors[0].get("ename"), "test": _is_test(c),
+                        "timed_out": any(o.get("ename") == "CellTimeoutError" for o in errors)})
+    return out
 
 
 class HideHiddenTests(ClearHiddenTests):
-    """For feedback: drop hidden-test regions and the traceback frames that would quote them."""
+    """Feedback: remove hidden tests, their tracebacks, and any output quoting them."""
 
     enforce_metadata = False
 
+    def preprocess(self, nb, resources):
+        hidden = set()
+        for c in nb.cells:
+            for block in re.findall(r"### BEGIN HIDDEN TESTS(.*?)### END HIDDEN TESTS",
+                                    c.source, flags=re.S):
+                hidden |= {ln.strip() for ln in block.splitlines() if len(ln.strip()) >= 8}
+        self._hidden = hidden
+        return super().preprocess(nb, resources)
+
     def preprocess_cell(self, cell, resources, cell_index):
-        if cell.cell_type == "code" and self.begin_test_delimeter in cell.source:
+        if cell.cell_type != "code":
+            return cell, resources
+        test = self.begin_test_delimeter in cell.source
+        if test:
             self._remove_hidden_test_region(cell)
-            for out in cell.get("outputs", []):
-                if out.get("output_type") == "error":
-                    last = f"{out.get('ename', 'Error')}: {out.get('evalue', '')}"
-                    out["traceback"] = [last, "(the failing test is hidden)"]
+        for k, out in enumerate(cell.get("outputs", [])):
+            text = json.dumps(out)
+            if test and out.get("output_type") == "error":
+                out["traceback"] = [f"{out.get('ename', 'Error')}: {out.get('evalue', '')}",
+                                    "(the failing test is hidden)"]
+            elif any(line in text or json.dumps(line)[1:-1] in text for line in self._hidden):
+                cell.outputs[k] = nbformat.v4.new_output(
+                    "stream", name="stdout", text="[output removed: it quoted a hidden test]\n")
         return cell, resources
+
+
+# ---------------------------------------------------------------------------
+# the grade table (nbgrader export and cnnlab_grade.py report)
+# ---------------------------------------------------------------------------
+
+def _exercise(name: str) -> str:
+    m = re.match(r"(ex\d+)_", name)
+    return m.group(1) if m else name
+
+
+def _key(e: str):
+    return (len(e), e)
+
+
+def grade_rows(gb, settings: dict, students: list[str] | None = None):
+    """(columns, rows): one row per student with status, points, details, notes."""
+    from nbgrader.api import MissingEntry
+
+    a = settings["assignment"]
+    nb_def = gb.find_notebook(a, a)
+    written_ids = {c.name for c in nb_def.solution_cells}
+    cells = sorted(nb_def.grade_cells, key=lambda c: _key(_exercise(c.name)))
+    auto = [c for c in cells if c.name not in written_ids]
+    written = [c for c in cells if c.name in written_ids]
+    auto_max, written_max = sum(c.max_score for c in auto), sum(c.max_score for c in written)
+    columns = ["student", "status", f"autograded_of_{auto_max:g}",
+               *[_exercise(c.name) for c in auto], f"written_of_{written_max:g}",
+               *[_exercise(c.name) for c in written], f"total_of_{auto_max + written_max:g}",
+               "details", "notes"]
+    if students is None:
+        students = sorted({s.id for s in gb.students} | {
+            p.stem for p in (COURSE / "grading" / "status").glob("*.json")}
+            if (COURSE / "grading" / "status").exists() else {s.id for s in gb.students})
+    rows = []
+    for sid in students:
+        st = read_status(COURSE, sid)
+        grading = st.get("grading") or {}
+        outcome = grading.get("outcome", "graded")
+        try:
+            sub = gb.find_submission_notebook(a, a, sid)
+            grades = {g.name: g for g in sub.grades}
+        except MissingEntry:
+            grades = {}
+        details, notes = [], []
+        row = dict.fromkeys(columns, "")
+        row["student"] = sid
+        if outcome != "graded" or not grades or st.get("recheck") is None:
+            row["status"] = "ungradable"
+            details.append((grading.get("reason") or "not autograded") + (
+                f" (running {grading['cell']})" if grading.get("cell") else ""))
+        else:
+            points = {}
+            for c in auto + written:
+                g = grades[c.name]
+                graded = g.score is not None and not (g.needs_manual_grade and g.manual_score is None)
+                points[c.name] = g.score if graded else None
+                row[_exercise(c.name)] = _fmt(points[c.name])
+            a_pts = [points[c.name] for c in auto]
+            w_pts = [points[c.name] for c in written]
+            row[columns[2]] = _fmt(None if None in a_pts else sum(a_pts))
+            row[columns[3 + len(auto)]] = _fmt(None if None in w_pts else sum(w_pts))
+            row[columns[-3]] = _fmt(None if None in a_pts + w_pts else sum(a_pts + w_pts))
+            integrity = Integrity(**st.get("integrity", {}))
+            details += integrity.tamper_details()
+            for t in st.get("refuted") or []:
+                msg = st["recheck"][t][1]
+                details.append(f"{t} passed inside the notebook but the re-check outside it "
+                               f"fails (\"{msg[:90]}\"): set to 0")
+            row["status"] = "tampered" if details else "graded"
+            notes += integrity.repair_details()
+            blank = [e["cell"] for e in st.get("cell_errors") or []
+                     if e["error"] == "NotImplementedError" and e["cell"].endswith("_answer")]
+            if blank:
+                notes.append("left blank: " + ", ".join(blank))
+            for e in st.get("cell_errors") or []:
+                if e["timed_out"]:
+                    notes.append(f"{e['cell']} interrupted at its time limit")
+                elif not e["test"] and e["cell"] not in blank:
+                    notes.append(f"{e['cell']} raised {e['error']}")
+        row["details"], row["notes"] = "; ".join(details), "; ".join(notes)
+        rows.append(row)
+    return columns, rows
+
+
+def _fmt(x) -> str:
+    return "" if x is None else f"{x:g}"
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+
+
+class CnnlabExport(ExportPlugin):
+    """``nbgrader export``: the course's grade table (default ``reports/grades.csv``)."""
+
+    def export(self, gradebook) -> None:
+        settings = load_settings()
+        columns, rows = grade_rows(gradebook, settings, [str(s) for s in self.student] or None)
+        dest = Path(self.to or COURSE / "reports" / "grades.csv")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_csv(dest, columns, rows)
+        self.log.info("Wrote %s (%d students)", dest, len(rows))

@@ -1,75 +1,70 @@
 """nbgrader configuration of the cnnlab course (nbgrader 0.9.6).
 
-``python autograder/cnnlab_grade.py setup COURSE`` copies this file, ``cnnlab_nbgrader.py``
-and ``recheck.py`` into the course folder, beside the ``cnnlab_course.json`` it writes
-(profile, checkpoint folder, data, time limits). Every ``nbgrader`` command run in the
-course folder (generate_assignment, autograde, formgrader, export, generate_feedback)
-then reads it. Values:
+``cnnlab_grade.py setup COURSE`` copies this file, ``cnnlab_nbgrader.py``, ``repair.py``,
+``recheck.py`` and ``sandbox.py`` into the course folder, beside the ``cnnlab_course.json``
+it writes. Every ``nbgrader`` command run there (autograde, formgrader, export,
+generate_feedback) then grades the way ``cnnlab_grade.py grade`` does:
 
-- course ``cnnlab``, one assignment ``cnn_interpretability`` built from
-  ``solutions/cnn_interpretability.ipynb`` (copied to ``source/``);
-- the grading kernel inherits ``CNNLAB_PROFILE`` (quick by default), ``CNNLAB_CHECKPOINTS``
-  (the course's ``checkpoints/`` with the model trained once at setup, so no student's
-  notebook retrains it) and the data location;
-- per-cell time limits: 300 s for the instructor's locked cells, 60 s for student
-  cells (the quick profile's slowest cell takes seconds); a cell over its limit is
-  interrupted and the rest of the notebook still runs;
-- deleted test cells are re-inserted (``OverwriteCells.add_missing_cells``), never left
-  "needs manual grade";
-- the instructor's cells after the last test cell (occlusion, t-SNE, explorers) are not
-  run while grading: no score depends on them, and they are the slowest
-  (``run_after_last_test`` in cnnlab_course.json turns them back on);
-- an answer-export cell runs after the notebook for the independent re-check, and is
-  removed before the autograded notebook is saved;
-- feedback never shows hidden tests.
+- every student kernel runs in the bubblewrap sandbox (kernelspec ``cnnlab-sandbox`` in
+  ``COURSE/kernels/``, Unix-socket transport, a fresh runtime folder per kernel);
+- the submission is repaired against the release before nbgrader's own sanitizing;
+- per-cell time limits: the instructor's locked cells get ``instructor_cell_timeout``
+  (300 s), student cells ``student_cell_timeout`` (60 s), then are interrupted;
+- the answers are exported from the kernel and re-checked outside it, in the gradebook;
+- feedback never shows hidden tests; ``nbgrader export`` writes the course's CSV.
 """
 
 import os
 import sys
+from pathlib import Path
 
 here = os.path.dirname(os.path.abspath(__file__))
 if here not in sys.path:
     sys.path.insert(0, here)
 
 import cnnlab_nbgrader as course  # noqa: E402
+import sandbox  # noqa: E402
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Execute,  # noqa: E402
-                                    GetGrades, IgnorePattern, LimitOutput, SaveAutoGrades)
+from nbgrader.preprocessors import (  # noqa: E402
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
+    GetGrades,
+    IgnorePattern,
+    LimitOutput,
+    OverwriteCells,
+    OverwriteKernelspec,
+    SaveAutoGrades,
+)
 
+course.COURSE = Path(here)  # whichever copy of cnnlab_nbgrader was imported
 settings = course.load_settings(here)
 c = get_config()  # noqa: F821 (defined by traitlets when it loads this file)
 
 c.CourseDirectory.course_id = settings["course_id"]
 c.CourseDirectory.root = here
 
-# --- execution ------------------------------------------------------------------
-c.Execute.timeout = int(settings["student_cell_timeout"])  # used if timeout_func is unset
+# --- the sandboxed kernel -------------------------------------------------------
+os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [here, os.environ.get("JUPYTER_PATH")]))
+c.Execute.kernel_name = sandbox.KERNEL_NAME
+c.KernelManager.transport = "ipc"
+c.Execute.timeout = int(settings["student_cell_timeout"])
 c.Execute.timeout_func = course.cell_timeout(settings)
-c.Execute.interrupt_on_timeout = True  # an ordinary endless loop: interrupt, grade the rest
+c.Execute.interrupt_on_timeout = True  # an endless loop is interrupted, the rest graded
 c.Execute.startup_timeout = 120
-c.Execute.on_cell_execute = course.note_cell  # names the cell that hangs or kills the kernel
-os.environ.update(course.kernel_environment(settings))  # the kernel inherits these
+c.Execute.on_cell_execute = course.note_cell
 
-# --- sanitizing and grading -------------------------------------------------------
-# Deleted grade cells go back in rather than staying "needs manual grade" for ever.
-# cnnlab_grade.py re-inserts them itself before nbgrader runs: nbgrader 0.9.6's own
-# re-insertion raises KeyError when the cell before the deleted one in the source is a
-# locked cell that is not graded (ex4_test follows features_shape), failing the submission.
-c.OverwriteCells.add_missing_cells = True
-c.ExportAnswers.course_root = here
-c.ExportAnswers.run_after_last_test = bool(settings["run_after_last_test"])
-c.Execute.skip_cells_with_tag = course.SKIP_TAG  # nbclient's default, stated
-c.Autograde.autograde_preprocessors = [
-    course.ExportAnswers,
-    Execute,
-    course.DropExport,
-    IgnorePattern,
-    ClearMetadataPreprocessor,
-    LimitOutput,
-    SaveAutoGrades,
-    AssignLatePenalties,
-    CheckCellMetadata,
-]
+# --- sanitizing, grading, re-checking ---------------------------------------------
+c.Autograde.sanitize_preprocessors = [course.Repair, ClearOutput, DeduplicateIds,
+                                      OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
+c.Autograde.autograde_preprocessors = [course.AddGradingCells, course.SandboxedExecute,
+                                       course.DropGradingCells,
+                                       IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                       SaveAutoGrades, course.Recheck, AssignLatePenalties,
+                                       CheckCellMetadata]
+c.Autograde.post_convert_hook = course.finish
 
-# --- feedback -------------------------------------------------------------------
+# --- feedback and export ----------------------------------------------------------
 c.GenerateFeedback.preprocessors = [GetGrades, course.HideHiddenTests, CSSHTMLHeaderPreprocessor]
+c.ExportApp.plugin_class = course.CnnlabExport

@@ -1,27 +1,33 @@
-"""Benchmark: seconds to autograde one submission of the lab, as the instructor's command does.
+"""Benchmark: grading a class with ``autograder/cnnlab_grade.py``, sandboxed, 1 and 2 at a time.
 
-What it measures: a temporary nbgrader course made by ``autograder/cnnlab_grade.py
-setup`` (``quick`` profile, the course model saved once and reused by every
-submission), then ``--repeat`` gradings of the solution notebook, each as its own
-student, through ``cnnlab_grade.grade_students``: repair and checks against the
-release, ``nbgrader autograde`` in a worker process (kernel start, the notebook up to the
-last test cell, the answer export), and the re-check. Reported per run:
+What it measures, in one run on this machine: a temporary course made by ``setup``
+(``quick`` profile, the course model trained once or given by ``--checkpoint``), then
+``--n`` made-up submissions (default 40: a mix of correct answers in several forms,
+wrong answers, blank notebooks and broken ones: an exception, a missing import, an
+endless loop interrupted at the student-cell limit, a kernel that exits) graded by
+``grade_students``, each kernel in the bubblewrap sandbox:
 
-- ``nbgrader``: the worker's time for ``autograde`` of that student (what the issue's
-  30 s target is about);
-- ``end to end``: the same plus the repair, the re-check and the gradebook reads;
-- once more with ``run_after_last_test`` on, i.e. every cell of the notebook
-  (occlusion, t-SNE, explorers), for comparison.
+- ``--jobs 1`` and ``--jobs 2``: wall seconds for the class, seconds per submission,
+  the speed-up of 2 jobs (goal: at least 1.7x);
+- peak memory per kernel (its cgroup's peak where cgroups are used, else the sandbox
+  wrapper's ``RUSAGE_CHILDREN`` maximum RSS);
+- the sandbox's overhead: the first ``--subset`` submissions (default 8, to keep the
+  whole run near 12 minutes here) graded again with ``--no-sandbox`` at ``--jobs 1``,
+  against the same submissions' sandboxed times from the ``--jobs 1`` run, per
+  submission (nbgrader's own autograde time in each worker; goal: under 10 %);
+- an estimate, stated as one, for 300 students on a 16-core machine: 300 x the seconds
+  per submission at ``--jobs 1`` / (16 x the parallel efficiency measured at 2 jobs),
+  and 16 x the peak memory per kernel.
 
 On what: the data of ``--data`` (CIFAR-10 folder or ImageFolder archive; default
-``$CNNLAB_DATA``, else made-up images, said so), the model of ``--checkpoint`` when
-given (timings do not depend on the weights), else the quick profile trained once by
-``setup`` (a few minutes, not timed). The CPU's load average is printed with the
-times: on a shared machine they grow with it.
+``$CNNLAB_DATA``, else made-up images, said so); timings do not depend on the weights.
+The load average is printed: run it on an otherwise idle machine.
 
-Reproduce (from the repository root, nbgrader's environment active):
+Reproduce (from the repository root, nbgrader's environment active, bubblewrap
+installed; about 12 minutes on the project's 2-core CPU):
 
-    python benchmarks/bench_autograde.py --repeat 3
+    OMP_NUM_THREADS=1 python benchmarks/bench_autograde.py --n 40 --subset 8 \\
+        --checkpoint ~/.cache/cnnlab/checkpoints/cnnlab-quick.pt
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -38,63 +45,128 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "autograder"))
 
+STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+CORRECT = [
+    {"ex1_answer": "n_filters = model[0].out_channels", "ex2_answer": "conv2_weights = model[2].weight",
+     "ex4_answer": "extractor = model[:14]", "ex5_answer": "units = [1, 2, 4, 14, 23, 29, 127]"},
+    {"ex1_answer": "n_filters = 32", "ex2_answer": "conv2_weights = model[2].weight.detach().numpy()",
+     "ex4_answer": "extractor = model[:-3]", "ex5_answer": "units = (1, 2, 4, 14, 23, 29, 0)"},
+]
+WRONG = {"ex1_answer": "n_filters = 3", "ex2_answer": "conv2_weights = model[0].weight",
+         "ex4_answer": "extractor = model[:13]", "ex5_answer": "units = [1, 2, 4, 14, 23, 29, 128]"}
+BROKEN = [{"ex2_answer": "raise ValueError('oops')"},
+          {"ex1_answer": "import not_a_module_of_mine"},
+          {"ex4_answer": "while True:\n    pass"},
+          {"ex2_answer": "import os\nos._exit(3)"}]
+
+
+def make_submissions(release, n: int, folder: Path) -> dict[str, str]:
+    """``n`` submissions, interleaved: 40 % correct, 25 % wrong, 20 % blank, 15 % broken."""
+    import nbformat
+
+    cycle = ("correct wrong correct blank broken correct wrong correct blank correct "
+             "wrong broken correct blank wrong correct broken blank correct wrong").split()
+    kinds = {}
+    for k in range(n):
+        kind = cycle[k % len(cycle)]
+        answers = {"correct": CORRECT[k % 2], "wrong": WRONG, "blank": {},
+                   "broken": {**CORRECT[0], **BROKEN[k % 4]}}[kind]
+        nb = nbformat.from_dict(json.loads(json.dumps(release)))
+        for c in nb.cells:
+            if c.get("id") in answers:
+                c.source = c.source.replace(STUB, answers[c.id])
+        sid = f"s{k:03d}-{kind}"
+        (folder / sid).mkdir(parents=True)
+        nbformat.write(nb, folder / sid / "cnn_interpretability.ipynb")
+        kinds[sid] = kind
+    return kinds
+
+
+def _peaks(course: Path, students) -> list[float]:
+    out = []
+    for sid in students:
+        p = course / "grading" / "runtime" / f"{sid}.limits.json"
+        if p.exists():
+            out.append(json.loads(p.read_text())["peak_rss_mb"])
+            p.unlink()
+    return out
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=os.environ.get("CNNLAB_DATA"))
-    p.add_argument("--checkpoint", help="a model file to reuse instead of training")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--checkpoint", help="a quick-profile model file to reuse (else trained)")
+    p.add_argument("--n", type=int, default=40, help="submissions (40)")
+    p.add_argument("--subset", type=int, default=8, help="submissions for --no-sandbox (8)")
     p.add_argument("--keep", action="store_true", help="keep the temporary course")
     args = p.parse_args(argv)
 
+    import cnnlab_grade as g
     import nbformat
 
-    import cnnlab_grade as g
-
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
-                                          os.environ.get("PATH", "")])
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
     base = Path(tempfile.mkdtemp(prefix="cnnlab-bench-"))
     course = base / "course"
-    setup = ["setup", str(course), "--no-self-check",
+    setup = ["setup", str(course), "--no-self-check", "--student-cell-timeout", "10",
              *(["--data", args.data] if args.data else ["--synthetic"]),
              *(["--checkpoint", args.checkpoint] if args.checkpoint else [])]
-    print(f"$ cnnlab_grade.py {' '.join(setup)}")
-    if g.main(setup) != 0:
-        return 1
-    settings = g.load_settings(course)
-    a = settings["assignment"]
-    release = nbformat.read(course / "release" / a / f"{a}.ipynb", as_version=4)
-    source = nbformat.read(course / "source" / a / f"{a}.ipynb", as_version=4)
-    solution = g.solution_submission(release, source)
-
-    def grade_once(sid: str) -> tuple[float, float, float]:
-        dest = course / "submitted" / sid / a / f"{a}.ipynb"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(solution, dest)
-        start = time.perf_counter()
-        status = g.grade_students(course, settings, [sid], quiet=True)[sid]
-        wall = time.perf_counter() - start
-        rows = g.build_rows(course, settings, [sid])
-        assert rows[0]["auto"] == rows[0]["auto_max"], rows[0]
-        return status["grading"]["seconds"], wall, os.getloadavg()[0]
-
-    print(f"\ndata: {settings['data'] or 'made-up images (--synthetic)'}; profile "
-          f"{settings['profile']}; {os.cpu_count()} CPUs")
-    print(f"{'run':>18s} {'nbgrader s':>11s} {'end to end s':>13s} {'load avg':>9s}")
-    for i in range(args.repeat):
-        t, wall, load = grade_once(f"bench{i}")
-        print(f"{'up to last test ' + str(i + 1):>18s} {t:11.1f} {wall:13.1f} {load:9.2f}")
-    settings_file = course / "cnnlab_course.json"
-    data = json.loads(settings_file.read_text())
-    data["run_after_last_test"] = True
-    settings_file.write_text(json.dumps(data, indent=2))
-    settings = g.load_settings(course)
-    t, wall, load = grade_once("bench-all")
-    print(f"{'every cell':>18s} {t:11.1f} {wall:13.1f} {load:9.2f}")
-    if args.keep:
-        print(f"course kept in {course}")
-    else:
-        shutil.rmtree(base, ignore_errors=True)
+    print("data:", args.data or "made-up images (--synthetic)", "| load average:",
+          os.getloadavg(), flush=True)
+    try:
+        if g.main(setup) != 0:
+            return 1
+        settings = g._settings(course)
+        release = nbformat.read(course / "release" / g.A / f"{g.A}.ipynb", as_version=4)
+        kinds = make_submissions(release, args.n, base / "subs")
+        students = g.collect(course, base / "subs")
+        runs = {}
+        for name, jobs, chosen, no_sandbox in (
+                ("jobs 1", 1, students, False), ("jobs 2", 2, students, False),
+                ("no-sandbox, jobs 1", 1, students[:args.subset], True)):
+            start = time.perf_counter()
+            out = g.grade_students(course, settings, chosen, jobs=jobs, no_sandbox=no_sandbox,
+                                   quiet=True)
+            wall = time.perf_counter() - start
+            runs[name] = {"wall_s": round(wall, 1), "per_submission_s": round(wall / len(chosen), 2),
+                          "outcomes": {s: out[s]["outcome"] for s in chosen},
+                          "nbgrader_s": {s: out[s].get("seconds") for s in chosen},
+                          "peak_rss_mb": _peaks(course, chosen)}
+            print(f"{name:20s} {len(chosen):3d} submissions in {wall:7.1f} s "
+                  f"({wall / len(chosen):.2f} s each), load {os.getloadavg()[0]:.2f}", flush=True)
+        sub = [s for s in students[:args.subset]
+               if runs["jobs 1"]["nbgrader_s"][s] and runs["no-sandbox, jobs 1"]["nbgrader_s"][s]]
+        boxed = sum(runs["jobs 1"]["nbgrader_s"][s] for s in sub)
+        bare = sum(runs["no-sandbox, jobs 1"]["nbgrader_s"][s] for s in sub)
+        speedup = runs["jobs 1"]["wall_s"] / runs["jobs 2"]["wall_s"]
+        peaks = runs["jobs 1"]["peak_rss_mb"] + runs["jobs 2"]["peak_rss_mb"]
+        t1 = runs["jobs 1"]["per_submission_s"]
+        est = 300 * t1 / (16 * speedup / 2)
+        summary = {
+            "submissions": args.n, "kinds": {k: list(kinds.values()).count(k) for k in set(kinds.values())},
+            "speedup_jobs2": round(speedup, 2),
+            "sandbox_overhead": round(boxed / bare - 1, 3) if bare else None,
+            "overhead_on": len(sub),
+            "peak_rss_mb_per_kernel": {"median": statistics.median(peaks) if peaks else None,
+                                       "max": max(peaks) if peaks else None},
+            "estimate_300_students_16_cores_min": round(est / 60, 1),
+            "estimate_memory_16_kernels_gb": round(16 * max(peaks) / 1024, 1) if peaks else None,
+            "limits": g.sandbox.describe_limits(settings),
+        }
+        print(json.dumps(summary, indent=1))
+        print(f"speed-up of 2 jobs: {speedup:.2f}x (goal >= 1.7x); sandbox overhead on "
+              f"{len(sub)} submissions: {summary['sandbox_overhead']:+.1%} (goal < 10 %)"
+              if bare else "no overhead measured")
+        print(f"ESTIMATE (not measured): 300 students on 16 cores ~ {est / 60:.0f} min, "
+              f"assuming the 2-job efficiency holds at 16 jobs; memory ~ "
+              f"{summary['estimate_memory_16_kernels_gb']} GB for 16 kernels")
+        (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
+        (ROOT / "benchmarks" / "results" / "bench_autograde.json").write_text(
+            json.dumps({"summary": summary, "runs": runs}, indent=1))
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            print("kept", base)
     return 0
 
 

@@ -3,12 +3,13 @@
 The notebook-facing names are re-exported here; each lives in the module of its
 section (``cnnlab.data``, ``cnnlab.model``, ``cnnlab.device``, ``cnnlab.train``,
 ``cnnlab.filters``, ``cnnlab.activations``, ``cnnlab.occlusion``, ``cnnlab.embedding``,
-``cnnlab.metrics``, ``cnnlab.checks``, ``cnnlab.widgets``, ``cnnlab.lab``).
+``cnnlab.metrics``, ``cnnlab.views``, ``cnnlab.checks``, ``cnnlab.widgets``, ``cnnlab.lab``).
 """
 
 __version__ = "0.1.0"
 
-from .activations import extract_features, feature_extractor, plot_top_k, top_k, validate_units
+from .activations import (Firing, dead_units, extract_features, feature_extractor,
+                          firing_stats, plot_firing, plot_top_k, top_k, validate_units)
 from .config import LabConfig, get_config
 from .data import (CLASSES, DataError, Split, denormalize, load_cifar10, load_lab_data,
                    normalize, synthetic_cifar10, to_display)
@@ -19,7 +20,9 @@ from .metrics import plot_confusion
 from .model import N_UNITS, build_model, first_linear_index, load_checkpoint, save_checkpoint
 from .occlusion import occlusion_maps, occlusion_mask, plot_occlusion, top_k_occlusion
 from .train import Evaluation, History, evaluate, seed_everything, train_model, train_or_load
-from .widgets import embedding_explorer, filter_explorer, occlusion_explorer, unit_explorer
+from .views import UnitViews, plot_unit_views, unit_views
+from .widgets import (attribution_explorer, embedding_explorer, filter_explorer,
+                      occlusion_explorer, unit_explorer)
 
 __all__ = [
     "CLASSES", "N_UNITS", "DataError", "Evaluation", "History", "LabConfig", "Split",
@@ -31,4 +34,6 @@ __all__ = [
     "seed_everything", "synthetic_cifar10", "to_display", "top_k", "top_k_occlusion",
     "train_model", "train_or_load", "trustworthiness_score", "validate_units",
     "unit_explorer", "occlusion_explorer", "filter_explorer", "embedding_explorer",
+    "Firing", "dead_units", "firing_stats", "plot_firing",
+    "UnitViews", "plot_unit_views", "unit_views", "attribution_explorer",
 ]

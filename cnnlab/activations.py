@@ -3,13 +3,16 @@
 The extractor is the network up to and including its first ``nn.Linear``
 (``model[:14]`` for the course network): its output is the 128 "units" the lab
 studies. :func:`extract_features` runs images through it in batches;
-:func:`top_k` finds, for every unit, the images that excite it most.
+:func:`top_k` finds, for every unit, the images that excite it most;
+:func:`firing_stats` and :func:`dead_units` say how often each unit fires (is
+positive, so that the ReLU after the layer lets it through) and which never do.
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -299,3 +302,141 @@ def plot_top_k(
         lambda j, u: to_display(images[torch.as_tensor(top_indices[:, u])]),
         title or f"Top {k} images per unit (most activating at the top)",
     )
+
+
+@dataclass(frozen=True)
+class Firing:
+    """How often and how strongly each unit fires over a set of images.
+
+    A unit *fires* on an image when its value is positive: the ReLU after the
+    layer passes it on. A unit that never fires is *dead* on these images: the
+    rest of the network never sees it, and its top-K images are only the ones
+    that make it least negative.
+
+    Attributes:
+        rate: float64 (D,), the fraction of images on which each unit is > 0.
+        max: float32 (D,), each unit's largest value (its best image's).
+        mean_positive: float64 (D,), the mean of each unit's positive values
+            (0.0 for a unit that never fires).
+        n_images: N, the number of images the statistics are over.
+    """
+
+    rate: np.ndarray
+    max: np.ndarray
+    mean_positive: np.ndarray
+    n_images: int
+
+    @property
+    def dead(self) -> np.ndarray:
+        """int64 (n_dead,): the units that never fire, in increasing order."""
+        return np.flatnonzero(self.max <= 0).astype(np.int64)
+
+    @property
+    def dead_fraction(self) -> float:
+        """The fraction of the D units that never fire."""
+        return float(len(self.dead) / len(self.max))
+
+
+def firing_stats(features) -> Firing:
+    """How often each unit fires (is > 0) over the images, and how much.
+
+    Args:
+        features: (N, D) array or tensor of the units' values before the ReLU
+            (e.g. from :func:`extract_features` with the ``model[:14]`` extractor).
+
+    Returns:
+        A :class:`Firing` with ``rate``, ``max`` and ``mean_positive``, each (D,).
+
+    Raises:
+        ValueError: ``features`` is not a non-empty (N, D) array, or holds NaN.
+
+    Example:
+        >>> firing_stats(np.array([[1.0, -1.0], [3.0, -2.0]])).rate
+        array([1., 0.])
+    """
+    features = feature_array(features)
+    if not np.isfinite(features).all():
+        raise ValueError(
+            "features holds NaN or infinite values: the network's weights have "
+            "diverged, or the features were not computed from images. Recompute them "
+            "with extract_features(extractor, images)."
+        )
+    positive = features > 0
+    fired = positive.sum(axis=0)
+    total = np.where(positive, features, 0).sum(axis=0, dtype=np.float64)
+    mean_positive = np.divide(total, fired, out=np.zeros(features.shape[1]),
+                              where=fired > 0)
+    return Firing(
+        rate=fired / features.shape[0],
+        max=features.max(axis=0).astype(np.float32),
+        mean_positive=mean_positive,
+        n_images=int(features.shape[0]),
+    )
+
+
+def dead_units(features) -> np.ndarray:
+    """The units that never fire: their value is <= 0 on every image.
+
+    Args:
+        features: (N, D) array or tensor of the units' values before the ReLU.
+
+    Returns:
+        int64 array of the dead units' numbers, in increasing order (may be empty).
+
+    Example:
+        >>> dead_units(np.array([[1.0, -1.0, 0.0], [3.0, -2.0, 0.0]]))
+        array([1, 2])
+    """
+    return firing_stats(features).dead
+
+
+def plot_firing(
+    features,
+    units: Sequence[int] | None = None,
+    fig: Figure | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Two bar charts over the units: how often each fires, and its largest value.
+
+    Dead units (never > 0) are drawn in red in both; the ``units`` the lab shows
+    are marked with their numbers.
+
+    Args:
+        features: (N, D) values before the ReLU, or a :class:`Firing` from
+            :func:`firing_stats`.
+        units: units to mark (validated against D); None marks none.
+        fig: figure to draw into (cleared first); a new one if None.
+        title: figure title; a default one (with the number of dead units) if None.
+
+    Returns:
+        The matplotlib Figure: firing rate on top, maximum value below.
+    """
+    stats = features if isinstance(features, Firing) else firing_stats(features)
+    n_units = len(stats.max)
+    marked = [] if units is None else validate_units(units, n_units)
+    dead = stats.max <= 0
+    colours = np.where(dead, "tab:red", "tab:blue")
+    x = np.arange(n_units)
+    fig = new_figure(fig, figsize=(11, 5))
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.bar(x, 100 * stats.rate, color=colours, width=0.9)
+    top.scatter(x[dead], np.full(int(dead.sum()), 2.0), marker="^", s=12, color="tab:red",
+                label="never fires", zorder=3)  # their bars have no height
+    if dead.any():
+        top.legend(loc="upper right", fontsize=8)
+    top.set_ylabel("fires on (% of images)")
+    top.set_ylim(0, 105)
+    bottom.bar(x, stats.max, color=colours, width=0.9)
+    bottom.axhline(0, color="black", linewidth=0.8)
+    bottom.set_ylabel("largest value")
+    bottom.set_xlabel("unit (red: never fires, so its top-K images are the least negative)")
+    bottom.set_xlim(-1, n_units)
+    for u in marked:
+        for ax, value in ((top, 100 * stats.rate[u]), (bottom, stats.max[u])):
+            ax.annotate(str(u), (u, value), xytext=(0, 3 if value >= 0 else -10),
+                        textcoords="offset points", ha="center", fontsize=8,
+                        fontweight="bold")
+    n_dead = int(dead.sum())
+    fig.suptitle(title or f"How often each unit fires on {stats.n_images:,} images: "
+                 f"{n_dead} of {n_units} never do")
+    return fig

@@ -2,7 +2,8 @@
 
 :func:`run_lab` follows the notebook's sections in order and writes, into one
 folder, a PNG per figure, ``summary.json`` (accuracy, per-class accuracy,
-t-SNE trustworthiness, the seconds of every stage) and ``index.html`` showing
+the fraction of dead units, t-SNE trustworthiness, section 6's sanity
+correlations and faithfulness areas, the seconds of every stage) and ``index.html`` showing
 them all. ``cnnlab lab`` calls it.
 """
 
@@ -20,7 +21,8 @@ from pathlib import Path
 import torch
 
 from ._io import atomic_write
-from .activations import extract_features, feature_extractor, plot_top_k, top_k
+from .activations import (extract_features, feature_extractor, firing_stats, plot_firing,
+                          plot_top_k, top_k)
 from .config import LabConfig
 from .data import Split
 from .device import get_device
@@ -28,7 +30,10 @@ from .embedding import embed, plot_embedding, trustworthiness_score
 from .filters import activation_maps, plot_activation_maps, plot_filters
 from .metrics import plot_confusion
 from .occlusion import plot_occlusion, top_k_occlusion
+from .sanity import (FILLS, cascading_randomization, faithfulness, plot_faithfulness,
+                     plot_randomization)
 from .train import evaluate, train_or_load
+from .views import plot_unit_views, unit_views
 
 #: The figures of the lab, in notebook order: file stem -> caption.
 FIGURES = {
@@ -38,6 +43,9 @@ FIGURES = {
     "(model[2]); each has 32 input channels, the first of which is shown in grey.",
     "activation_maps": "Section 1. The 32 feature maps of the first conv layer (after its ReLU) "
     "for one test image.",
+    "firing": "Sections 2-3. How often each of the 128 units fires (is positive) on the test "
+    "images, and its largest value: the red units never fire, so their top-K images are "
+    "only the least negative ones.",
     "top_k": "Section 3. The test images that excite each chosen unit of the 128-unit layer "
     "most, best first.",
     "occlusion": "Section 4. The same images, dimmed where hiding an 11x11 patch changed the "
@@ -46,6 +54,19 @@ FIGURES = {
     "class.",
     "confusion": "Section 5, Exercise 7. Confusion matrix on the test images, with per-class "
     "accuracy: the evidence for which classes the network confuses.",
+    "unit_views": "Section 6. One unit, every view: each chosen unit's best test images, then "
+    "occlusion, gradient, SmoothGrad, Integrated Gradients, Grad-CAM and the exact "
+    "contribution map on its best image (red raises the unit, blue lowers it), and an "
+    "image synthesized to excite it, with the activation it reaches.",
+    "randomization": "Section 6. The sanity check (cascading randomization): each method's maps "
+    "of the same units and images, compared with the trained network's (Spearman correlation "
+    "of |map|) as the layers are re-initialized from the top down. A method that stays high "
+    "does not depend on what the network learned.",
+    "faithfulness_black": "Section 6. Deletion and insertion curves with a black fill: the "
+    "unit's value as the pixels each map ranks highest are painted black (or are the only "
+    "ones kept), against a random ranking.",
+    "faithfulness_blur": "Section 6. The same curves with a blurred copy of the image as the "
+    "fill: which method looks faithful depends on what removing a pixel means.",
 }
 
 
@@ -115,6 +136,9 @@ def run_lab(
         extractor = feature_extractor(model)
         features = extract_features(extractor, test.images, progress=progress,
                                     precision=config.precision)
+    with stage("firing"):
+        firing = firing_stats(features)
+        _save(plot_firing(firing, config.units), out / "firing.png")
     with stage("top_k"):
         top = top_k(features, config.top_k)
         _save(plot_top_k(test.images, top, config.units), out / "top_k.png")
@@ -134,6 +158,20 @@ def run_lab(
     with stage("confusion"):
         _save(plot_confusion(result.confusion, test.classes, result.per_class_accuracy),
               out / "confusion.png")
+    with stage("unit_views"):
+        views = unit_views(model, test.images, top, config.units, seed=config.seed,
+                           progress=progress)
+        _save(plot_unit_views(views), out / "unit_views.png")
+    with stage("sanity"):
+        images6, targets6, maps6 = views.batch()
+        randomization = cascading_randomization(extractor, images6, targets6,
+                                                seed=config.seed)
+        _save(plot_randomization(randomization), out / "randomization.png")
+    with stage("faithfulness"):
+        faithful = {fill: faithfulness(extractor, images6, targets6, maps6, fill=fill,
+                                       seed=config.seed) for fill in FILLS}
+        for fill, curves in faithful.items():
+            _save(plot_faithfulness(curves), out / f"faithfulness_{fill}.png")
 
     history = info["metrics"].get("history", [])
     summary = {
@@ -150,7 +188,29 @@ def run_lab(
         "per_class_accuracy": dict(zip(test.classes, result.per_class_accuracy.tolist())),
         "training_history": history,
         "feature_shape": list(features.shape),
+        "dead_units": firing.dead.tolist(),
+        "dead_fraction": firing.dead_fraction,
+        "unit_views": {
+            str(u): {"best_activation": float(views.activation[j, 0]),
+                     "synthesized_activation": float(views.synthesized_activation[j])}
+            for j, u in enumerate(views.units)
+        },
         "trustworthiness": trust,
+        "sanity": {
+            "layers": list(randomization.layers),
+            "correlation": {m: [round(float(c), 4) for c in row] for m, row in
+                            zip(randomization.methods, randomization.correlation)},
+            "images_compared": dict(zip(randomization.methods,
+                                        randomization.compared.tolist())),
+        },
+        "faithfulness": {
+            fill: {m: {"deletion_area": float(curves.deletion_area[i]),
+                       "insertion_area": float(curves.insertion_area[i]),
+                       **({"beats_random": float(curves.beats_random[i])}
+                          if m != "random" else {})}
+                   for i, m in enumerate(curves.methods)}
+            for fill, curves in faithful.items()
+        },
         "tsne_points": n,
         "seconds": seconds,
         "total_seconds": round(sum(seconds.values()), 3),
@@ -170,6 +230,25 @@ def render_index(summary: dict) -> str:
     )
     stages = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f} s</td></tr>"
                      for k, v in summary["seconds"].items())
+    sanity = summary["sanity"]
+    sanity_head = "".join(f"<th>{html.escape(name)}</th>" for name in sanity["layers"])
+    sanity_rows = "".join(
+        f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{c:.2f}</td>" for c in row) + "</tr>"
+        for m, row in sanity["correlation"].items()
+    )
+    fills = list(summary["faithfulness"])
+    faith_head = "".join(f"<th>{html.escape(fill)}: deletion</th><th>insertion</th>"
+                         f"<th>beats random</th>" for fill in fills)
+    faith_rows = "".join(
+        f"<tr><td>{html.escape(m)}</td>" + "".join(
+            f"<td>{summary['faithfulness'][f][m]['deletion_area']:.3f}</td>"
+            f"<td>{summary['faithfulness'][f][m]['insertion_area']:.3f}</td>"
+            + (f"<td>{summary['faithfulness'][f][m]['beats_random']:.0%}</td>"
+               if "beats_random" in summary["faithfulness"][f][m] else "<td></td>")
+            for f in fills) + "</tr>"
+        for m in summary["faithfulness"][fills[0]]
+    )
+    n_dead = len(summary["dead_units"])
     figures = "".join(
         f'<figure><img src="{html.escape(name)}" alt="{html.escape(name)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
@@ -181,14 +260,24 @@ def render_index(summary: dict) -> str:
 body {{ font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; padding: 0 1em; }}
 figure {{ margin: 2em 0; }} img {{ max-width: 100%; }}
 figcaption {{ color: #444; }} table {{ border-collapse: collapse; }}
-td {{ padding: 0.15em 0.8em; border-bottom: 1px solid #ddd; }}
+td, th {{ padding: 0.15em 0.8em; border-bottom: 1px solid #ddd; }}
 </style></head><body>
 <h1>What does the network learn?</h1>
 <p>Profile <b>{html.escape(summary['profile'])}</b> on {html.escape(summary['device'])};
 {summary['train_images']:,} training and {summary['test_images']:,} test images
 ({html.escape(summary['test_source'])}). Test accuracy
-<b>{summary['accuracy']:.1%}</b>; t-SNE trustworthiness {summary['trustworthiness']:.3f}.</p>
+<b>{summary['accuracy']:.1%}</b>; t-SNE trustworthiness {summary['trustworthiness']:.3f}.
+Dead units (never positive on the test images): <b>{n_dead} of {summary['feature_shape'][1]}
+({summary['dead_fraction']:.0%})</b>.</p>
 {figures}
+<h2>Sanity check: correlation with the trained maps</h2>
+<p>Spearman correlation of |map| with the trained network's, as layers are re-initialized
+from the top down (mean over the chosen units' top images).</p>
+<table><tr><th>method</th>{sanity_head}</tr>{sanity_rows}</table>
+<h2>Faithfulness: areas under the deletion and insertion curves</h2>
+<p>Deletion: lower is better; insertion: higher is better; "beats random": the share of images
+where insertion minus deletion beats a random ranking's.</p>
+<table><tr><th>method</th>{faith_head}</tr>{faith_rows}</table>
 <h2>Per-class accuracy</h2><table>{rows}</table>
 <h2>Time per stage</h2><table>{stages}</table>
 <p>Peak memory: {summary['peak_rss_mb']:.0f} MB.</p>

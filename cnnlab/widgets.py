@@ -554,3 +554,139 @@ def embedding_explorer(
     rows = [ipw.HBox(class_boxes, layout=ipw.Layout(flex_flow="row wrap")), point_slider]
     box = _new_box(ipw, class_boxes=class_boxes, point_slider=point_slider)
     return _draw_into(box, ipw, rows, controls, make_figure)
+
+
+# --- Section 6: one unit, every view -------------------------------------------------
+
+
+def attribution_explorer(
+    model: nn.Module,
+    images,
+    features,
+    units: Sequence[int] | None = None,
+    k: int | None = None,
+    views=None,
+    *,
+    n_best: int = 3,
+    synthesize: bool = True,
+    method_options: dict[str, dict] | None = None,
+) -> ipywidgets.VBox:
+    """A unit slider, a method menu and an image picker over section 6's views.
+
+    The figure is :func:`cnnlab.views.plot_unit_views` for the unit on the
+    slider: every view (or the one picked in the menu) of the top image picked.
+    A unit's views are computed by :func:`cnnlab.views.unit_views` the first time
+    the slider reaches it (a few seconds: the gradient methods, occlusion and, with
+    ``synthesize``, an image made for the unit), then cached; the units of a
+    ``views`` computed beforehand are not computed again, and the slider starts
+    on the first of them.
+
+    The controls are wired with ``ipywidgets.interactive_output(draw, controls)``:
+    ``draw`` calls the plot function, and a failing draw shows "Could not
+    draw: ..." in place of the figure (the next move draws again).
+
+    Args:
+        model: the course network (or its extractor ``model[:14]``).
+        images: uint8 (N, 3, H, W), the images the features were computed from.
+        features: (N, D) activations of those images, e.g.
+            ``extract_features(model[:14], images)``.
+        units: the units the slider visits, each in 0..D-1; None for all D.
+        k: top images per unit the picker offers; None for the configuration's
+            ``top_k`` (10).
+        views: a :class:`cnnlab.views.UnitViews` already computed for some units
+            on the same images and features (with at least ``k`` images), or None.
+        n_best: best images leading the row.
+        synthesize: compute a synthesized image for each unit visited.
+        method_options: passed to :func:`cnnlab.views.unit_views`.
+
+    Returns:
+        An ``ipywidgets.VBox`` to display. It has ``unit_control`` (its ``.value`` is
+        a unit number), ``method_control`` (``"all"`` or a name of
+        :data:`cnnlab.views.VIEWS`), ``image_control`` (a rank, 0 = the best
+        image), ``output``, ``figure`` (the last Figure drawn, None after a failed
+        draw), ``error`` (the exception of the last failed draw, else None),
+        ``n_draws`` (figures drawn), ``cache`` (unit -> its one-unit views) and
+        ``n_computed`` (units whose views were computed here).
+
+    Raises:
+        ImportError: ipywidgets is not installed.
+        ValueError: ``images`` and ``features`` do not match, a unit is not a unit
+            of the layer, or ``k`` is out of range.
+
+    Example:
+        >>> attribution_explorer(model, test.images, features, units=config.units)
+    """
+    from .views import TITLES, VIEWS, UnitViews, plot_unit_views, unit_views
+
+    ipw = _ipywidgets()
+    features = _features_of(images, features)
+    n, n_units = features.shape
+    k = check_k(or_config(k, "top_k"), n)
+    visited = list(range(n_units)) if units is None else validate_units(units, n_units)
+    if views is not None and (not isinstance(views, UnitViews) or views.k < k):
+        raise ValueError(
+            "views must be the UnitViews that unit_views(model, images, top, units) "
+            f"returns, with at least k={k} images per unit; pass views=None to compute "
+            "them here."
+        )
+    _warn_outside_kernel("attribution_explorer", "plot_unit_views")
+    top = top_k(features, k)
+
+    first = next((u for u in (views.units if views is not None else []) if u in visited),
+                 visited[0])  # start where nothing needs computing
+    if units is None:
+        unit_control = _slider(ipw, "unit", first, 0, n_units - 1)
+    else:
+        unit_control = ipw.SelectionSlider(options=visited, value=first,
+                                           description="unit", continuous_update=False)
+    menu = [("every view", "all")] + [(TITLES[v].replace("\n", " "), v) for v in VIEWS]
+    if not synthesize:
+        menu = [item for item in menu if item[1] != "synthesized"]
+    method_control = ipw.Dropdown(options=menu, value="all", description="method")
+    image_control = ipw.Dropdown(
+        options=[(f"#{r + 1}" + (" (best)" if r == 0 else ""), r) for r in range(k)],
+        value=0, description="image",
+    )
+    status = ipw.HTML()
+    cache: dict[int, UnitViews] = {}
+    box = _new_box(ipw, unit_control=unit_control, method_control=method_control,
+                   image_control=image_control, top_indices=top, cache=cache, n_computed=0)
+
+    def views_of(unit: int) -> UnitViews:
+        if unit not in cache:
+            if views is not None and unit in views.units:
+                cache[unit] = _one_unit(views, unit, k)
+                return cache[unit]
+            status.value = f"Computing every view of unit {unit} on its top {k} images..."
+            try:
+                cache[unit] = unit_views(model, images, top, [unit], synthesize=synthesize,
+                                         method_options=method_options)
+            finally:
+                status.value = ""
+            box.n_computed += 1
+        return cache[unit]
+
+    def make_figure(unit, method, image) -> Figure:
+        return plot_unit_views(views_of(int(unit)), units=[int(unit)], image=int(image),
+                               show=None if method == "all" else [method],
+                               n_best=min(n_best, k))
+
+    controls = {"unit": unit_control, "method": method_control, "image": image_control}
+    rows = [ipw.HBox(list(controls.values())), status]
+    return _draw_into(box, ipw, rows, controls, make_figure)
+
+
+def _one_unit(views, unit: int, k: int):
+    """The rows of ``views`` for one unit (first ``k`` images), as a UnitViews."""
+    from .views import UnitViews
+
+    j = views.row(unit)
+    return UnitViews(
+        units=[unit], indices=views.indices[j:j + 1, :k], images=views.images[j:j + 1, :k],
+        activation=views.activation[j:j + 1, :k], bias=views.bias[j:j + 1],
+        occlusion=views.occlusion[j:j + 1, :k],
+        maps={name: m[j:j + 1, :k] for name, m in views.maps.items()},
+        synthesized=None if views.synthesized is None else views.synthesized[j:j + 1],
+        synthesized_activation=(None if views.synthesized_activation is None
+                                else views.synthesized_activation[j:j + 1]),
+    )

@@ -17,18 +17,21 @@
 # In this session you train a small convolutional network (a CNN) to sort tiny
 # 32×32 photos into ten classes (the CIFAR-10 dataset: airplane, automobile, bird,
 # cat, deer, dog, frog, horse, ship, truck). Then you open it up and look inside it,
-# five ways:
+# six ways:
 #
 # 1. **Filters**: the small patterns its first layers look for.
 # 2. **Activations**: the 128 numbers it computes for every image just before it
-#    decides. Each of the 128 is called a *unit*.
+#    decides. Each of the 128 is called a *unit*; some of them never fire.
 # 3. **Top-K images**: for one unit, the test images that excite it most.
 # 4. **Occlusion**: which part of those images the unit really relies on.
 # 5. **A map of its feature space (t-SNE)**: all the test images on one 2-D map,
 #    each close to the images the network finds similar.
+# 6. **One unit, every view**: gradient maps, Grad-CAM, an exact contribution map and
+#    images synthesized for a unit, beside occlusion, and two tests of which of these
+#    explanations to trust.
 #
-# Seven exercises punctuate the way. Four check themselves: run the cell below your
-# answer and it prints `Exercise N: correct.` or a hint. Three are short written
+# Nine exercises punctuate the way. Five check themselves: run the cell below your
+# answer and it prints `Exercise N: correct.` or a hint. Four are short written
 # answers for your instructor.
 #
 # **Time:** one session of about two hours. The first code cell trains the network:
@@ -350,6 +353,30 @@ fig
 # the six animals? Keep a unit's number in mind: section 3 shows which images excite
 # it most.
 
+# %% [markdown] id="firing_md" nbgrader={"grade": false, "grade_id": "firing_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# **Units that never fire.** The extractor stops just before the ReLU, so a unit's value
+# can be negative, and the ReLU then passes a zero to the rest of the network. A unit
+# *fires* on an image when its value is positive. How often does each unit fire, and how
+# large does it get at best? (`cnnlab.firing_stats` and `cnnlab.plot_firing`, in
+# `cnnlab/activations.py`.)
+
+# %% id="firing" nbgrader={"grade": false, "grade_id": "firing", "locked": true, "schema_version": 3, "solution": false, "task": false}
+firing = cnnlab.firing_stats(features)
+print(f"{len(firing.dead)} of {features.shape[1]} units never fire on these "
+      f"{len(test):,} test images:", firing.dead.tolist())
+cnnlab.plot_firing(firing, units=config.units)
+
+# %% [markdown] id="firing_after" nbgrader={"grade": false, "grade_id": "firing_after", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# The red units are **dead** on the test images: their value is zero or less on every
+# one of them, so after the ReLU they always send 0 and the network's answer never
+# depends on them. A sizeable share of the layer ends up like this after training (the
+# exact units change from one training run to the next): a unit whose value became
+# negative on every training image receives no gradient through its ReLU, so nothing
+# pulls it back. Keep them in mind in the next section. A dead unit still has "top"
+# images, but they are only the images that make it *least negative*: they do not show
+# what the unit detects, because no test image makes it respond at all.
+
+
 # %% [markdown] id="topk_md" nbgrader={"grade": false, "grade_id": "topk_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## 3. The images each unit likes best
 #
@@ -411,6 +438,17 @@ checks.check_exercise_5(units)
 
 # %% id="topk_plot" nbgrader={"grade": false, "grade_id": "topk_plot", "locked": true, "schema_version": 3, "solution": false, "task": false}
 cnnlab.plot_top_k(test.images, top, units)
+
+# %% [markdown] id="topk_dead_md" nbgrader={"grade": false, "grade_id": "topk_dead_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Before reading a column, check whether its unit fires at all (section 2): a dead unit's
+# column holds its least negative images, not images that excite it.
+
+# %% id="topk_dead" nbgrader={"grade": false, "grade_id": "topk_dead", "locked": true, "schema_version": 3, "solution": false, "task": false}
+for unit in units:
+    best = features[top[0, unit], unit]
+    state = "dead: never positive" if unit in firing.dead else "fires"
+    print(f"unit {unit:3d}: best value {best:+.2f}, positive on {firing.rate[unit]:5.1%} "
+          f"of the test images ({state})")
 
 # %% [markdown] id="topk_discuss" nbgrader={"grade": false, "grade_id": "topk_discuss", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # **Questions for discussion.** Look down each column. Does the unit respond to
@@ -615,20 +653,307 @@ cnnlab.plot_confusion(result.confusion, test.classes, result.per_class_accuracy)
 # textures or backgrounds; the low resolution).*
 # ### END SOLUTION
 
+# %% [markdown] id="views_md" nbgrader={"grade": false, "grade_id": "views_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## 6. One unit, every view
+#
+# **The idea.** Sections 3 and 4 explained a unit two ways: the images it likes best,
+# and the part of them it needs (occlusion). There are many more ways, and they do not
+# always agree. This section puts them side by side, for the same units and the same
+# images:
+#
+# - **Gradient** (a *saliency map*): how fast the unit's value changes when one pixel
+#   gets brighter. One backward pass instead of occlusion's 49 forward passes.
+# - **SmoothGrad**: the gradient averaged over noisy copies of the image, to calm its
+#   speckle.
+# - **Integrated Gradients**: gradients added up along a straight path from a black
+#   image (the occluder's colour) to the image. The map sums to how much the unit
+#   changes between the two.
+# - **Guided backprop**: the gradient again, but with every negative signal stopped at
+#   each ReLU on the way back. It draws sharp, photo-like maps. Keep an eye on it.
+# - **Grad-CAM**: the 64 feature maps of the last conv layer (16×16 each), weighted by
+#   how much the unit grows with each map, added up, and the negative part set to zero.
+# - **Contribution map**: exact, and coarse. The unit is `Linear(4096, 128)` applied to
+#   64 maps of 8×8: its value is a sum of 4,096 products *weight × activation*, plus a
+#   bias. Adding up the products over the 64 maps, position by position, splits the
+#   unit's value over the 8×8 positions with nothing left over. Exercise 8 computes one.
+# - **Synthesized image**: instead of searching the test set for the images a unit
+#   likes, start from noise and change the image, step by step, to make the unit as
+#   large as possible (gradient ascent, with small random shifts and rotations so that
+#   the result is a pattern rather than noise tuned to exact pixels).
+#
+# **Why it matters.** Each method answers a slightly different question, and a map that
+# looks convincing is not evidence. Where several methods agree, the explanation is
+# probably about the network; where they disagree, at least one of them is telling you
+# about something else. The end of the section tests them: an explanation of what a
+# network *learned* must change when the learning is destroyed. One of these methods
+# barely does.
+#
+# `cnnlab.unit_views` (in `cnnlab/views.py`) computes every view of the chosen units on
+# their top images; the methods themselves live in `cnnlab/attribution.py` (the maps) and
+# `cnnlab/featvis.py` (the synthesized images). This takes a few seconds.
+
+# %% id="views" nbgrader={"grade": false, "grade_id": "views", "locked": true, "schema_version": 3, "solution": false, "task": false}
+views = cnnlab.unit_views(model, test.images, top, units, k=config.top_k)
+print("gradient maps:    ", views.maps["gradient"].shape, "= (units, top images, 32, 32)")
+print("contribution maps:", views.maps["contribution"].shape, "= (units, top images, 8, 8)")
+print("synthesized:      ", tuple(views.synthesized.shape), "= one image per unit")
+
+# %% [markdown] id="views_plot_md" nbgrader={"grade": false, "grade_id": "views_plot_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# One row per unit: its three best test images (titled with the unit's value on each),
+# then every view of its best image, then the synthesized image with the value it
+# reaches. In the maps, **red marks pixels that raise the unit and blue pixels that lower
+# it**; each map has its own colour scale. (`cnnlab.plot_unit_views`, in
+# `cnnlab/views.py`.)
+
+# %% id="views_plot" nbgrader={"grade": false, "grade_id": "views_plot", "locked": true, "schema_version": 3, "solution": false, "task": false}
+cnnlab.plot_unit_views(views)
+
+# %% [markdown] id="views_look" nbgrader={"grade": false, "grade_id": "views_look", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# **What to look for.**
+#
+# - Put each map beside the occlusion mask. Are the red regions where occlusion found
+#   the unit's evidence, or somewhere else?
+# - The plain gradient is speckled: it measures the effect of one pixel at a time, and a
+#   network's response to single pixels is noisy. Do SmoothGrad and Integrated Gradients
+#   look calmer, and do they still agree with occlusion?
+# - The contribution map is coarse (each of its 8×8 cells covers 4×4 pixels) but it is
+#   an exact account of the unit's value, not an estimate. Where is it red?
+# - Grad-CAM is often blank ("all zero"): when the weighted sum of the feature maps is
+#   negative everywhere, the final ReLU of Grad-CAM keeps nothing. The contribution map
+#   has no such step, so it still shows what pushes the unit down.
+# - The synthesized images are not photographs: they repeat the colours and textures
+#   the unit likes. Do they remind you of its top images?
+
+# %% [markdown] id="dead_views_md" nbgrader={"grade": false, "grade_id": "dead_views_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# **The dead units again.** Section 2 found units that are never positive on a test
+# image, and their "top" images in section 3 were only the least negative ones. Is such
+# a unit broken, or does it detect something that no test image contains? The
+# synthesized image answers it: it was made for the unit, so if *any* image can make the
+# unit positive, it probably does.
+
+# %% id="dead_views" nbgrader={"grade": false, "grade_id": "dead_views", "locked": true, "schema_version": 3, "solution": false, "task": false}
+dead = set(cnnlab.dead_units(features).tolist())
+for row, unit in enumerate(views.units):
+    best, reached = views.activation[row, 0], views.synthesized_activation[row]
+    note = "   dead on the test images" if unit in dead else ""
+    print(f"unit {unit:3d}: best test image {best:+6.2f}   synthesized image {reached:+6.2f}{note}")
+
+# %% [markdown] id="dead_views_after" nbgrader={"grade": false, "grade_id": "dead_views_after", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# With the `full` profile, every dead unit of the lab's list is driven above zero by its
+# synthesized image, and the live units reach several times the value of their best
+# test image. A dead unit is not broken: its weights describe a pattern, but no test
+# photo contains enough of it to outweigh the unit's negative bias. Its top images, on
+# the other hand, do not show that pattern; they are only the images that leave the
+# unit least negative. When a unit's best value is below zero, do not read a concept into
+# its top images.
+
+# %% [markdown] id="contribution_md" nbgrader={"grade": false, "grade_id": "contribution_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### The contribution map, by hand
+#
+# `Linear(4096, 128)` sees what comes out of `model[:12]`: 64 feature maps of 8×8 (the
+# conv layers, both pools and the dropouts, which do nothing in eval mode). `Flatten`
+# only lays them out in one row of 4,096 numbers, channel by channel and, inside a
+# channel, row by row. So the value of unit $u$ on an image is
+#
+# $$z_u = \sum_{c=1}^{64} \sum_{y=1}^{8} \sum_{x=1}^{8} W_u[c, y, x]\; a[c, y, x] \;+\; b_u,$$
+#
+# where $a$ holds the 64 feature maps, $W_u$ is row $u$ of the layer's weights
+# (`model[13].weight[u]`, 4,096 numbers) arranged the same way as (64, 8, 8), and
+# $b_u$ is its bias (`model[13].bias[u]`). Keep the sum over the channels $c$ and leave
+# the positions $(y, x)$ alone: you get an 8×8 map $M$ with
+# $\sum_{y,x} M[y, x] + b_u = z_u$ exactly. A positive cell is a region whose features
+# raise the unit, a negative one a region that holds it down. (In the literature this
+# is HiResCAM; Captum's `LayerGradientXActivation` on the layer's input computes the
+# same numbers.)
+
+# %% [markdown] id="ex8_md" nbgrader={"grade": false, "grade_id": "ex8_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 8 (2 points)
+#
+# Compute the contribution map of unit `ex8_unit` on test image `ex8_index` (both set in
+# the next cell; leave them as they are) and store it in `contribution`, a tensor of
+# shape (8, 8).
+#
+# 1. Run the image through the layers before `Flatten`. Normalise it first, as the
+#    network expects, with `cnnlab.normalize`, give it a batch dimension with `[None]`,
+#    and move it to the model's `device`.
+# 2. Arrange the unit's weights and the feature maps both as (64, 8, 8) with `.view`.
+# 3. Multiply them and add up over the channels only.
+#
+# Do it in eval mode and inside `with torch.no_grad():` (no gradients needed; `import
+# torch` first). The check verifies the shape, the sign, and that your map plus the
+# unit's bias adds up to the unit's value on the image; it never prints the map.
+
+# %% id="ex8_setup" nbgrader={"grade": false, "grade_id": "ex8_setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+ex8_unit = 23  # a unit that fires on most test images
+ex8_index = 3  # a test image
+ex8_image = test.images[ex8_index]
+print(f"unit {ex8_unit} on test image {ex8_index}, a {test.classes[test.labels[ex8_index]]}")
+
+# %% id="ex8_answer" nbgrader={"grade": false, "grade_id": "ex8_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# Exercise 8: contribution = the (8, 8) contribution map of unit ex8_unit on ex8_image.
+### BEGIN SOLUTION
+import torch
+
+model.eval()
+with torch.no_grad():
+    feature_maps = model[:12](cnnlab.normalize(ex8_image[None]).to(device)).view(64, 8, 8)
+    contribution = (model[13].weight[ex8_unit].view(64, 8, 8) * feature_maps).sum(0)
+### END SOLUTION
+print("contribution has shape", tuple(contribution.shape))
+
+# %% id="ex8_test" nbgrader={"grade": true, "grade_id": "ex8_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_8(contribution, model, ex8_image, ex8_unit)
+### BEGIN HIDDEN TESTS
+import torch as _torch
+from cnnlab.attribution import contribution_map as _contribution_map
+
+_expected = _contribution_map(model[:14], ex8_image[None], ex8_unit)[0]
+_given = _torch.as_tensor(contribution).detach().cpu().double().reshape(8, 8).numpy()
+assert np.allclose(_given, _expected, rtol=1e-3, atol=1e-4 * (np.abs(_expected).max() + 1e-6)), (
+    "contribution differs from cnnlab.attribution.contribution_map on the same image"
+)
+### END HIDDEN TESTS
+
+# %% [markdown] id="sanity_md" nbgrader={"grade": false, "grade_id": "sanity_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### A sanity check: do the maps depend on what the network learned?
+#
+# **The idea** (Adebayo et al., *Sanity checks for saliency maps*, 2018). An explanation
+# of a trained network should depend on what the network learned. So destroy what it
+# learned and see whether the explanation notices. Starting with the unit's own layer,
+# `Linear(4096, 128)`, replace the weights of one layer after another with fresh random
+# ones, going down towards the image; after each step, compute every map of the same
+# images again and compare it with the trained network's map. The comparison is the
+# rank correlation of |map| (Spearman's): 1 means the pixels are ranked the same way,
+# 0 that the two rankings are unrelated. As a reference, the figure also shows an edge
+# detector of the image, which has no weights at all and so stays at 1.
+#
+# **Why it matters.** A method whose maps stay the same when the weights are random is
+# describing the image (its edges, its contrast), not the network. It can look the most
+# convincing of all, because edges are what we expect an object detector to use.
+#
+# (`cnnlab.sanity.cascading_randomization`, in `cnnlab/sanity.py`, works on a copy of
+# the network. To keep this cell short it uses each unit's two best images; `cnnlab lab`
+# uses all ten.)
+
+# %% id="sanity" nbgrader={"grade": false, "grade_id": "sanity", "locked": true, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import sanity
+
+sanity_images, sanity_targets, sanity_maps = views.batch(2)  # 2 best images per unit
+randomization = sanity.cascading_randomization(extractor, sanity_images, sanity_targets)
+sanity.plot_randomization(randomization)
+
+# %% [markdown] id="sanity_look" nbgrader={"grade": false, "grade_id": "sanity_look", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# **What to look for.** Follow each line from the left (the trained network) to the
+# right (every weight random). Most fall towards 0 once the unit's own layer is
+# re-initialised: their maps depend on the weights, as they should. Which line stays
+# high, close to the edge detector's? That method's pretty pictures come mostly from
+# the image, whatever the network learned. Exercise 9 asks about it.
+
+# %% [markdown] id="faithfulness_md" nbgrader={"grade": false, "grade_id": "faithfulness_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Another test: do the maps point at what matters?
+#
+# **The idea.** If a map ranks the pixels well, removing the pixels it ranks highest
+# should hurt the unit most. *Deletion*: remove the pixels in the map's order, the most
+# important first, and follow the unit's value; the faster it falls, the better (a small
+# area under the curve). *Insertion*: start from an image with every pixel removed and
+# put them back in the same order; the faster the value rises, the better. Both are
+# compared with removing pixels in random order.
+#
+# **Why it matters.** "Removing" a pixel has to put something in its place, and the
+# network has never seen that something in training. The next two figures remove pixels
+# two ways: painted **black** (the occluder's colour and Integrated Gradients'
+# starting point) and replaced by a **blurred** copy of the image. Watch whether the
+# ranking of the methods survives the change. (`cnnlab.sanity.faithfulness`, on the same
+# images as the sanity check.)
+
+# %% id="faithfulness_black" nbgrader={"grade": false, "grade_id": "faithfulness_black", "locked": true, "schema_version": 3, "solution": false, "task": false}
+black = sanity.faithfulness(extractor, sanity_images, sanity_targets, sanity_maps,
+                            fill="black")
+sanity.plot_faithfulness(black)
+
+# %% id="faithfulness_blur" nbgrader={"grade": false, "grade_id": "faithfulness_blur", "locked": true, "schema_version": 3, "solution": false, "task": false}
+blur = sanity.faithfulness(extractor, sanity_images, sanity_targets, sanity_maps,
+                           fill="blur")
+sanity.plot_faithfulness(blur)
+
+# %% [markdown] id="faithfulness_look" nbgrader={"grade": false, "grade_id": "faithfulness_look", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# **What to look for.** Compare every curve with the dashed random ranking first. With
+# the black fill, removing pixels at random can hurt the unit *more* than removing the
+# pixels any map ranks first: a scatter of black dots is a stranger image than one black
+# region, so the test partly measures the fill rather than the map. With the blur fill,
+# which changes an image more gently, the maps beat the random ranking more clearly; is
+# the winner the same as with black? (Integrated Gradients starts its path from black,
+# so it is at home with the black fill.) With two images per unit these curves are
+# noisy; `cnnlab lab` draws them for every top image. No single test settles which map to
+# trust: the sanity check rules a method out, faithfulness ranks the others only for one
+# meaning of "removing a pixel".
+#
+# **Now explore.** Slide through all 128 units, pick one view in the menu (or every
+# view) and one of the unit's top images. A unit's views are computed the first time you
+# reach it (a few seconds), then kept. (`cnnlab.widgets.attribution_explorer`, in
+# `cnnlab/widgets.py`.)
+
+# %% id="views_explore" tags=["nbval-ignore-output"]
+from cnnlab import widgets
+
+widgets.attribution_explorer(model, test.images, features, k=config.top_k, views=views)
+
+# %% [markdown] id="ex9_md" nbgrader={"grade": false, "grade_id": "ex9_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 9 (written, 2 points)
+#
+# Which method fails the sanity check, and how can you tell from the figure? What does
+# that mean for how far you can trust its maps, however sharp they look? Three or four
+# sentences.
+
+# %% [markdown] id="ex9_answer" nbgrader={"grade": true, "grade_id": "ex9_answer", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# **Your answer:**
+#
+# ### BEGIN SOLUTION
+# **Guided backprop** fails. Its correlation with the trained maps stays high after the
+# unit's own layer is re-initialised (around 0.8 with the `full` profile) and falls only
+# slowly as more layers go, still clearly above the others with every weight random; its
+# line is the closest to the edge detector's, which has no weights at all. The other
+# methods (gradient, SmoothGrad, Integrated Gradients, Grad-CAM, the contribution map,
+# occlusion) fall to 0.3 or less as soon as the unit's layer is random, and to about 0
+# when every layer is.
+#
+# So guided backprop's maps are mostly a picture of the image: by stopping every
+# negative signal at the ReLUs on the way back, it keeps the image's edges whatever the
+# weights are. Its sharp, object-shaped maps are not evidence of what the unit detects;
+# a method should pass this check before its maps are read as explanations, and even
+# then (faithfulness) what it shows depends on how "removing a pixel" is defined.
+#
+# *Grading: 1 point for naming guided backprop with the evidence from the figure (its
+# line stays high while the others fall, near the edge detector's); 1 point for the
+# consequence (its maps reflect the input, e.g. edges, more than the learned weights, so
+# they cannot be trusted as explanations of the network).*
+# ### END SOLUTION
+
 # %% [markdown] id="wrap_up" nbgrader={"grade": false, "grade_id": "wrap_up", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## What you have seen
 #
 # - The **filters** of the first layer are small colour and edge detectors, and they
 #   are the only weights we can read as pictures.
 # - A **feature vector** of 128 units summarises each image; the network's answer is
-#   a weighted vote of those units.
+#   a weighted vote of those units. Some units never fire, and their "top" images
+#   only show what leaves them least negative.
 # - The **top-K images** of a unit suggest what it detects, and **occlusion** tests
 #   the suggestion: sometimes the unit looks at the object, sometimes at its
 #   background or colour.
 # - **t-SNE** and the **confusion matrix** show the same story at the scale of
 #   classes: what the features keep apart, the network tells apart.
+# - **One unit, every view**: gradient maps, Grad-CAM, the exact contribution map and
+#   synthesized images answer "what does this unit use?" in different ways, and they do
+#   not always agree. A **sanity check** (randomise the weights, see whether the map
+#   changes) rules out a method whose sharp maps show the image rather than the
+#   network, and **deletion curves** rank the others only for one way of removing a
+#   pixel.
 #
-# **Going further.** Occlusion is one of many *attribution* methods. Gradient-based
-# ones (saliency maps, Grad-CAM) answer the same question with one backward pass
-# instead of 49 forward passes; the library Captum implements many of them, and its
-# `Occlusion` class does what section 4 did.
+# **Going further.** The library Captum implements these attribution methods and many
+# more (its `Occlusion` does what section 4 did, its `LayerGradientXActivation` gives
+# the contribution map); the sanity check comes from Adebayo et al., *Sanity checks for
+# saliency maps* (NeurIPS 2018). The same questions can be asked of a class instead of a
+# unit: every function of `cnnlab/attribution.py` also takes the whole network and a
+# class number.

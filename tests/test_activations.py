@@ -234,3 +234,89 @@ def test_plot_top_k_accepts_reversed_indices():
     fig = plot_top_k(images, top[::-1], [1])  # least activating first
     shown = [ax.get_images()[0].get_array()[0, 0, 1] for ax in fig.axes]
     np.testing.assert_allclose(shown, [30 * i / 255 for i in top[::-1, 1]], rtol=1e-6)
+
+
+# --- firing_stats, dead_units, plot_firing ----------------------------------------
+
+
+def _model_with_dead_units():
+    """A Linear(4, 6) on inputs in [0, 1]: units 1 and 4 get a bias of -100, so their
+    value is below -96 on every input; unit 5 gets weights 0 and bias 0, so it is
+    exactly 0 (which does not count as firing either). Units 0, 2 and 3 fire on
+    some inputs and not on others."""
+    layer = nn.Linear(4, 6)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([
+            [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, -1.0, 0.0, 0.0],
+            [-1.0, 0.0, 0.0, 1.0], [1.0, -1.0, 1.0, -1.0], [0.0, 0.0, 0.0, 0.0]]))
+        layer.bias.copy_(torch.tensor([-1.0, -100.0, 0.0, 0.1, -100.0, 0.0]))
+    return layer
+
+
+def test_dead_units_of_a_model_built_to_have_some():
+    from cnnlab.activations import dead_units, firing_stats
+
+    layer = _model_with_dead_units()
+    x = torch.rand(50, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        features = layer(x)
+    np.testing.assert_array_equal(dead_units(features), [1, 4, 5])
+    stats = firing_stats(features.numpy())
+    assert stats.n_images == 50
+    assert stats.dead_fraction == pytest.approx(3 / 6)
+    np.testing.assert_array_equal(stats.rate[[1, 4, 5]], 0.0)
+    np.testing.assert_array_equal(stats.mean_positive[[1, 4, 5]], 0.0)
+    # The live units, counted by hand.
+    f = features.numpy()
+    for u in (0, 2, 3):
+        assert stats.rate[u] == pytest.approx((f[:, u] > 0).mean())
+        assert stats.max[u] == f[:, u].max()
+        assert stats.mean_positive[u] == pytest.approx(f[:, u][f[:, u] > 0].mean())
+    # A dead unit's "top-K" is only its least negative images.
+    best = top_k(f, 3)[:, 1]
+    np.testing.assert_array_equal(np.sort(f[best, 1])[::-1], np.sort(f[:, 1])[::-1][:3])
+    assert (f[best, 1] < 0).all()
+
+
+def test_firing_stats_by_hand():
+    from cnnlab.activations import firing_stats
+
+    features = np.array([[1.0, -1.0, 0.0], [3.0, -2.0, 0.5], [-1.0, -3.0, 0.0],
+                         [2.0, -0.5, 0.0]], dtype=np.float32)
+    stats = firing_stats(features)
+    np.testing.assert_allclose(stats.rate, [0.75, 0.0, 0.25])
+    np.testing.assert_allclose(stats.max, [3.0, -0.5, 0.5])
+    np.testing.assert_allclose(stats.mean_positive, [2.0, 0.0, 0.5])
+    np.testing.assert_array_equal(stats.dead, [1])
+
+
+@pytest.mark.parametrize(
+    "features, words",
+    [(np.zeros((0, 3)), "non-empty (N, D)"), (np.zeros(5), "non-empty (N, D)"),
+     (np.array([[np.nan, 1.0]]), "NaN")],
+)
+def test_firing_stats_rejects_bad_features(features, words):
+    from cnnlab.activations import firing_stats
+
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        firing_stats(features)
+
+
+def test_plot_firing_colours_the_dead_units_and_marks_the_chosen_ones():
+    from cnnlab.activations import plot_firing
+
+    layer = _model_with_dead_units()
+    with torch.no_grad():
+        features = layer(torch.rand(30, 4, generator=torch.Generator().manual_seed(3)))
+    fig = plot_firing(features, units=[0, 4])
+    assert isinstance(fig, Figure)
+    rate_ax, max_ax = fig.axes
+    red = [i for i, bar in enumerate(max_ax.patches)
+           if np.allclose(bar.get_facecolor()[:3], (0.839, 0.153, 0.157), atol=1e-2)]
+    assert red == [1, 4, 5]
+    heights = [bar.get_height() for bar in max_ax.patches]
+    np.testing.assert_allclose(heights, features.numpy().max(axis=0), rtol=1e-6)
+    assert {t.get_text() for t in rate_ax.texts} == {"0", "4"}
+    assert "3 of 6 never do" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="is not a unit of this layer"):
+        plot_firing(features, units=[6])

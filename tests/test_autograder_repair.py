@@ -1,4 +1,4 @@
-"""autograder/integrity.py: repairing and checking submissions against the release.
+"""autograder/repair.py: repairing submissions against the release, and what counts as evidence.
 
 Fast (no kernel): every test works on the committed student notebook
 ``lessons/cnn_interpretability.ipynb`` and copies of it changed the way editors,
@@ -15,10 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "autograder"))
 
-from integrity import check_and_repair, match_cells, protected_names, scan_code  # noqa: E402
+from repair import check_and_repair  # noqa: E402
 
 LESSON = ROOT / "lessons" / "cnn_interpretability.ipynb"
-SOLUTION = ROOT / "solutions" / "cnn_interpretability.ipynb"
 
 pytestmark = pytest.mark.skipif(not LESSON.exists(), reason="lessons/ not generated yet")
 
@@ -26,11 +25,6 @@ pytestmark = pytest.mark.skipif(not LESSON.exists(), reason="lessons/ not genera
 @pytest.fixture(scope="module")
 def release():
     return nbformat.read(LESSON, as_version=4)
-
-
-@pytest.fixture(scope="module")
-def protected(release):
-    return protected_names(release, nbformat.read(SOLUTION, as_version=4))
 
 
 def cell(nb, cid):
@@ -44,24 +38,19 @@ def answered(release, **answers):
     return nb
 
 
-def test_untouched_release_needs_no_repair(release, protected):
-    repaired, found = check_and_repair(release, release, protected)
+def test_untouched_release_needs_no_repair(release):
+    repaired, found = check_and_repair(release, release)
     assert not found.tampered and not found.repaired
     assert [c.source for c in repaired.cells] == [c.source for c in release.cells]
     assert set(found.matched.values()) == {"id"}
 
 
-def test_protected_names_are_what_the_tests_read_minus_the_answers(protected):
-    assert {"model", "test", "features", "checks", "len"} <= protected
-    assert not {"n_filters", "conv2_weights", "extractor", "units"} & protected
-
-
-def test_stripped_metadata_is_reattached_by_cell_id(release, protected):
+def test_stripped_metadata_is_reattached_by_cell_id(release):
     nb = answered(release, ex1_answer="n_filters = 32")
     for c in nb.cells:
         for key in ("nbgrader", "editable", "deletable"):
             c.metadata.pop(key, None)
-    repaired, found = check_and_repair(nb, release, protected)
+    repaired, found = check_and_repair(nb, release)
     graded = [c for c in release.cells if "nbgrader" in c.metadata]
     assert len(found.metadata_restored) == len(graded)
     assert not found.tampered
@@ -70,7 +59,7 @@ def test_stripped_metadata_is_reattached_by_cell_id(release, protected):
     assert cell(repaired, "ex1_answer").source == "n_filters = 32"
 
 
-def test_colab_copy_without_ids_or_metadata_is_matched_by_source_and_place(release, protected):
+def test_colab_copy_without_ids_or_metadata_is_matched_by_source_and_place(release):
     nb = answered(release, ex4_answer="extractor = model[:-3]", ex5_answer="units = [0]")
     nb.nbformat_minor = 4
     for c in nb.cells:
@@ -78,7 +67,7 @@ def test_colab_copy_without_ids_or_metadata_is_matched_by_source_and_place(relea
         c.metadata = {}
     nb.cells.insert(10, nbformat.v4.new_code_cell("print('my own cell')"))
     nb = nbformat.reads(nbformat.writes(nb), as_version=4)  # as a file would be
-    repaired, found = check_and_repair(nb, release, protected)
+    repaired, found = check_and_repair(nb, release)
     assert found.matched["ex1_test"] == "source"
     assert found.matched["ex4_answer"] == "position"
     assert not found.tampered and not found.deleted and not found.answers_missing
@@ -88,10 +77,10 @@ def test_colab_copy_without_ids_or_metadata_is_matched_by_source_and_place(relea
     nbformat.validate(repaired)
 
 
-def test_edited_and_deleted_test_cells_are_restored_and_reported(release, protected):
+def test_edited_and_deleted_test_cells_are_restored_and_reported(release):
     nb = answered(release, ex2_test="pass")
     nb.cells = [c for c in nb.cells if c.get("id") != "ex5_test"]
-    repaired, found = check_and_repair(nb, release, protected)
+    repaired, found = check_and_repair(nb, release)
     assert found.edited == ["ex2_test"] and found.deleted == ["ex5_test"]
     assert found.tampered
     assert cell(repaired, "ex2_test").source == cell(release, "ex2_test").source
@@ -99,77 +88,55 @@ def test_edited_and_deleted_test_cells_are_restored_and_reported(release, protec
     assert ids.index("ex5_test") == ids.index("ex5_answer") + 1
 
 
-def test_deleted_test_cell_goes_back_after_its_predecessor(release, protected):
+def test_deleted_test_cell_goes_back_after_its_predecessor(release):
     # ex4_test follows a locked cell that is not graded (features_shape): nbgrader 0.9.6's
     # add_missing_cells raises KeyError there, so the repair must do it first.
     nb = copy.deepcopy(release)
     nb.cells = [c for c in nb.cells if c.get("id") != "ex4_test"]
-    repaired, found = check_and_repair(nb, release, protected)
+    repaired, found = check_and_repair(nb, release)
     assert found.deleted == ["ex4_test"]
     assert [c.id for c in repaired.cells] == [c.id for c in release.cells]
 
 
-def test_skip_execution_tag_on_a_test_cell_is_removed_and_reported(release, protected):
+def test_skip_execution_tag_on_a_test_cell_is_removed_and_reported(release):
     # nbgrader 0.9.6 gives full points to a test cell it skipped.
     nb = copy.deepcopy(release)
     cell(nb, "ex1_test").metadata["tags"] = ["skip-execution"]
-    repaired, found = check_and_repair(nb, release, protected)
+    repaired, found = check_and_repair(nb, release)
     assert found.metadata_changed == ["ex1_test"] and found.tampered
     assert "tags" not in cell(repaired, "ex1_test").metadata
 
 
-def test_points_raised_in_metadata_are_reset(release, protected):
+def test_points_raised_in_metadata_are_reset(release):
     nb = copy.deepcopy(release)
     cell(nb, "ex5_test").metadata["nbgrader"]["points"] = 100
-    repaired, found = check_and_repair(nb, release, protected)
+    repaired, found = check_and_repair(nb, release)
     assert found.metadata_changed == ["ex5_test"]
     assert cell(repaired, "ex5_test").metadata["nbgrader"]["points"] == 1
 
 
-def test_copied_test_cell_loses_its_metadata(release, protected):
+def test_copied_test_cell_loses_its_metadata(release):
     nb = copy.deepcopy(release)
     twin = copy.deepcopy(cell(nb, "ex1_test"))
     twin.id = "my-copy"
     nb.cells.append(twin)
-    repaired, found = check_and_repair(nb, release, protected)
+    repaired, found = check_and_repair(nb, release)
     assert found.dropped_metadata == ["ex1_test"]
     assert "nbgrader" not in cell(repaired, "my-copy").metadata
 
 
 @pytest.mark.parametrize("source", [
     "extractor = model[:14]",
-    "extractor = model[0:14]",
-    "extractor = model[:-3]",
     "import torch\nextractor = torch.nn.Sequential(*list(model.children())[:14])",
-    "from torch import nn\nextractor = nn.Sequential(*list(model.children())[:14])",
-    "conv2_weights = model[2].weight.detach().cpu()\ncnnlab.plot_filters(conv2_weights)",
-    "n_filters = model[0].weight.shape[0]\nprint(model)",
-    "%matplotlib inline\nunits = [1, 2, 4, 14, 23, 29, 127]",
-    "from cnnlab import checks\nchecks.check_exercise_5(units)",
-    "model.eval()\nfeatures2 = cnnlab.extract_features(model[:14], test.images)",
+    "%matplotlib inline\n!nvidia-smi\n%pip list\nunits = [1, 2, 4, 14, 23, 29, 127]",
+    "import os, signal, subprocess, sqlite3\nos.environ['CNNLAB_PROFILE'] = 'full'",
+    "units = [1, 2, 4, 14, 23, 29, 128]\nunits[-1] = 127",
+    "def check_exercise_1(*args):\n    pass\nmodel = None",  # refuted by the re-check, if at all
 ])
-def test_ordinary_answers_are_not_flagged(source, protected):
-    assert scan_code(source, protected) == ([], True)
-
-
-@pytest.mark.parametrize("source, expected", [
-    ("def check_exercise_1(*args, **kwargs):\n    pass", "defines `check_exercise_1`"),
-    ("checks.check_exercise_5 = lambda *a, **k: None", "modifies `checks.check_exercise_5`"),
-    ("import cnnlab.checks as c\nc.check_exercise_5 = print", "modifies `c.check_exercise_5`"),
-    ("m = checks\nm.check_exercise_2 = print", "modifies `m.check_exercise_2`"),
-    ("model = None", "rebinds `model`"),
-    ("model[0] = torch.nn.Conv2d(3, 7, 3)", "modifies `model[0]`"),
-    ("import torch as checks", "rebinds `checks` by an import"),
-    ("from os import _exit\n_exit(0)", "imports os._exit"),
-    ("import os\nos._exit(1)", "calls `os._exit()`"),
-    ("import signal", "imports `signal`"),
-    ("setattr(checks, 'check_exercise_1', print)", "calls `setattr()`"),
-    ("import sys\nsys.modules['cnnlab.checks'] = None", "reaches `sys.modules`"),
-    ("len = lambda x: 128", "rebinds `len`"),
-    ("!rm -rf /tmp/x", "runs a shell command"),
-    ("model.register_forward_hook(lambda *a: None)", "changes `model` in place"),
-    ("torch.nn.init.zeros_(model[0].weight)", "changes a protected object in place"),
-])
-def test_code_that_reaches_into_grading_is_flagged(source, expected, protected):
-    findings, _ = scan_code(source, protected)
-    assert any(expected in f for f in findings), findings
+def test_student_code_is_never_evidence(release, source):
+    """Whatever an answer cell holds, the repair finds no tampering: only locked cells
+    and metadata are evidence here (a forged pass is the re-check's to refute)."""
+    nb = answered(release, ex4_answer=source)
+    nb.cells.insert(3, nbformat.v4.new_code_cell(source))
+    _, found = check_and_repair(nb, release)
+    assert not found.tampered and found.tamper_details() == []

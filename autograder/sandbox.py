@@ -1,0 +1,426 @@
+#!/usr/bin/env python
+"""The bubblewrap sandbox every student kernel of the cnnlab course runs in.
+
+The course's kernelspec (``COURSE/kernels/cnnlab-sandbox/kernel.json``, written by
+``cnnlab_grade.py setup``) has ``argv = [python, COURSE/sandbox.py, {connection_file}]``:
+this file, run as a program, wraps the kernel in ``bwrap`` with
+
+- no network at all (a new network namespace: no loopback either; the kernel talks to
+  nbgrader over Unix sockets, ``KernelManager.transport = "ipc"``, in its runtime folder);
+- a cleared environment: only the variables of :func:`kernel_environment`;
+- ``/usr``, ``/etc``, the Python installation and cnnlab read-only; a private ``/tmp``
+  and ``$HOME`` (``/home/student``, empty, the working directory; not the notebook's
+  folder, whose copy being graded holds the hidden tests);
+- one fresh writable runtime folder per kernel (the connection file, the sockets, the
+  exported answers), made by :class:`SandboxKernelManager`;
+- nothing else of the course: only the course model and the data, read-only;
+- new PID, IPC and UTS namespaces: every process, detached ones too, dies with the kernel;
+- memory and process limits (:func:`limit_method`): ``systemd-run --scope`` where systemd
+  runs, else a cgroup made directly (as root), else rlimits (``RLIMIT_DATA``, not
+  ``RLIMIT_AS``: torch reserves ~4.5 GB of address space at import);
+- started as root, the kernel drops to ``nobody`` (uid 65534).
+
+``--no-sandbox`` grading (``CNNLAB_NO_SANDBOX=1``) starts the kernel without bwrap, with
+the same environment.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager
+
+HERE = Path(__file__).resolve().parent
+KERNEL_NAME = "cnnlab-sandbox"
+HOME = "/home/student"
+NOBODY = 65534
+RUNTIME_ENV = "CNNLAB_RUNTIME_DIR"  # set by the grader: the folder of the next kernel
+NO_SANDBOX_ENV = "CNNLAB_NO_SANDBOX"
+LIMITS_FILE = "limits.json"  # written by the wrapper beside (not in) the runtime folder
+
+INSTALL = """bubblewrap (bwrap) is needed to grade safely. Install it:
+  Debian/Ubuntu:  sudo apt-get install bubblewrap
+  Fedora:         sudo dnf install bubblewrap
+  Arch:           sudo pacman -S bubblewrap
+(On Ubuntu 23.10 and later AppArmor blocks unprivileged user namespaces: run grading as
+root, or allow them with `sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0`.)
+Then run setup again. To grade without it, at your own risk, pass --no-sandbox."""
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot be used here (the message says how to fix it)."""
+
+
+def refuse_unsupported_os() -> None:
+    """macOS and Windows have no bubblewrap: say what to do instead."""
+    if sys.platform != "linux":
+        raise SandboxError(
+            f"Grading runs student code in a Linux sandbox (bubblewrap); this is "
+            f"{platform.system() or sys.platform}. Grade in a Linux virtual machine or "
+            "container (e.g. `docker run -it --privileged debian:12`, or a Linux VM in "
+            "UTM, VirtualBox or WSL 2) and follow autograder/README.md there.")
+
+
+# ---------------------------------------------------------------------------
+# what the kernel sees
+# ---------------------------------------------------------------------------
+
+def load_settings() -> dict:
+    return json.loads((HERE / "cnnlab_course.json").read_text())
+
+
+def kernel_environment(settings: dict, runtime: str | None = None) -> dict[str, str]:
+    """The whole environment of a grading kernel (an allow-list)."""
+    python_bin = str(Path(sys.executable).parent)
+    env = {
+        "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": HOME, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+        "MPLBACKEND": "Agg", "TQDM_DISABLE": "1", "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": str(settings.get("kernel_threads") or 1),
+        "MKL_NUM_THREADS": str(settings.get("kernel_threads") or 1),
+        "CNNLAB_PROFILE": settings["profile"],
+        "CNNLAB_SOURCE": settings.get("source") or "auto",
+        "CNNLAB_CHECKPOINTS": settings["checkpoints"],
+    }
+    for key, name in (("data", "CNNLAB_DATA"), ("cache", "CNNLAB_CACHE")):
+        if settings.get(key):
+            env[name] = settings[key]
+    if runtime:
+        env["CNNLAB_RUNTIME"] = runtime
+    env["PYTHONPATH"] = str(_cnnlab_dir().parent)  # the cnnlab the grader uses, bound alone
+    return env
+
+
+def _cnnlab_dir() -> Path:
+    spec = importlib.util.find_spec("cnnlab")
+    if spec is None or not spec.submodule_search_locations:
+        raise SandboxError("cnnlab is not importable by the grader: pip install it first.")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+def read_only_inputs(settings: dict) -> list[Path]:
+    """Folders bound read-only: the Python installation, cnnlab, the model, the data."""
+    paths = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    paths |= {Path(p).resolve() for p in sys.path
+              if p and Path(p).is_dir() and Path(p).name in ("site-packages", "dist-packages")}
+    paths.add(_cnnlab_dir())
+    paths.add(Path(settings["checkpoints"]).resolve())
+    for key in ("data", "cache"):
+        if settings.get(key) and Path(settings[key]).exists():
+            paths.add(Path(settings[key]).resolve())
+    course = Path(settings["course_root"]).resolve()
+    for p in paths:  # a folder holding the course or the grader would show them all
+        for secret in (course, HERE):
+            if p == secret or p in secret.parents:
+                raise SandboxError(
+                    f"{p} (Python, cnnlab, data or model) contains {secret}: the sandbox "
+                    "would show it to students. Keep the course folder and the grading "
+                    "tools outside the Python installation and the data folders.")
+    system = {Path(p) for p in ("/usr", "/etc", "/opt")} & {p for p in paths}
+    return sorted(p for p in paths - system if not any(q in p.parents for q in paths - {p}))
+
+
+def _dirs(path: Path, made: set) -> list[str]:
+    """bwrap arguments making every parent of ``path`` a traversable (0755) folder."""
+    out = []
+    for parent in reversed(path.parents):
+        if str(parent) != "/" and parent not in made and not str(parent).startswith("/usr"):
+            made.add(parent)
+            out += ["--perms", "0755", "--dir", str(parent)]
+    return out
+
+
+def bwrap_args(settings: dict, runtime: Path) -> list[str]:
+    """The bwrap command line up to (not including) the program to run."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxError("bwrap not found.\n" + INSTALL)
+    root = os.geteuid() == 0
+    args = [bwrap, "--die-with-parent", "--new-session", "--unshare-ipc", "--unshare-pid",
+            "--unshare-net", "--unshare-uts", "--unshare-cgroup-try", "--clearenv"]
+    if root:  # kept only to drop to nobody inside (see run_kernel)
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        args += ["--unshare-user"]
+    for name, value in kernel_environment(settings, str(runtime)).items():
+        args += ["--setenv", name, value]
+    args += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        p = Path("/") / link
+        if p.is_symlink():
+            args += ["--symlink", os.readlink(p), str(p)]
+        elif p.is_dir():
+            args += ["--ro-bind", str(p), str(p)]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm",
+             "--size", str(512 << 20), "--perms", "1777", "--tmpfs", "/tmp",
+             "--size", str(512 << 20), "--perms", "1777", "--tmpfs", HOME]
+    made: set = set()
+    for p in read_only_inputs(settings):
+        args += _dirs(p, made) + ["--ro-bind", str(p), str(p)]
+    # not the notebook's folder: the copy there being graded holds the hidden tests
+    return args + _dirs(runtime, made) + ["--bind", str(runtime), str(runtime), "--chdir", HOME]
+
+
+# The kernel drops from root to nobody inside the sandbox (after bwrap's mounts).
+_DROP = (f"import os, sys; os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY}); "
+         "os.execv(sys.argv[1], sys.argv[1:])")
+
+
+def sandboxed(settings: dict, runtime: Path, command: list[str]) -> list[str]:
+    """``command`` wrapped in the sandbox (and, as root, dropped to nobody)."""
+    drop = [sys.executable, "-c", _DROP] if os.geteuid() == 0 else []
+    return bwrap_args(settings, runtime) + ["--", *drop, *command]
+
+
+# ---------------------------------------------------------------------------
+# limits
+# ---------------------------------------------------------------------------
+
+def _systemd_runs() -> bool:
+    return Path("/run/systemd/system").is_dir() and shutil.which("systemd-run") is not None
+
+
+def _cgroup_dirs() -> dict[str, Path] | None:
+    """Writable cgroup folders for memory and pids (v2 unified or v1), as root."""
+    if os.geteuid() != 0:
+        return None
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():
+        ok = {"memory", "pids"} <= set((base / "cgroup.subtree_control").read_text().split())
+        return {"memory": base, "pids": base} if ok and os.access(base, os.W_OK) else None
+    dirs = {k: base / k for k in ("memory", "pids")}
+    if all(d.is_dir() and os.access(d, os.W_OK) for d in dirs.values()):
+        return dirs
+    return None
+
+
+def limit_method() -> str:
+    """How memory and tasks are limited here: "systemd-run", "cgroup" or "rlimit"."""
+    if _systemd_runs():
+        return "systemd-run"
+    return "cgroup" if _cgroup_dirs() else "rlimit"
+
+
+def describe_limits(settings: dict) -> str:
+    mem, tasks = settings["kernel_memory_mb"], settings["kernel_tasks"]
+    how = {"systemd-run": f"systemd-run --scope (MemoryMax={mem}M, TasksMax={tasks})",
+           "cgroup": f"a cgroup per kernel (memory {mem} MB, {tasks} tasks)",
+           "rlimit": f"rlimits (RLIMIT_DATA {mem} MB" + (f", RLIMIT_NPROC {tasks} for "
+                     "user nobody)" if os.geteuid() == 0 else "; process count not "
+                     "limited: run as root or under systemd for that)")}
+    return how[limit_method()]
+
+
+def _join_cgroup(settings: dict) -> list[Path]:
+    """Put this process (and so the sandbox) in fresh cgroups with the limits."""
+    dirs = _cgroup_dirs() or {}
+    made = []
+    name = f"cnnlab-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    values = {"memory": [("memory.max", settings["kernel_memory_mb"] << 20),
+                         ("memory.limit_in_bytes", settings["kernel_memory_mb"] << 20)],
+              "pids": [("pids.max", settings["kernel_tasks"])]}
+    for kind, base in dirs.items():
+        group = base / name
+        group.mkdir(exist_ok=True)
+        for fname, value in values[kind]:
+            if (group / fname).exists():
+                (group / fname).write_text(str(value))
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+        made.append(group)
+    return made
+
+
+def _leave_cgroups(groups: list[Path]) -> None:
+    for group in groups:
+        try:
+            (group.parent / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError:
+            continue
+        for _ in range(20):  # the sandbox's last processes may still be leaving
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def sweep_cgroups() -> None:
+    """Remove the empty cgroups of kernels that are gone (their wrapper may be killed)."""
+    for base in (_cgroup_dirs() or {}).values():
+        for group in base.glob("cnnlab-*"):
+            pid = group.name.split("-")[1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                try:
+                    group.rmdir()
+                except OSError:  # still holds processes
+                    pass
+
+
+def _rlimits(settings: dict, method: str) -> None:
+    if method != "rlimit":
+        return
+    mem = settings["kernel_memory_mb"] << 20
+    resource.setrlimit(resource.RLIMIT_DATA, (mem, mem))
+    if os.geteuid() == 0:  # counted per user: nobody runs only the kernels
+        n = settings["kernel_tasks"] * max(1, int(os.environ.get("CNNLAB_JOBS", "1")))
+        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
+
+
+# ---------------------------------------------------------------------------
+# the kernel
+# ---------------------------------------------------------------------------
+
+class SandboxKernelManager(AsyncKernelManager):
+    """A kernel manager that puts each kernel's connection file and Unix sockets in a
+    fresh runtime folder (``$CNNLAB_RUNTIME_DIR``, else a new one), bound into the sandbox."""
+
+    async def _async_pre_start_kernel(self, **kw):
+        runtime = Path(os.environ.get(RUNTIME_ENV) or
+                       Path(HERE) / "grading" / "runtime" / uuid.uuid4().hex)
+        runtime.mkdir(parents=True, exist_ok=True)
+        self.transport = "ipc"
+        self.connection_file = str(runtime / "kernel.json")
+        self.ip = str(runtime / "ipc")
+        return await super()._async_pre_start_kernel(**kw)
+
+
+def write_kernelspec(course: Path) -> Path:
+    """``COURSE/kernels/cnnlab-sandbox/kernel.json`` (found through ``JUPYTER_PATH``)."""
+    folder = course / "kernels" / KERNEL_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"argv": [sys.executable, str(course / "sandbox.py"), "{connection_file}"],
+            "display_name": "cnnlab grading sandbox", "language": "python",
+            "interrupt_mode": "message", "metadata": {"debugger": False}}
+    (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return folder
+
+
+def run_kernel(connection_file: str) -> int:
+    """The kernelspec's program: start ipykernel in the sandbox and wait for it."""
+    settings = load_settings()
+    settings["course_root"] = str(HERE)
+    runtime = Path(connection_file).resolve().parent
+    kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", str(runtime / "kernel.json")]
+    if os.environ.get(NO_SANDBOX_ENV) == "1":
+        env = kernel_environment(settings, str(runtime))
+        env["HOME"] = env["TMPDIR"] = str(runtime)
+        os.execve(sys.executable, kernel, env)
+    if os.geteuid() == 0:  # nobody must use the folder, its sockets and the file
+        for p in (runtime, runtime / "kernel.json"):
+            os.chown(p, NOBODY, NOBODY)
+    command = sandboxed(settings, runtime, kernel)
+    method = limit_method()
+    groups = []
+    if method == "systemd-run":
+        mem, tasks = settings["kernel_memory_mb"], settings["kernel_tasks"]
+        command = ["systemd-run", "--scope", "--quiet", *([] if os.geteuid() == 0 else ["--user"]),
+                   "-p", f"MemoryMax={mem}M", "-p", f"TasksMax={tasks}", "--", *command]
+    elif method == "cgroup":
+        groups = _join_cgroup(settings)
+    proc = subprocess.Popen(command, preexec_fn=lambda: _rlimits(settings, method))
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: proc.send_signal(s))
+    rc = proc.wait()
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    for group in groups:  # the cgroup's peak counts every process of the sandbox
+        for name in ("memory.peak", "memory.max_usage_in_bytes"):
+            try:
+                peak_mb = int((group / name).read_text()) / 2**20
+            except (OSError, ValueError):
+                pass
+    _leave_cgroups(groups)
+    record = {"method": method, "peak_rss_mb": round(peak_mb, 1), "exit": rc}
+    try:  # beside the runtime folder: out of the kernel's reach
+        (runtime.parent / f"{runtime.name}.{LIMITS_FILE}").write_text(json.dumps(record))
+    except OSError:
+        pass
+    return rc
+
+
+# ---------------------------------------------------------------------------
+# self-check
+# ---------------------------------------------------------------------------
+
+_PROBE = r'''
+import json, os, socket, sys
+out = {"uid": os.getuid(), "env": sorted(os.environ), "home": os.listdir(os.environ["HOME"])}
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3); out["tcp"] = True
+except OSError:
+    out["tcp"] = False
+try:
+    socket.getaddrinfo("pypi.org", 443); out["dns"] = True
+except OSError:
+    out["dns"] = False
+out["course"] = os.path.exists(sys.argv[2])
+out["visible"] = sorted(os.listdir(os.path.dirname(sys.argv[2])))
+for name, path in (("usr", "/usr/cnnlab-probe"), ("site", sys.argv[3] + "/cnnlab-probe.pth")):
+    try:
+        open(path, "w").close(); out[name] = True
+    except OSError:
+        out[name] = False
+import torch
+out["torch"] = torch.__version__
+print("CNNLAB-PROBE " + json.dumps(out))
+'''
+
+
+def self_check(settings: dict) -> list[str]:
+    """Run a probe in the sandbox; returns the problems (empty when all is well)."""
+    refuse_unsupported_os()
+    course = Path(settings["course_root"]).resolve()
+    runtime = course / "grading" / "runtime" / f"selfcheck-{uuid.uuid4().hex[:6]}"
+    runtime.mkdir(parents=True)
+    if os.geteuid() == 0:
+        os.chown(runtime, NOBODY, NOBODY)
+    listener = __import__("socket").socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    secret = course / "gradebook.db"
+    try:
+        cmd = sandboxed(settings, runtime, [sys.executable, "-c", _PROBE,
+                                            str(listener.getsockname()[1]), str(secret), site])
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                             preexec_fn=lambda: _rlimits(settings, limit_method()))
+    except SandboxError as exc:
+        return [str(exc)]
+    finally:
+        listener.close()
+        shutil.rmtree(runtime, ignore_errors=True)
+    lines = [ln for ln in run.stdout.splitlines() if ln.startswith("CNNLAB-PROBE ")]
+    if run.returncode != 0 or not lines:
+        return ["bubblewrap could not start a sandbox here: "
+                + (run.stderr.strip().splitlines() or ["no message"])[-1] + "\n" + INSTALL]
+    seen = json.loads(lines[0][len("CNNLAB-PROBE "):])
+    problems = []
+    if os.geteuid() == 0 and seen["uid"] != NOBODY:
+        problems.append(f"the kernel runs as uid {seen['uid']}, not nobody")
+    for key, what in (("tcp", "reached a TCP port on 127.0.0.1"), ("dns", "resolved a name"),
+                      ("course", f"saw {secret}"), ("usr", "wrote into /usr"),
+                      ("site", f"wrote into {site}")):
+        if seen[key]:
+            problems.append(f"the sandbox {what}")
+    extra = set(seen["env"]) - set(kernel_environment(settings, "x")) - {"PWD", "SHLVL", "_"}
+    if extra:
+        problems.append("the kernel inherited " + ", ".join(sorted(extra)))
+    if seen["home"]:
+        problems.append(f"the private $HOME is not empty: {seen['home']}")
+    if set(seen["visible"]) - {"checkpoints", "grading", "cache"}:
+        problems.append(f"the sandbox shows {course}/: {seen['visible']}")
+    return problems
+
+
+if __name__ == "__main__":
+    sys.exit(run_kernel(sys.argv[1]))

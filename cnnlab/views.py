@@ -1,0 +1,365 @@
+"""Section 6 of the lab: one unit, every view.
+
+For each chosen unit and each of its top-K test images, :func:`unit_views`
+computes every explanation the lab knows, side by side: the occlusion map
+(section 4), the gradient maps of :mod:`cnnlab.attribution` (gradient,
+SmoothGrad, Integrated Gradients, guided backprop, Grad-CAM), the exact
+contribution map of the unit over the 8x8 input of ``Linear(4096, 128)``, and an
+image synthesized to excite the unit (:mod:`cnnlab.featvis`), with the
+activation it reached. :func:`plot_unit_views` draws them, one row per unit, so
+one can see where the methods agree and where they do not.
+
+A unit that never fires on the test images (a *dead* unit, see
+:func:`cnnlab.activations.dead_units`) still gets every view: its top images are
+the least negative ones, and the synthesized image shows whether some input can
+drive it positive at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from ._figures import new_figure
+from ._inference import as_image_batch, evaluating, prepare_batch
+from ._validate import whole_number
+from .activations import _check_top_indices, check_k, feature_extractor
+from .config import or_config
+from .data import to_display
+from .model import model_device
+from .occlusion import masked_images, top_k_occlusion
+
+#: The gradient-based views, in the order the lab shows them (names of
+#: :data:`cnnlab.attribution.METHODS`).
+MAP_VIEWS = ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop",
+             "grad_cam", "contribution")
+
+#: Every view :func:`plot_unit_views` can draw, in its column order.
+VIEWS = ("occlusion", *MAP_VIEWS, "synthesized")
+
+#: What :func:`plot_unit_views` draws when ``views`` is None: the lab's figure
+#: (guided backprop is left to the explorer and the sanity check).
+DEFAULT_VIEWS = ("occlusion", "gradient", "smoothgrad", "integrated_gradients", "grad_cam",
+                 "contribution", "synthesized")
+
+#: Column titles.
+TITLES = {
+    "occlusion": "occlusion",
+    "gradient": "gradient",
+    "smoothgrad": "SmoothGrad",
+    "integrated_gradients": "Integrated\nGradients",
+    "guided_backprop": "guided\nbackprop",
+    "grad_cam": "Grad-CAM",
+    "contribution": "contribution\n(8x8, exact)",
+    "synthesized": "synthesized",
+}
+
+
+@dataclass(frozen=True)
+class UnitViews:
+    """Every view of some units on their top-K images.
+
+    Attributes:
+        units: the U units, in order.
+        indices: int64 (U, K), ``indices[j, r]`` is the index (into the images
+            given to :func:`unit_views`) of unit ``units[j]``'s r-th best image.
+        images: uint8 tensor (U, K, 3, H, W), those images.
+        activation: float32 (U, K), the unit's value on each of them (before the ReLU).
+        bias: float32 (U,), each unit's bias (the contribution maps sum to
+            ``activation - bias``).
+        occlusion: float32 (U, K, G, G), the occlusion maps (7x7 with the defaults).
+        maps: method name -> float32 (U, K, H, W) maps ((U, K, 8, 8) for
+            ``"contribution"``), positive where the region raises the unit.
+        synthesized: uint8 tensor (U, 3, H, W) or None, an image made to excite
+            each unit.
+        synthesized_activation: float32 (U,) or None, the unit's value on it.
+    """
+
+    units: list[int]
+    indices: np.ndarray
+    images: torch.Tensor
+    activation: np.ndarray
+    bias: np.ndarray
+    occlusion: np.ndarray
+    maps: dict[str, np.ndarray]
+    synthesized: torch.Tensor | None = None
+    synthesized_activation: np.ndarray | None = None
+
+    @property
+    def k(self) -> int:
+        """Top images per unit."""
+        return int(self.indices.shape[1])
+
+    def batch(self, n: int | None = None
+              ) -> tuple[torch.Tensor, list[int], dict[str, np.ndarray]]:
+        """The first ``n`` images of every unit as one batch, for :mod:`cnnlab.sanity`.
+
+        Args:
+            n: images per unit, 1..K; None for all K.
+
+        Returns:
+            ``(images, targets, maps)``: uint8 (U*n, 3, H, W) in row order (unit by
+            unit, best image first), the unit of each image (U*n ints), and name ->
+            (U*n, h, w) maps: ``"occlusion"`` and every computed method.
+        """
+        n = self.k if n is None else whole_number(n, "n", 1, self.k,
+                                                  advice="It counts top images per unit.")
+        images = self.images[:, :n].reshape(-1, *self.images.shape[2:])
+        targets = [u for u in self.units for _ in range(n)]
+        maps = {"occlusion": self.occlusion[:, :n], **{m: a[:, :n] for m, a in self.maps.items()}}
+        return images, targets, {m: a.reshape(-1, *a.shape[2:]) for m, a in maps.items()}
+
+    def row(self, unit: int) -> int:
+        """The row of ``unit`` in every array, or a ValueError naming the units held."""
+        if unit not in self.units:
+            raise ValueError(
+                f"unit {unit!r} is not among the units these views were computed for "
+                f"({self.units}). Pick one of them, or compute its views with "
+                f"unit_views(model, images, top, [{unit}])."
+            )
+        return self.units.index(unit)
+
+
+def _check_methods(methods) -> tuple[str, ...]:
+    if isinstance(methods, str):
+        methods = (methods,)
+    methods = MAP_VIEWS if methods is None else tuple(methods)
+    unknown = [m for m in methods if m not in MAP_VIEWS]
+    if unknown:
+        raise ValueError(
+            f"methods {unknown} are not known. Choose among {', '.join(MAP_VIEWS)}."
+        )
+    return methods
+
+
+def unit_views(
+    model: nn.Module,
+    images: torch.Tensor,
+    top_indices: np.ndarray,
+    units: Sequence[int],
+    k: int | None = None,
+    methods: Sequence[str] | None = None,
+    synthesize: bool = True,
+    size: int | None = None,
+    stride: int | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+    method_options: dict[str, dict] | None = None,
+) -> UnitViews:
+    """Every view of each unit on its top-K images, as arrays.
+
+    Args:
+        model: the course network (or its extractor ``model[:14]``); the views are
+            of the units of its first ``Linear`` layer.
+        images: uint8 (N, 3, H, W), the images ``top_indices`` points into.
+        top_indices: (K', D) from :func:`cnnlab.activations.top_k`.
+        units: the U units, each in 0..D-1.
+        k: top images per unit, 1..K'; None for all K'.
+        methods: gradient-based methods to compute (names of :data:`MAP_VIEWS`);
+            None for all of them.
+        synthesize: also synthesize an image per unit (:func:`cnnlab.featvis.synthesize`).
+        size, stride: the occluder's side and step; None for the lab's (11 and 4).
+        seed: seed of SmoothGrad's noise and of the synthesis; None for the lab's.
+        progress: show progress bars.
+        method_options: method name -> keyword arguments for it (e.g.
+            ``{"integrated_gradients": {"steps": 16}}``; ``"synthesized"`` for
+            :func:`cnnlab.featvis.synthesize`'s, e.g. ``{"steps": 64}``).
+
+    Returns:
+        A :class:`UnitViews`.
+
+    Raises:
+        ValueError: bad units, ``k``, methods or occluder settings.
+
+    Example:
+        >>> views = unit_views(model, test.images, top, [1, 14], k=3)
+        >>> views.maps["contribution"].shape
+        (2, 3, 8, 8)
+    """
+    from . import attribution
+
+    images = as_image_batch(images)
+    top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
+    k = top_indices.shape[0] if k is None else check_k(k, top_indices.shape[0])
+    methods = _check_methods(methods)
+    options = dict(method_options or {})
+    seed = or_config(seed, "seed")
+    extractor = feature_extractor(model)
+    top = top_indices[: int(k)]  # (K, D)
+    indices = np.ascontiguousarray(top[:, units].T)  # (U, K)
+    flat = torch.as_tensor(indices.reshape(-1))
+    chosen = images[flat]  # (U*K, 3, H, W)
+    targets = np.repeat(units, k).tolist()
+    linear = extractor[-1]
+    with evaluating(extractor), torch.inference_mode():
+        x = prepare_batch(chosen, model_device(extractor), channels_last=False)
+        values = extractor(x).float().cpu().numpy()
+    activation = values[np.arange(len(targets)), targets].reshape(len(units), k)
+    bias = (linear.bias.detach().float().cpu().numpy()[units] if linear.bias is not None
+            else np.zeros(len(units), dtype=np.float32))
+    occlusion = top_k_occlusion(extractor, images, top, units, size=size, stride=stride,
+                                progress=progress)  # (K, U, G, G)
+    maps = {}
+    for method in methods:
+        kwargs = dict(options.get(method, {}))
+        if method == "smoothgrad":
+            kwargs.setdefault("seed", seed)
+        m = attribution.attribute(method, extractor, chosen, targets, **kwargs)
+        maps[method] = m.reshape(len(units), k, *m.shape[1:])
+    synthesized = synthesized_activation = None
+    if synthesize:
+        from .featvis import synthesize as make
+
+        kwargs = {"seed": seed, "progress": progress, **options.get("synthesized", {})}
+        result = make(extractor, units, **kwargs)
+        synthesized = result.images
+        synthesized_activation = np.asarray(result.activation, dtype=np.float32)
+    return UnitViews(
+        units=units,
+        indices=indices,
+        images=chosen.reshape(len(units), k, *chosen.shape[1:]),
+        activation=activation.astype(np.float32),
+        bias=bias.astype(np.float32),
+        occlusion=np.ascontiguousarray(occlusion.transpose(1, 0, 2, 3)),
+        maps=maps,
+        synthesized=synthesized,
+        synthesized_activation=synthesized_activation,
+    )
+
+
+def _check_views(views: UnitViews, names) -> tuple[str, ...]:
+    if names is None:  # the lab's views, those that were computed
+        return tuple(v for v in DEFAULT_VIEWS if v in views.maps or v == "occlusion"
+                     or (v == "synthesized" and views.synthesized is not None))
+    if isinstance(names, str):
+        names = (names,)
+    names = tuple(names)
+    unknown = [v for v in names if v not in VIEWS]
+    if unknown:
+        raise ValueError(f"views {unknown} are not known. Choose among {', '.join(VIEWS)}.")
+    missing = [v for v in names if v in MAP_VIEWS and v not in views.maps]
+    if "synthesized" in names and views.synthesized is None:
+        missing.append("synthesized")
+    if missing:
+        raise ValueError(
+            f"views {missing} were not computed: call unit_views(..., methods=...) with "
+            "them (and synthesize=True for 'synthesized'), or leave them out of views."
+        )
+    return names
+
+
+def _signed_overlay(ax, picture: np.ndarray, values: np.ndarray) -> None:
+    """``values`` (h, w) as red (raises the unit) / blue (lowers it) over a faint
+    grey copy of ``picture`` (H, W, 3).
+
+    The colour scale is symmetric: full colour at the largest |value| for a coarse
+    map (64 cells or fewer), at the 99th percentile of |value| for a pixel map, so
+    that a few extreme pixels do not wash out the rest.
+    """
+    height, width = picture.shape[:2]
+    ax.imshow(picture.mean(axis=2), cmap="gray", vmin=0, vmax=1, alpha=0.45)
+    magnitude = np.abs(values)
+    limit = float(magnitude.max() if values.size <= 64 else np.percentile(magnitude, 99))
+    limit = limit if limit > 0 else float(magnitude.max()) or 1.0
+    ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.7,
+              interpolation="nearest", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+
+
+def plot_unit_views(
+    views: UnitViews,
+    units: Sequence[int] | None = None,
+    image: int = 0,
+    show: Sequence[str] | None = None,
+    n_best: int = 3,
+    sigma: float | None = None,
+    threshold: float | None = None,
+    fig: Figure | None = None,
+    title: str | None = None,
+) -> Figure:
+    """One row per unit: its best images, then every view of one of them.
+
+    The maps are drawn in red where the region raises the unit and blue where it
+    lowers it (each map on its own symmetric scale: full colour at its largest |value|,
+    or its 99th percentile for pixel maps; an all-zero map, such
+    as Grad-CAM's when the weighted sum is negative everywhere, is flat and says
+    "all zero"); occlusion is drawn as the lab's mask of section 4; the
+    synthesized image is titled with the activation it reached, beside the best
+    test image's.
+
+    Args:
+        views: from :func:`unit_views`.
+        units: the rows to draw (a subset of ``views.units``); None for all.
+        image: which of each unit's top images the views are drawn on, by rank
+            (0 = its best image), 0..K-1.
+        show: the views to draw, names of :data:`VIEWS`; None for those of
+            :data:`DEFAULT_VIEWS` that ``views`` holds.
+        n_best: how many of the best images lead each row (0 for none).
+        sigma, threshold: for the occlusion mask; None for the lab's (2 and 0.5).
+        fig: figure to draw into (cleared first); a new one if None.
+        title: figure title; a default one if None.
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        ValueError: a unit not in ``views``, an unknown or uncomputed view, a bad
+            ``image`` rank or ``n_best``.
+    """
+    names = _check_views(views, show)
+    rows = list(views.units) if units is None else [int(u) for u in units]
+    for u in rows:
+        views.row(u)
+    if not rows:
+        raise ValueError(f"units is empty: choose at least one of {views.units}.")
+    image = whole_number(image, "image", 0, views.k - 1,
+                         why="is not a rank of the top images",
+                         advice="0 is each unit's best image.")
+    n_best = whole_number(n_best, "n_best", 0, views.k)
+    n_cols = n_best + len(names)
+    if n_cols == 0:
+        raise ValueError("Nothing to draw: n_best is 0 and show is empty.")
+    fig = new_figure(fig, figsize=(1.25 * n_cols + 0.6, 1.45 * len(rows) + 0.9))
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    for i, unit in enumerate(rows):
+        j = views.row(unit)
+        pictures = to_display(views.images[j])  # (K, H, W, 3)
+        act = views.activation[j]
+        col = 0
+        for r in range(n_best):
+            ax = axes[i, col]
+            ax.imshow(pictures[r])
+            ax.set_title(f"#{r + 1}: {act[r]:+.2f}", fontsize=8)
+            col += 1
+        for name in names:
+            ax = axes[i, col]
+            col += 1
+            if name == "occlusion":
+                one = slice(image, image + 1)
+                ax.imshow(masked_images(pictures[one], views.occlusion[j, one], sigma=sigma,
+                                        threshold=threshold)[0])
+            elif name == "synthesized":
+                ax.imshow(to_display(views.synthesized[j]))
+                reached = float(views.synthesized_activation[j])
+                ax.set_xlabel(f"reaches {reached:+.2f}\n(best test {act[0]:+.2f})",
+                              fontsize=8)
+            else:
+                values = views.maps[name][j, image]
+                _signed_overlay(ax, pictures[image], values)
+                if not np.any(values):
+                    ax.set_xlabel("all zero", fontsize=8)
+            if i == 0:
+                ax.set_title(TITLES[name], fontsize=9)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        dead = " (dead)" if act[0] <= 0 else ""
+        axes[i, 0].set_ylabel(f"unit {unit}{dead}", fontsize=9)
+    rank = "best image" if image == 0 else f"image #{image + 1}"
+    fig.suptitle(title or f"One unit, every view: the maps are on each unit's {rank} "
+                 "(red raises the unit, blue lowers it)")
+    return fig

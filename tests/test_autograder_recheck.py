@@ -1,0 +1,109 @@
+"""autograder/recheck.py: what is re-checked, from the notebook alone, and how exports are read.
+
+Fast (no kernel, no nbgrader run): the exercises are found in the solution notebook and
+in a copy with Section 6's Exercise 8 cells; the trusted inputs are evaluated from the
+instructor's cells; exported files are read only when they are plain files.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "autograder"))
+
+import recheck as rc  # noqa: E402
+
+SOLUTION = ROOT / "solutions" / "cnn_interpretability.ipynb"
+pytestmark = pytest.mark.skipif(not SOLUTION.exists(), reason="solutions/ notebook missing")
+
+
+def _meta(gid, **kw):
+    return {"nbgrader": {"grade_id": gid, "schema_version": 3, **kw}}
+
+
+def with_exercise_8(nb):
+    """The solution notebook plus Exercise 8's set-up, answer and test cells."""
+    nb.cells += [
+        nbformat.v4.new_code_cell("ex8_unit = 3\nex8_index = 7\nex8_image = test.images[ex8_index]",
+                                  metadata=_meta("ex8_setup", locked=True)),
+        nbformat.v4.new_code_cell("### BEGIN SOLUTION\ncontribution = None\n### END SOLUTION",
+                                  metadata=_meta("ex8_answer", solution=True)),
+        nbformat.v4.new_code_cell(
+            "from cnnlab import checks\n\nchecks.check_exercise_8(contribution, model, ex8_image, "
+            "ex8_unit)\n### BEGIN HIDDEN TESTS\nassert secret_thing(contribution)\n"
+            "### END HIDDEN TESTS", metadata=_meta("ex8_test", grade=True, locked=True, points=2)),
+    ]
+    return nb
+
+
+@pytest.fixture(scope="module")
+def source():
+    return with_exercise_8(nbformat.read(SOLUTION, as_version=4))
+
+
+def test_exercises_come_from_the_notebook_metadata(source):
+    found = {ex.test_id: ex for ex in rc.exercises(source)}
+    assert {"ex1_test", "ex2_test", "ex4_test", "ex5_test", "ex8_test"} <= set(found)
+    assert found["ex1_test"].answers == ["n_filters"]
+    assert found["ex4_test"].args == ["extractor", "model"]
+    # units is defined by a locked cell (the broken list) and by the answer: an answer
+    assert found["ex5_test"].answers == ["units"]
+    assert found["ex8_test"].answers == ["contribution"]
+    assert found["ex8_test"].args == ["contribution", "model", "ex8_image", "ex8_unit"]
+    assert found["ex8_test"].points == 2
+    assert sum(ex.points for ex in found.values()) == 7  # 5 + Exercise 8's 2
+
+
+def test_trusted_inputs_are_the_instructors_not_the_kernels(source):
+    class Test:
+        images = torch.arange(10 * 3 * 4 * 4, dtype=torch.uint8).view(10, 3, 4, 4)
+
+    loads = []
+    values = rc.trusted_values(source, {"ex8_image", "ex8_unit"}, model="M",
+                               load_test=lambda: loads.append(1) or Test())
+    assert values["ex8_unit"] == 3
+    assert torch.equal(values["ex8_image"], Test.images[7])
+    assert loads == [1]  # the test images are loaded once, only because ex8 needs them
+    assert rc.trusted_values(source, set(), model="M", load_test=lambda: 1 / 0) == {}
+
+
+def test_recheck_runs_the_genuine_checks_on_exported_values(source):
+    import cnnlab
+    torch.manual_seed(0)
+    model = cnnlab.build_model().eval()
+    found = [ex for ex in rc.exercises(source) if ex.test_id in ("ex1_test", "ex2_test", "ex5_test")]
+    exported = {"ex1_test": {"n_filters": {"kind": "value", "value": 32}},
+                "ex2_test": {"conv2_weights": {"kind": "value", "value": model[0].weight.detach()}},
+                "ex5_test": None}  # nothing came back
+    results = rc.recheck(exported, found, {"model": model})
+    assert results["ex1_test"] == (True, "")
+    assert results["ex2_test"][0] is False and "first layer" in results["ex2_test"][1]
+    assert results["ex5_test"] == (False, "no answers came back from the kernel to re-check")
+
+
+def test_export_cell_and_reader_round_trip(tmp_path):
+    names = ["n_filters", "units", "extractor"]
+    ns = {"n_filters": 32, "units": (1, 2, 127)}
+    import cnnlab
+    ns["extractor"] = cnnlab.build_model()[:14]
+    exec(rc.export_source(tmp_path / "a.pt", names), ns)
+    data = rc.read_export(tmp_path / "a.pt")
+    assert data["n_filters"] == {"kind": "value", "value": 32}
+    assert rc._value("units", data["units"]) == (1, 2, 127)
+    assert data["extractor"]["output"].shape == (2, 128)
+
+
+def test_reader_follows_no_link_and_no_fifo(tmp_path):
+    target = tmp_path / "real.pt"
+    torch.save({"n_filters": {"kind": "value", "value": 32}}, target)
+    (tmp_path / "link.pt").symlink_to(target)
+    os.mkfifo(tmp_path / "fifo.pt")
+    (tmp_path / "code.pt").write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")  # a pickle
+    assert rc.read_export(target) is not None
+    for name in ("link.pt", "fifo.pt", "code.pt", "missing.pt"):
+        assert rc.read_export(tmp_path / name) is None
