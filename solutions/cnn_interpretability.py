@@ -791,6 +791,7 @@ print(f"unit {ex8_unit} on test image {ex8_index}, a {test.classes[test.labels[e
 
 # %% id="ex8_answer" nbgrader={"grade": false, "grade_id": "ex8_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 # Exercise 8: contribution = the (8, 8) contribution map of unit ex8_unit on ex8_image.
+contribution = None  # stays None until you answer below
 ### BEGIN SOLUTION
 import torch
 
