@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import lesson_source
 from test_browser import (
     CHROMIUM,
     CHROMIUM_FLAGS,
@@ -110,29 +111,17 @@ def playwright_api():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, playwright_api):
+def trained(playwright_api, quick_checkpoints):
     """The kernels' environment, with the quick model already trained in its checkpoint
     folder (the same calls as the set-up cell), and that checkpoint's path."""
-    import cnnlab
-
-    checkpoints = tmp_path_factory.mktemp("lesson-checkpoints")
-    real = os.environ.get("CNNLAB_DATA") and os.environ.get("CNNLAB_SOURCE") != "synthetic"
+    checkpoints, checkpoint = quick_checkpoints
     env = {
         "CNNLAB_PROFILE": "quick",
         "CNNLAB_CHECKPOINTS": str(checkpoints),
-        "CNNLAB_SOURCE": "" if real else "synthetic",
+        "CNNLAB_SOURCE": lesson_source(),
         "TQDM_DISABLE": "1",
     }
-    start = time.monotonic()
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        config = cnnlab.get_config()
-        train, test = cnnlab.load_lab_data(config)
-        _, info = cnnlab.train_or_load(config, train, test,
-                                       device=cnnlab.get_device(verbose=False), progress=False)
-    print(f"\nquick model ready in {time.monotonic() - start:.1f} s: {info['checkpoint']}")
-    return env, Path(info["checkpoint"])
+    return env, Path(checkpoint)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import lesson_source
 
 import cnnlab
 
@@ -484,28 +485,17 @@ def _kernel_environment(checkpoints: Path) -> dict:
             [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
         "TQDM_DISABLE": "1",
     }
-    real = os.environ.get("CNNLAB_DATA") and os.environ.get("CNNLAB_SOURCE") != "synthetic"
-    env["CNNLAB_SOURCE"] = "" if real else "synthetic"
+    env["CNNLAB_SOURCE"] = lesson_source()
     return env
 
 
 @pytest.fixture(scope="session")
-def notebook_env(tmp_path_factory):
+def notebook_env(quick_checkpoints):
     """Kernel environment whose checkpoint folder already holds the quick-profile model
-    (trained here once, with the notebook's own calls, so every run reuses it)."""
+    (trained once per session, with the notebook's own calls, so every run reuses it)."""
     pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
-    import cnnlab
-
-    env = _kernel_environment(tmp_path_factory.mktemp("checkpoints"))
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        config = cnnlab.get_config()
-        train, test = cnnlab.load_lab_data(config)
-        cnnlab.train_or_load(config, train, test, device=cnnlab.get_device(verbose=False),
-                             progress=False)
-    return env
+    return _kernel_environment(quick_checkpoints[0])
 
 
 def _execute(nb, env: dict, cwd: Path, monkeypatch) -> nbformat.NotebookNode:
