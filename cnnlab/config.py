@@ -9,8 +9,11 @@ autograder honour it unchanged.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._validate import whole_number
@@ -147,6 +150,12 @@ PROFILES: dict[str, LabConfig] = {
         profile="quick",
         train_size=10_000,
         test_size=2_000,
+        # Section 6 at half the cost (the notebook's views cell, run by every grading
+        # kernel): noisier SmoothGrad, coarser IG (about 5 % completeness error instead
+        # of 1.4 %), synthesized images that reach less; same figures otherwise.
+        smoothgrad_samples=8,
+        ig_steps=16,
+        featvis_steps=128,
     ),
     # The 2019 recipe exactly: batch 32, Adam 1e-3 constant, 5 epochs, fp32.
     "reference": LabConfig(
@@ -162,13 +171,42 @@ PROFILES: dict[str, LabConfig] = {
 }
 
 
-def or_config(value, field: str):
-    """``value``, or the current profile's ``field`` when ``value`` is None.
+_ACTIVE: contextvars.ContextVar[LabConfig | None] = contextvars.ContextVar("cnnlab_config",
+                                                                           default=None)
 
-    Public functions take ``None`` to mean "the lab's value", read here, so their
-    signatures cannot drift from :class:`LabConfig`.
+
+@contextlib.contextmanager
+def using(config: LabConfig) -> Iterator[LabConfig]:
+    """Make ``config`` the lab's values for the body (``cnnlab lab`` runs in one).
+
+    Inside, every ``None`` argument of the lab's functions means ``config``'s field
+    instead of the ``CNNLAB_PROFILE`` profile's.
+
+    Example:
+        >>> with using(get_config("quick", ig_steps=8)):
+        ...     or_config(None, "ig_steps")
+        8
     """
-    return getattr(get_config(), field) if value is None else value
+    if not isinstance(config, LabConfig):
+        raise TypeError(f"using() takes a LabConfig (from cnnlab.get_config), got "
+                        f"{type(config).__name__}.")
+    token = _ACTIVE.set(config)
+    try:
+        yield config
+    finally:
+        _ACTIVE.reset(token)
+
+
+def or_config(value, field: str):
+    """``value``, or the lab's ``field`` when ``value`` is None.
+
+    The lab's value is that of the config of an enclosing :func:`using`, else of
+    the ``CNNLAB_PROFILE`` profile. Public functions take ``None`` to mean "the lab's
+    value", read here, so their signatures cannot drift from :class:`LabConfig`.
+    """
+    if value is not None:
+        return value
+    return getattr(_ACTIVE.get() or get_config(), field)
 
 
 def get_config(profile: str | None = None, **overrides) -> LabConfig:

@@ -29,12 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attribution import gradients_on, prepare_inputs
-from .config import LabConfig
+from .attribution import _layout, gradients_on, prepare_inputs
+from .config import or_config
 from .data import normalize
 from .model import model_device
 
-_DEFAULTS = LabConfig()
 
 #: Square root of the RGB covariance of CIFAR-10's 50,000 training images (pixels
 #: in [0, 1]), ``U diag(sqrt(S))`` of its SVD, columns scaled so the longest has norm 1
@@ -156,15 +155,15 @@ def synthesize(
     """
     from tqdm.auto import tqdm
 
-    steps = _DEFAULTS.featvis_steps if steps is None else steps
-    lr = _DEFAULTS.featvis_lr if lr is None else lr
-    seed = _DEFAULTS.seed if seed is None else seed
+    steps = or_config(steps, "featvis_steps")
+    lr = or_config(lr, "featvis_lr")
+    seed = or_config(seed, "seed")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"steps={steps!r} must be a whole number >= 0 (the lab uses "
-                         f"{_DEFAULTS.featvis_steps}).")
+                         f"{or_config(None, 'featvis_steps')}).")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr={lr!r} must be a positive learning rate (the lab uses "
-                         f"{_DEFAULTS.featvis_lr}).")
+                         f"{or_config(None, 'featvis_lr')}).")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed={seed!r} must be an integer.")
     if isinstance(targets, (torch.Tensor, np.ndarray)):
@@ -186,7 +185,7 @@ def synthesize(
         for _ in tqdm(range(steps), disable=progress is False, desc="synthesis",
                       unit="step", leave=False):
             pixels = random_transform(spectrum_to_pixels(spectrum, scale), generator)
-            value = model(normalize(pixels))[rows, t]
+            value = model(_layout(normalize(pixels)))[rows, t]
             (spectrum.grad,) = torch.autograd.grad(-value.sum(), spectrum)
             optimizer.step()
         with torch.no_grad():

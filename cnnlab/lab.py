@@ -23,7 +23,7 @@ import torch
 from ._io import atomic_write
 from .activations import (extract_features, feature_extractor, firing_stats, plot_firing,
                           plot_top_k, top_k)
-from .config import LabConfig
+from .config import LabConfig, using
 from .data import Split
 from .device import get_device
 from .embedding import embed, plot_embedding, trustworthiness_score
@@ -106,6 +106,11 @@ def run_lab(
     Returns:
         The summary written to ``summary.json``.
     """
+    with using(config):  # every default below is this config's, not $CNNLAB_PROFILE's
+        return _run_lab(config, train, test, out, checkpoint, retrain, device, progress)
+
+
+def _run_lab(config, train, test, out, checkpoint, retrain, device, progress) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = device or get_device()
@@ -160,14 +165,16 @@ def run_lab(
               out / "confusion.png")
     with stage("unit_views"):
         views = unit_views(model, test.images, top, config.units, seed=config.seed,
-                           progress=progress)
+                           progress=progress, occlusion=omaps)
         _save(plot_unit_views(views), out / "unit_views.png")
     with stage("sanity"):
-        images6, targets6, maps6 = views.batch()
-        randomization = cascading_randomization(extractor, images6, targets6,
+        # the 2 best images of every unit, as in the notebook: every method is
+        # recomputed for each of the 6 randomized copies of the network
+        randomization = cascading_randomization(extractor, *views.batch(2)[:2],
                                                 seed=config.seed)
         _save(plot_randomization(randomization), out / "randomization.png")
     with stage("faithfulness"):
+        images6, targets6, maps6 = views.batch()
         faithful = {fill: faithfulness(extractor, images6, targets6, maps6, fill=fill,
                                        seed=config.seed) for fill in FILLS}
         for fill, curves in faithful.items():

@@ -40,11 +40,10 @@ from ._inference import (
     use_channels_last,
 )
 from .attribution import BLACK, METHODS, attribute, prepare_inputs
-from .config import LabConfig
+from .config import or_config
 from .model import model_device
 from .occlusion import occlusion_maps
 
-_DEFAULTS = LabConfig()
 
 #: Everything :func:`cascading_randomization` can compare: the gradient methods,
 #: occlusion, and the model-independent control.
@@ -112,7 +111,7 @@ def method_maps(method: str, model: nn.Module, images, targets, **kwargs) -> np.
         return edge_map(x)
     if method == "occlusion":
         units = sorted(set(t.tolist()))
-        precision = kwargs.get("precision", _DEFAULTS.precision)  # bf16 where fast
+        precision = kwargs.get("precision", or_config(None, "precision"))  # bf16 where fast
         maps = occlusion_maps(model, x, units=units, precision=precision)  # (N, U, 7, 7)
         column = [units.index(u) for u in t.tolist()]
         return upsample(maps[np.arange(len(x)), column], size)
@@ -222,7 +221,7 @@ def cascading_randomization(
         ['trained', '13 Linear', '8 Conv2d', '6 Conv2d', '2 Conv2d', '0 Conv2d']
     """
     methods = _check_methods(methods, SANITY_METHODS)
-    seed = _DEFAULTS.seed if seed is None else seed
+    seed = or_config(seed, "seed")
     if not is_whole(seed):
         raise TypeError(f"seed={seed!r} must be an integer.")
     x, t, _ = prepare_inputs(model, images, targets)
@@ -301,7 +300,7 @@ def fill_images(x: torch.Tensor, fill: str, sigma: float | None = None) -> torch
     """
     if fill == "black":
         return torch.full_like(x, BLACK)
-    sigma = _DEFAULTS.blur_sigma if sigma is None else float(sigma)
+    sigma = float(or_config(sigma, "blur_sigma"))
     radius = max(1, math.ceil(3 * sigma))
     taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
@@ -354,13 +353,13 @@ def faithfulness(
     """
     if fill not in FILLS:
         raise ValueError(f"fill={fill!r} is not known; use 'black' or 'blur'.")
-    steps = _DEFAULTS.faithfulness_steps if steps is None else steps
+    steps = or_config(steps, "faithfulness_steps")
     if not is_whole(steps, 1):
         raise ValueError(f"steps={steps!r} must be a positive integer (the lab uses "
-                         f"{_DEFAULTS.faithfulness_steps}).")
-    seed = _DEFAULTS.seed if seed is None else seed
+                         f"{or_config(None, 'faithfulness_steps')}).")
+    seed = or_config(seed, "seed")
     batch_size = 128 if batch_size is None else batch_size
-    precision = _DEFAULTS.precision if precision is None else precision
+    precision = or_config(precision, "precision")
     if not isinstance(maps, Mapping) or not maps:
         raise TypeError("maps must be a non-empty dict: method name -> (N, h, w) maps.")
     x, t, _ = prepare_inputs(model, images, targets)

@@ -150,6 +150,7 @@ def unit_views(
     seed: int | None = None,
     progress: bool = False,
     method_options: dict[str, dict] | None = None,
+    occlusion: np.ndarray | None = None,
 ) -> UnitViews:
     """Every view of each unit on its top-K images, as arrays.
 
@@ -169,6 +170,9 @@ def unit_views(
         method_options: method name -> keyword arguments for it (e.g.
             ``{"integrated_gradients": {"steps": 16}}``; ``"synthesized"`` for
             :func:`cnnlab.featvis.synthesize`'s, e.g. ``{"steps": 64}``).
+        occlusion: float32 (K', U, G, G), the maps :func:`cnnlab.top_k_occlusion`
+            already gave for these ``top_indices`` and ``units`` (Section 4's), reused
+            instead of computed again; None computes them.
 
     Returns:
         A :class:`UnitViews`.
@@ -202,8 +206,11 @@ def unit_views(
     activation = values[np.arange(len(targets)), targets].reshape(len(units), k)
     bias = (linear.bias.detach().float().cpu().numpy()[units] if linear.bias is not None
             else np.zeros(len(units), dtype=np.float32))
-    occlusion = top_k_occlusion(extractor, images, top, units, size=size, stride=stride,
-                                progress=progress)  # (K, U, G, G)
+    if occlusion is None:
+        occlusion = top_k_occlusion(extractor, images, top, units, size=size, stride=stride,
+                                    progress=progress)  # (K, U, G, G)
+    else:
+        occlusion = _check_occlusion(occlusion, top_indices.shape[0], len(units))[: int(k)]
     maps = {}
     for method in methods:
         kwargs = dict(options.get(method, {}))
@@ -230,6 +237,17 @@ def unit_views(
         synthesized=synthesized,
         synthesized_activation=synthesized_activation,
     )
+
+
+def _check_occlusion(maps, k: int, n_units: int) -> np.ndarray:
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 4 or maps.shape[:2] != (k, n_units) or maps.shape[2] != maps.shape[3]:
+        raise ValueError(
+            f"occlusion has shape {maps.shape}; expected ({k}, {n_units}, G, G): the maps "
+            "cnnlab.top_k_occlusion gave for the same top indices and units. Pass "
+            "occlusion=None to compute them here."
+        )
+    return maps
 
 
 def _check_views(views: UnitViews, names) -> tuple[str, ...]:

@@ -26,7 +26,11 @@ from cnnlab.attribution import (
     smoothgrad,
     trapezoid_weights,
 )
-from cnnlab.data import normalize
+from cnnlab._inference import use_channels_last
+from cnnlab.config import get_config
+from cnnlab.data import normalize, synthetic_cifar10
+from cnnlab.model import build_model
+from cnnlab.train import train_model
 
 UNITS = [1, 5, 7, 3, 120, 64]  # one per image of the images fixture
 CLASSES = [0, 9, 3, 3, 1, 6]
@@ -41,7 +45,11 @@ def trained_like(model):
 
 
 def x_of(images):
-    return normalize(images)
+    """The normalised images in the layout cnnlab computes in on the CPU (channels_last
+    under the default precision), so that Captum runs the very same computation."""
+    x = normalize(images)
+    return x.contiguous(memory_format=torch.channels_last) if use_channels_last(
+        torch.device("cpu")) else x
 
 
 def assert_same(ours, theirs, atol=0.0):
@@ -183,7 +191,7 @@ def test_integrated_gradients_is_complete(model):
 
     On random weights the error at 32 steps was 1.5-6 % over seeds (a random net's
     tiny outputs cross many ReLU kinks); at 256 steps it was below 0.6 %. The 2 %
-    at 32 steps of the trained model is measured by benchmarks/bench_section6.py.
+    at 32 steps holds on a trained model (the next test, and benchmarks/bench_section6.py).
     """
     model.eval()
     images = smooth_images()
@@ -191,6 +199,30 @@ def test_integrated_gradients_is_complete(model):
         errors = [completeness_error(net, images, targets, s) for s in (4, 32, 256)]
         assert errors[1] < 0.1 and errors[2] < 0.01, errors
         assert errors[2] < errors[1] < errors[0], errors  # the rule converges
+
+
+@pytest.fixture(scope="module")
+def briefly_trained():
+    """The course network after one fp32 epoch on 1,024 made-up images (about 3 s), and
+    16 made-up test images: a model whose units and classes respond to its inputs."""
+    torch.manual_seed(0)
+    model = build_model()
+    config = get_config("quick", epochs=1, batch_size=32, precision="fp32")
+    train_model(model, synthetic_cifar10("train", n=1024, seed=0), config, progress=False)
+    return model.eval(), synthetic_cifar10("test", n=16, seed=0)
+
+
+def test_integrated_gradients_is_complete_within_2_percent_at_32_steps(briefly_trained):
+    """The issue's bound on a trained model: at the lab's 32 steps the maps add up to
+    f(x) - f(black) within 2 %, for each image's strongest unit and for its class.
+    (Measured 0.4 % and 0.4 %; the full model on its units' top images, 1.4 %.)"""
+    model, test = briefly_trained
+    with torch.no_grad():
+        strongest = model[:14](x_of(test.images)).argmax(1).tolist()
+    for net, targets in ((model[:14], strongest), (model, test.labels.tolist())):
+        errors = [completeness_error(net, test.images, targets, s) for s in (8, 32)]
+        assert errors[1] < 0.02, errors
+        assert errors[1] < errors[0], errors
 
 
 def test_trapezoid_weights_sum_to_one_with_half_ends():

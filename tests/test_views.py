@@ -77,6 +77,19 @@ def test_occlusion_maps_are_section_4s(setup, views):
     np.testing.assert_allclose(views.occlusion, expected.transpose(1, 0, 2, 3), atol=1e-6)
 
 
+def test_section_4s_occlusion_maps_are_reused_as_given(setup, views):
+    model, images, _, top = setup
+    given = top_k_occlusion(model[:14], images, top, UNITS)  # all 4 top images
+    given[:, 1] += 100.0  # marks them: computing them again would not give these
+    again = unit_views(model, images, top, UNITS, k=3, methods=["contribution"],
+                       synthesize=False, occlusion=given)
+    np.testing.assert_array_equal(again.occlusion, given[:3].transpose(1, 0, 2, 3))
+    with pytest.raises(ValueError, match=r"occlusion has shape \(4, 1, 7, 7\); expected "
+                                         r"\(4, 2, G, G\)"):
+        unit_views(model, images, top, UNITS, k=3, methods=[], synthesize=False,
+                   occlusion=given[:, :1])
+
+
 def test_the_extractor_gives_the_same_views_as_the_model(setup, views):
     model, images, _, top = setup
     again = unit_views(model[:14], images, top, UNITS, k=3, methods=["contribution"],
