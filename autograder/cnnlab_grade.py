@@ -20,6 +20,7 @@ Linux only: student kernels run in bubblewrap (see ``sandbox.py``).
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import os
@@ -27,7 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
-import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -38,12 +39,13 @@ if str(HERE) not in sys.path:
 import cnnlab_nbgrader as course_lib  # noqa: E402
 import nbformat  # noqa: E402
 import sandbox  # noqa: E402
+from repair import nbgrader_meta  # noqa: E402
 
 A = "cnn_interpretability"
 COURSE_FILES = ("nbgrader_config.py", "cnnlab_nbgrader.py", "repair.py", "recheck.py",
                 "sandbox.py")
 SELF_CHECK = ("selfcheck-solution", "selfcheck-blank")
-WORKER_START_S = 15  # allowance for the worker's own start (imports, gradebook copy)
+WORKER_START_S = 15  # allowance for the worker's own start (nbgrader's imports)
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 NO_SANDBOX_WARNING = ("WARNING: graded with --no-sandbox: student code ran with your "
                       "permissions, unconfined; do not trust these grades against hostile code.")
@@ -54,11 +56,16 @@ class GradingError(RuntimeError):
 
 
 def _settings(course: Path) -> dict:
-    if not (course / course_lib.SETTINGS_FILE).exists():
+    if not (course / sandbox.SETTINGS_FILE).exists():
         raise GradingError(f"{course} is not a cnnlab course folder; run: python "
                            f"{Path(__file__).name} setup {course}")
     course_lib.COURSE = course
-    return course_lib.load_settings(course)
+    return sandbox.load_settings(course)
+
+
+def _gradebook(settings: dict, db: Path):
+    from nbgrader.api import Gradebook
+    return Gradebook(f"sqlite:///{db}", settings["course_id"])
 
 
 def _env() -> dict:
@@ -85,18 +92,13 @@ def _sandbox_or_refuse(settings: dict, no_sandbox: bool) -> None:
 
 def solution_submission(release, source):
     """The release with every answer cell holding the solution's answer."""
-    nb = nbformat.from_dict(json.loads(json.dumps(release)))
-    answers = {}
-    for c in source.cells:
-        meta = c.get("metadata", {}).get("nbgrader", {})
-        if meta.get("solution"):
-            answers[meta["grade_id"]] = "\n".join(
-                ln for ln in c.source.splitlines()
-                if ln.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+    markers = ("### BEGIN SOLUTION", "### END SOLUTION")
+    answers = {nbgrader_meta(c)["grade_id"]: "\n".join(
+        ln for ln in c.source.splitlines() if ln.strip() not in markers)
+        for c in source.cells if nbgrader_meta(c).get("solution")}
+    nb = copy.deepcopy(release)
     for c in nb.cells:
-        gid = c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if gid in answers:
-            c.source = answers[gid]
+        c.source = answers.get(nbgrader_meta(c).get("grade_id"), c.source)
     return nb
 
 
@@ -117,7 +119,7 @@ def setup(args) -> int:
     (course / "source" / A).mkdir(parents=True, exist_ok=True)
     shutil.copy2(solutions, course / "source" / A / f"{A}.ipynb")
     data = args.data or (None if args.synthetic else os.environ.get("CNNLAB_DATA"))
-    settings = {**course_lib.DEFAULTS, "profile": args.profile,
+    settings = {**sandbox.DEFAULTS, "profile": args.profile,
                 "source": "synthetic" if args.synthetic else "auto",
                 "data": str(Path(data).expanduser().resolve()) if data else None,
                 "cache": os.environ.get("CNNLAB_CACHE") or str(course / "cache"),
@@ -126,7 +128,7 @@ def setup(args) -> int:
                 "student_cell_timeout": args.student_cell_timeout,
                 "submission_timeout": args.submission_timeout,
                 "kernel_memory_mb": args.kernel_memory, "solutions": str(solutions)}
-    path = course / course_lib.SETTINGS_FILE
+    path = course / sandbox.SETTINGS_FILE
     path.write_text(json.dumps(settings, indent=1))
     sandbox.write_kernelspec(course)
 
@@ -184,22 +186,18 @@ def self_check(course: Path, settings: dict, no_sandbox: bool) -> None:
         (course / "submitted" / sid / A).mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, course / "submitted" / sid / A / f"{A}.ipynb")
     try:
-        start = time.perf_counter()
+        start = dt.datetime.now()
         grade_students(course, settings, list(SELF_CHECK), jobs=2, no_sandbox=no_sandbox,
                        quiet=True)
-        seconds = time.perf_counter() - start
-        from nbgrader.api import Gradebook
-        with Gradebook(f"sqlite:///{course / 'gradebook.db'}", settings["course_id"]) as gb:
-            columns, rows = course_lib.grade_rows(gb, settings, list(SELF_CHECK))
-        sol, blank = rows
+        seconds = (dt.datetime.now() - start).total_seconds()
+        with _gradebook(settings, course / "gradebook.db") as gb:
+            columns, (sol, blank) = course_lib.grade_rows(gb, settings, list(SELF_CHECK))
         auto, top = columns[2], columns[2].rsplit("_", 1)[1]
         problems = [f"the {n} was {r['status']}: {r['details']}" for n, r in
                     (("solution", sol), ("blank release", blank)) if r["status"] != "graded"]
-        if sol[auto] != top:
-            problems.append(f"the solution scored {sol[auto]}/{top}: {sol}")
-        if blank[auto] != "0":
-            problems.append(f"the blank release scored {blank[auto]}: {blank}")
-        record = {"checked_at": dt.datetime.now().isoformat(timespec="seconds"),
+        problems += [f"the {n} scored {r[auto]}/{top}: {r}" for n, r, want in
+                     (("solution", sol, top), ("blank release", blank, "0")) if r[auto] != want]
+        record = {"checked_at": start.isoformat(timespec="seconds"),
                   "problems": problems, "seconds_for_two": round(seconds, 1),
                   "solution": sol, "blank": blank}
         (course / "grading" / "selfcheck.json").write_text(json.dumps(record, indent=1))
@@ -212,8 +210,8 @@ def self_check(course: Path, settings: dict, no_sandbox: bool) -> None:
 
 
 def forget(course: Path, settings: dict, students: list[str]) -> None:
-    from nbgrader.api import Gradebook, MissingEntry
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", settings["course_id"]) as gb:
+    from nbgrader.api import MissingEntry
+    with _gradebook(settings, course / "gradebook.db") as gb:
         for sid in students:
             for remove, arg in ((gb.remove_submission, (A, sid)), (gb.remove_student, (sid,))):
                 try:
@@ -269,23 +267,37 @@ def submitted_students(course: Path) -> list[str]:
 # autograding: N workers, one gradebook writer
 # ---------------------------------------------------------------------------
 
-def _worker(course: str, sid: str, db: str, out: str) -> int:
-    """One submission through nbgrader's own autograde, on a private gradebook copy."""
-    from nbgrader.apps.api import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config.loader import PyFileConfigLoader
-
-    os.chdir(course)
-    config = PyFileConfigLoader("nbgrader_config.py", path=course).load_config()
-    config.CourseDirectory.db_url = f"sqlite:///{db}"
-    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
-    start = time.perf_counter()
-    result = api.autograde(A, sid, force=True, create=True)
-    Path(out).write_text(json.dumps({"success": bool(result.get("success")),
-                                     "log": result.get("log", "")[-20000:],
-                                     "error": result.get("error", "")[-5000:],
-                                     "seconds": time.perf_counter() - start}))
-    return 0
+def _autograde(course: Path, sid: str, env: dict, limit: float) -> dict:
+    """One submission through plain ``nbgrader autograde`` on its own gradebook copy
+    (``grading/work/<student>/``), killed with all it started at the time limit."""
+    folder = course / "grading" / "work" / sid
+    command = [sys.executable, "-m", "nbgrader", "autograde", A, "--student", sid, "--force",
+               f"--CourseDirectory.db_url=sqlite:///{folder / 'gradebook.db'}"]
+    with open(folder / "nbgrader.log", "w") as log:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                env=env, cwd=course, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=limit + WORKER_START_S)
+        except subprocess.TimeoutExpired:
+            rc = None
+        finally:
+            _kill_tree(proc.pid)  # nothing of a submission outlives it
+    st = course_lib.read_status(course, sid)
+    if rc is None:
+        out = {"outcome": "killed", "reason": f"stopped at the time limit of {limit:g} s"}
+    elif rc == 0:  # nbgrader's own time, from the repair to the re-check
+        seconds = st.get("rechecked_at", 0) - st.get("started_at", 0)
+        out = {"outcome": "graded", "seconds": round(seconds, 1)}
+    else:
+        text = (folder / "nbgrader.log").read_text(errors="replace")
+        out = {"outcome": "failed", "reason": _why_failed(text)}
+    progress = course_lib.runtime_dir(course, sid).parent / f"{sid}.progress.json"
+    if out["outcome"] != "graded" and progress.exists():
+        out["cell"] = json.loads(progress.read_text()).get("cell")
+        shutil.rmtree(course / "autograded" / sid, ignore_errors=True)
+    progress.unlink(missing_ok=True)
+    shutil.rmtree(course_lib.runtime_dir(course, sid), ignore_errors=True)
+    return out
 
 
 def _kill_tree(pid: int) -> None:
@@ -316,25 +328,23 @@ def _why_failed(text: str) -> str:
     return "nbgrader failed: " + (errors or ["no message"])[-1][:200]
 
 
-def _merge(course: Path, settings: dict, sid: str, worker_db: Path) -> None:
-    """Copy one student's grades from a worker's gradebook into the course gradebook."""
+def _merge(course: Path, settings: dict, sid: str) -> None:
+    """Copy one student's grades from its worker's gradebook into the course gradebook."""
     import warnings
-
-    from nbgrader.api import Gradebook
     warnings.filterwarnings("ignore", module="nbgrader")  # SQLAlchemy's autoflush notes
-    with Gradebook(f"sqlite:///{worker_db}", settings["course_id"]) as src, \
-            Gradebook(f"sqlite:///{course / 'gradebook.db'}", settings["course_id"]) as dst:
-        s_sub = src.find_submission(A, sid)
+    with _gradebook(settings, course / "grading" / "work" / sid / "gradebook.db") as src, \
+            _gradebook(settings, course / "gradebook.db") as dst:
         dst.update_or_create_student(sid)
-        dst.update_or_create_submission(A, sid, timestamp=s_sub.timestamp)
+        dst.update_or_create_submission(A, sid, timestamp=src.find_submission(A, sid).timestamp)
         s_nb = src.find_submission_notebook(A, A, sid)
-        for g in s_nb.grades:
-            d = dst.find_grade(g.name, A, A, sid)
-            d.auto_score, d.manual_score = g.auto_score, g.manual_score
-            d.extra_credit, d.needs_manual_grade = g.extra_credit, g.needs_manual_grade
-        for c in s_nb.comments:
-            d = dst.find_comment(c.name, A, A, sid)
-            d.auto_comment, d.manual_comment = c.auto_comment, c.manual_comment
+        for items, find, fields in (
+                (s_nb.grades, dst.find_grade,
+                 ("auto_score", "manual_score", "extra_credit", "needs_manual_grade")),
+                (s_nb.comments, dst.find_comment, ("auto_comment", "manual_comment"))):
+            for item in items:
+                d = find(item.name, A, A, sid)
+                for name in fields:
+                    setattr(d, name, getattr(item, name))
         dst.find_submission_notebook(A, A, sid).flagged = s_nb.flagged
         dst.db.commit()
 
@@ -342,62 +352,36 @@ def _merge(course: Path, settings: dict, sid: str, worker_db: Path) -> None:
 def grade_students(course: Path, settings: dict, students: list[str], jobs: int = 1,
                    limit: float | None = None, no_sandbox: bool = False,
                    quiet: bool = False) -> dict[str, dict]:
-    """Autograde ``students``, ``jobs`` at a time; returns student -> outcome."""
+    """Autograde ``students``, ``jobs`` at a time; returns student -> outcome.
+
+    Each runs in its own ``nbgrader autograde`` process on its own copy of the gradebook;
+    this process alone merges the results into ``gradebook.db``, one at a time."""
     for name in COURSE_FILES:  # the course runs this checkout's grading code
         if (course / name).read_bytes() != (HERE / name).read_bytes():
             shutil.copy2(HERE / name, course / name)
     sandbox.write_kernelspec(course)
     limit = float(limit or settings["submission_timeout"])
     env = {**_env(), "CNNLAB_JOBS": str(jobs), sandbox.NO_SANDBOX_ENV: "1" if no_sandbox else "0"}
-    work = course / "grading" / "work"
-    queue = [s for s in students if (course / "submitted" / s / A / f"{A}.ipynb").exists()]
-    outcomes = {s: {"outcome": "not-run", "reason": course_lib.read_status(course, s).get(
-        "collect_problem") or f"no {A}.ipynb in submitted/{s}/"} for s in students if s not in queue}
-    running: dict[str, tuple] = {}
-    while queue or running:
-        while queue and len(running) < jobs:
-            sid = queue.pop(0)
-            folder = work / sid
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-            shutil.copyfile(course / "gradebook.db", folder / "gradebook.db")
-            log = open(folder / "nbgrader.log", "w")
-            proc = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "_worker", str(course), sid,
-                 str(folder / "gradebook.db"), str(folder / "result.json")],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=course,
-                start_new_session=True)
-            running[sid] = (proc, time.monotonic() + limit + WORKER_START_S, log)
-        time.sleep(0.2)
-        for sid, (proc, deadline, log) in list(running.items()):
-            if proc.poll() is None and time.monotonic() < deadline:
-                continue
-            if proc.poll() is None:
-                _kill_tree(proc.pid)
-                out = {"outcome": "killed", "reason": f"stopped at the time limit of {limit:g} s"}
-            else:
-                result = work / sid / "result.json"
-                r = json.loads(result.read_text()) if result.exists() else None
-                if r and r["success"]:
-                    out = {"outcome": "graded", "seconds": round(r["seconds"], 1)}
-                    _merge(course, settings, sid, work / sid / "gradebook.db")
-                else:
-                    text = (r or {}).get("log", "") + (r or {}).get("error", "") + \
-                        (work / sid / "nbgrader.log").read_text(errors="replace")
-                    out = {"outcome": "failed", "reason": _why_failed(text)}
-            log.close()
-            _kill_tree(proc.pid)  # nothing of a submission outlives it
-            progress = course_lib.runtime_dir(course, sid).parent / f"{sid}.progress.json"
-            if out["outcome"] != "graded" and progress.exists():
-                out["cell"] = json.loads(progress.read_text()).get("cell")
-                shutil.rmtree(course / "autograded" / sid, ignore_errors=True)
-            progress.unlink(missing_ok=True)
-            shutil.rmtree(course_lib.runtime_dir(course, sid), ignore_errors=True)
-            outcomes[sid] = out
-            del running[sid]
+    outcomes, queue = {}, []
+    for sid in students:
+        if not (course / "submitted" / sid / A / f"{A}.ipynb").exists():
+            outcomes[sid] = {"outcome": "not-run", "reason": course_lib.read_status(
+                course, sid).get("collect_problem") or f"no {A}.ipynb in submitted/{sid}/"}
+            continue
+        folder = course / "grading" / "work" / sid
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        shutil.copyfile(course / "gradebook.db", folder / "gradebook.db")
+        queue.append(sid)
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        running = {pool.submit(_autograde, course, sid, env, limit): sid for sid in queue}
+        for done in as_completed(running):
+            sid = running[done]
+            out = outcomes[sid] = done.result()
+            if out["outcome"] == "graded":
+                _merge(course, settings, sid)
             if not quiet:
                 print(f"  {sid}: {out['outcome']} ({out.get('seconds', '-')} s)", flush=True)
-    sandbox.sweep_cgroups()
     for sid, out in outcomes.items():
         course_lib.update_status(course, sid, grading=out, sandbox=not no_sandbox,
                                  graded_at=dt.datetime.now().isoformat(timespec="seconds"))
@@ -409,8 +393,7 @@ def grade_students(course: Path, settings: dict, students: list[str], jobs: int 
 # ---------------------------------------------------------------------------
 
 def write_report(course: Path, settings: dict) -> tuple[Path, Path]:
-    from nbgrader.api import Gradebook
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", settings["course_id"]) as gb:
+    with _gradebook(settings, course / "gradebook.db") as gb:
         columns, rows = course_lib.grade_rows(gb, settings, submitted_students(course))
     out = course / "reports"
     out.mkdir(exist_ok=True)
@@ -423,17 +406,17 @@ def write_report(course: Path, settings: dict) -> tuple[Path, Path]:
               f"kernels: {'no sandbox' if unsandboxed else 'bubblewrap sandbox'}; limits: "
               f"{sandbox.describe_limits(settings)}", ""]
     shown = columns[:-2]
-    width = {c: max(len(c), *(len(r[c] or "-") for r in rows)) for c in shown}
+    width = {c: max([len(c), *(len(r[c] or "-") for r in rows)]) for c in shown}
     lines += [" ".join(f"{c:{width[c]}s}" for c in shown)]
     lines += [" ".join(f"{r[c] or '-':{width[c]}s}" for c in shown) for r in rows]
-    for title, key in (("Could not be graded (no score: fix, grade again or by hand)", "ungradable"),
-                       ("Tampered (evidence below; review in formgrader)", "tampered")):
-        chosen = [r for r in rows if r["status"] == key]
-        lines += (["", title + ":"] + [f"  {r['student']}: {r['details']}" for r in chosen]
-                  if chosen else [])
-    noted = [r for r in rows if r["notes"]]
-    lines += (["", "Notes (repairs, errors, interrupted cells; scores stand):"]
-              + [f"  {r['student']}: {r['notes']}" for r in noted] if noted else [])
+    for title, status, field in (
+            ("Could not be graded (no score: fix, grade again or by hand)", "ungradable",
+             "details"),
+            ("Tampered (evidence below; review in formgrader)", "tampered", "details"),
+            ("Notes (repairs, errors, interrupted cells; scores stand)", None, "notes")):
+        chosen = [f"  {r['student']}: {r[field]}" for r in rows
+                  if r[field] and status in (None, r["status"])]
+        lines += ["", title + ":", *chosen] if chosen else []
     (out / "report.txt").write_text("\n".join(lines) + "\n")
     return out / "grades.csv", out / "report.txt"
 
@@ -490,14 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--jobs", type=int, default=1, metavar="N", help="submissions at a time")
     gr.add_argument("--submission-timeout", type=float, metavar="S",
                     help="override the course's wall-clock limit per submission")
-    sub.add_parser("report", help="rewrite reports/grades.csv and report.txt").add_argument("course")
+    rep = sub.add_parser("report", help="rewrite reports/grades.csv and report.txt")
+    rep.add_argument("course")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_worker"]:
-        return _worker(*argv[1:5])
     args = build_parser().parse_args(argv)
     try:
         return {"setup": setup, "grade": grade, "report": report}[args.command](args)

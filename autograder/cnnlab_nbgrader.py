@@ -26,12 +26,14 @@ written only by the grading process; the kernel never sees that folder.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import nbformat
@@ -41,32 +43,14 @@ from nbformat.v4 import new_code_cell
 from nbgrader.plugins import ExportPlugin
 from nbgrader.preprocessors import ClearHiddenTests, Execute, NbGraderPreprocessor
 from repair import Integrity, check_and_repair
+from repair import nbgrader_meta as _nbg
 
 #: The course folder (nbgrader_config.py sets it; by default the folder of this file).
 COURSE = Path(__file__).resolve().parent
-SETTINGS_FILE = "cnnlab_course.json"
 ADDED = "cnnlab_autograder_added"
 SKIPPED = "cnnlab_autograder_skipped"
 SKIP_TAG = "skip-execution"
 PRELUDE_ID = "cnnlab-autograder-settings"
-
-DEFAULTS = {
-    "course_id": "cnnlab", "assignment": "cnn_interpretability", "profile": "quick",
-    "instructor_cell_timeout": 300, "student_cell_timeout": 60, "submission_timeout": 600,
-    "run_after_last_test": False, "kernel_memory_mb": 4096, "kernel_tasks": 256,
-    "kernel_threads": 1, "sandbox": True,
-}
-
-
-def load_settings(folder: str | os.PathLike | None = None) -> dict:
-    folder = COURSE if folder is None else folder
-    settings = dict(DEFAULTS)
-    path = Path(folder) / SETTINGS_FILE
-    if path.exists():
-        settings.update(json.loads(path.read_text()))
-    settings["course_root"] = str(Path(folder).resolve())
-    return settings
-
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -94,10 +78,6 @@ def update_status(course, sid: str, **fields) -> dict:
 
 def runtime_dir(course, sid: str) -> Path:
     return Path(course) / "grading" / "runtime" / sid
-
-
-def _nbg(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader") or {}
 
 
 def _is_test(cell) -> bool:
@@ -139,7 +119,7 @@ class Repair(NbGraderPreprocessor):
     """Sanitize phase, first: the collected notebook, repaired against the release."""
 
     def preprocess(self, nb, resources):
-        s = load_settings()
+        s = sandbox.load_settings(COURSE)
         sid, a = resources["nbgrader"]["student"], resources["nbgrader"]["assignment"]
         path = Path(resources["metadata"]["path"]) / f"{resources['nbgrader']['notebook']}.ipynb"
         collected = read_status(COURSE, sid).get("collected_sha256")
@@ -147,9 +127,9 @@ class Repair(NbGraderPreprocessor):
             raise RuntimeError(f"{path} changed after it was collected: collect it again")
         release = nbformat.read(COURSE / "release" / a / f"{a}.ipynb", as_version=4)
         repaired, found = check_and_repair(nb, release)
-        update_status(COURSE, sid, integrity=found.to_dict(), graded_sha256=sha256(path)
+        update_status(COURSE, sid, integrity=asdict(found), graded_sha256=sha256(path)
                       if path.exists() else None, profile=s["profile"], grading=None,
-                      recheck=None, refuted=None, cell_errors=None)
+                      recheck=None, refuted=None, cell_errors=None, started_at=time.time())
         return repaired, resources
 
 
@@ -157,7 +137,7 @@ class AddGradingCells(NbGraderPreprocessor):
     """Autograde phase, before Execute: the settings cell, the export cell, skips."""
 
     def preprocess(self, nb, resources):
-        s = load_settings()
+        s = sandbox.load_settings(COURSE)
         sid, a = resources["nbgrader"]["student"], resources["nbgrader"]["assignment"]
         runtime = runtime_dir(COURSE, sid)
         shutil.rmtree(runtime, ignore_errors=True)
@@ -167,20 +147,17 @@ class AddGradingCells(NbGraderPreprocessor):
         _progress["path"].unlink(missing_ok=True)
         source = nbformat.read(COURSE / "source" / a / f"{a}.ipynb", as_version=4)
         env = {k: v for k, v in sandbox.kernel_environment(s).items() if k.startswith("CNNLAB_")}
-        prelude = new_code_cell(f"import os as _os\n_os.environ.update({env!r})\ndel _os")
-        prelude.id, prelude.metadata[ADDED] = PRELUDE_ID, True
-        exports = {}
-        for ex in rc.exercises(source):
-            cell = new_code_cell(rc.export_source(runtime / f"{ex.test_id}.pt", ex.answers))
-            cell.id, cell.metadata[ADDED] = f"{rc.EXPORT_CELL_ID}-{ex.test_id}", True
-            exports[ex.test_id] = cell
+        prelude = new_code_cell(f"import os as _os\n_os.environ.update({env!r})\ndel _os",
+                                id=PRELUDE_ID, metadata={ADDED: True})
+        exports = {ex.test_id: new_code_cell(
+            rc.export_source(runtime / f"{ex.test_id}.pt", ex.answers),
+            id=f"{rc.EXPORT_CELL_ID}-{ex.test_id}", metadata={ADDED: True})
+            for ex in rc.exercises(source)}
         tests = [k for k, c in enumerate(nb.cells) if _is_test(c)]
-        if not s["run_after_last_test"] and tests:
-            for c in nb.cells[tests[-1] + 1:]:
-                tags = c.setdefault("metadata", {}).setdefault("tags", [])
-                if c.cell_type == "code" and SKIP_TAG not in tags:
-                    tags.append(SKIP_TAG)
-                    c.metadata[SKIPPED] = True
+        for c in nb.cells[tests[-1] + 1:] if tests and not s["run_after_last_test"] else []:
+            if c.cell_type == "code" and SKIP_TAG not in c.metadata.get("tags", []):
+                c.metadata.setdefault("tags", []).append(SKIP_TAG)
+                c.metadata[SKIPPED] = True
         first = next((k for k, c in enumerate(nb.cells)
                       if c.cell_type == "code" and _nbg(c).get("locked")), 0)
         cells = []
@@ -209,23 +186,16 @@ class DropGradingCells(NbGraderPreprocessor):
         return nb, resources
 
 
-_cache: dict = {}
+@functools.cache
+def course_model(checkpoint: str):
+    from cnnlab import load_checkpoint
+    return load_checkpoint(checkpoint, map_location="cpu")[0].eval()
 
 
-def course_model(settings: dict):
-    if "model" not in _cache:
-        from cnnlab import load_checkpoint
-        _cache["model"] = load_checkpoint(settings["checkpoint"], map_location="cpu")[0].eval()
-    return _cache["model"]
-
-
-def _test_images(settings: dict):
-    if "test" not in _cache:
-        import cnnlab
-        config = cnnlab.get_config(settings["profile"])
-        _cache["test"] = cnnlab.load_lab_data(config, settings.get("data"),
-                                              settings.get("source") or "auto")[1]
-    return _cache["test"]
+@functools.cache
+def _test_images(profile: str, data: str | None, source: str):
+    import cnnlab
+    return cnnlab.load_lab_data(cnnlab.get_config(profile), data, source)[1]
 
 
 class Recheck(NbGraderPreprocessor):
@@ -234,28 +204,26 @@ class Recheck(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         from nbgrader.api import Gradebook
 
-        s = load_settings()
+        s = sandbox.load_settings(COURSE)
         sid, a = resources["nbgrader"]["student"], resources["nbgrader"]["assignment"]
         source = nbformat.read(COURSE / "source" / a / f"{a}.ipynb", as_version=4)
         found = rc.exercises(source)
-        model = course_model(s)
         need = {n for ex in found for n in ex.args if n not in ex.answers}
-        trusted = rc.trusted_values(source, need, model, lambda: _test_images(s))
+        trusted = rc.trusted_values(source, need, course_model(s["checkpoint"]), lambda: (
+            _test_images(s["profile"], s.get("data"), s.get("source") or "auto")))
         results = rc.recheck(resources.get("cnnlab_export") or {}, found, trusted)
-        earlier = set(read_status(COURSE, sid).get("overrides") or [])
-        overrides, refuted = [], []
+        earlier = set(read_status(COURSE, sid).get("overrides") or [])  # kept by Repair
+        refuted = []
         with Gradebook(resources["nbgrader"]["db_url"]) as gb:
             for ex in found:
                 g = gb.find_grade(ex.test_id, resources["nbgrader"]["notebook"], a, sid)
-                ok = results[ex.test_id][0]
-                if g.auto_score and not ok:
+                if g.auto_score and not results[ex.test_id][0]:
                     g.manual_score, g.needs_manual_grade = 0.0, False
-                    overrides.append(ex.test_id)
                     refuted.append(ex.test_id)
                 elif ex.test_id in earlier and g.manual_score == 0:  # lift our own 0
                     g.manual_score, g.needs_manual_grade = None, False
             gb.db.commit()
-        update_status(COURSE, sid, recheck=results, overrides=overrides, refuted=refuted,
+        update_status(COURSE, sid, recheck=results, overrides=refuted, refuted=refuted,
                       cell_errors=cell_errors(nb), rechecked_at=time.time())
         return nb, resources
 
@@ -263,7 +231,6 @@ class Recheck(NbGraderPreprocessor):
 def finish(assignment=None, student=None, notebooks=None, **_):
     """``Autograde.post_convert_hook``: the kernel's runtime folder goes."""
     shutil.rmtree(runtime_dir(COURSE, student), ignore_errors=True)
-    sandbox.sweep_cgroups()
 
 
 def cell_errors(nb) -> list[dict]:
@@ -317,10 +284,6 @@ def _exercise(name: str) -> str:
     return m.group(1) if m else name
 
 
-def _key(e: str):
-    return (len(e), e)
-
-
 def grade_rows(gb, settings: dict, students: list[str] | None = None):
     """(columns, rows): one row per student with status, points, details, notes."""
     from nbgrader.api import MissingEntry
@@ -328,67 +291,61 @@ def grade_rows(gb, settings: dict, students: list[str] | None = None):
     a = settings["assignment"]
     nb_def = gb.find_notebook(a, a)
     written_ids = {c.name for c in nb_def.solution_cells}
-    cells = sorted(nb_def.grade_cells, key=lambda c: _key(_exercise(c.name)))
+    cells = sorted(nb_def.grade_cells, key=lambda c: (len(_exercise(c.name)), _exercise(c.name)))
     auto = [c for c in cells if c.name not in written_ids]
     written = [c for c in cells if c.name in written_ids]
-    auto_max, written_max = sum(c.max_score for c in auto), sum(c.max_score for c in written)
-    columns = ["student", "status", f"autograded_of_{auto_max:g}",
-               *[_exercise(c.name) for c in auto], f"written_of_{written_max:g}",
-               *[_exercise(c.name) for c in written], f"total_of_{auto_max + written_max:g}",
+    sums = {kind: f"{kind}_of_{sum(c.max_score for c in group):g}" for kind, group in
+            (("autograded", auto), ("written", written), ("total", cells))}
+    columns = ["student", "status", sums["autograded"], *[_exercise(c.name) for c in auto],
+               sums["written"], *[_exercise(c.name) for c in written], sums["total"],
                "details", "notes"]
     if students is None:
         students = sorted({s.id for s in gb.students} | {
-            p.stem for p in (COURSE / "grading" / "status").glob("*.json")}
-            if (COURSE / "grading" / "status").exists() else {s.id for s in gb.students})
+            p.stem for p in (COURSE / "grading" / "status").glob("*.json")})
     rows = []
     for sid in students:
         st = read_status(COURSE, sid)
         grading = st.get("grading") or {}
-        outcome = grading.get("outcome", "graded")
         try:
-            sub = gb.find_submission_notebook(a, a, sid)
-            grades = {g.name: g for g in sub.grades}
+            grades = {g.name: g for g in gb.find_submission_notebook(a, a, sid).grades}
         except MissingEntry:
             grades = {}
+        row = {**dict.fromkeys(columns, ""), "student": sid}
         details, notes = [], []
-        row = dict.fromkeys(columns, "")
-        row["student"] = sid
-        if outcome != "graded" or not grades or st.get("recheck") is None:
+        if grading.get("outcome", "graded") != "graded" or not grades or st.get("recheck") is None:
             row["status"] = "ungradable"
             details.append((grading.get("reason") or "not autograded") + (
                 f" (running {grading['cell']})" if grading.get("cell") else ""))
         else:
-            points = {}
-            for c in auto + written:
-                g = grades[c.name]
-                graded = g.score is not None and not (g.needs_manual_grade and g.manual_score is None)
-                points[c.name] = g.score if graded else None
+            points = {c.name: _points(grades[c.name]) for c in cells}
+            for c in cells:
                 row[_exercise(c.name)] = _fmt(points[c.name])
-            a_pts = [points[c.name] for c in auto]
-            w_pts = [points[c.name] for c in written]
-            row[columns[2]] = _fmt(None if None in a_pts else sum(a_pts))
-            row[columns[3 + len(auto)]] = _fmt(None if None in w_pts else sum(w_pts))
-            row[columns[-3]] = _fmt(None if None in a_pts + w_pts else sum(a_pts + w_pts))
+            for kind, group in (("autograded", auto), ("written", written), ("total", cells)):
+                got = [points[c.name] for c in group]
+                row[sums[kind]] = _fmt(None if None in got else sum(got))
             integrity = Integrity(**st.get("integrity", {}))
             details += integrity.tamper_details()
-            for t in st.get("refuted") or []:
-                msg = st["recheck"][t][1]
-                details.append(f"{t} passed inside the notebook but the re-check outside it "
-                               f"fails (\"{msg[:90]}\"): set to 0")
+            details += [f"{t} passed inside the notebook but the re-check outside it fails "
+                        f"(\"{st['recheck'][t][1][:90]}\"): set to 0"
+                        for t in st.get("refuted") or []]
             row["status"] = "tampered" if details else "graded"
             notes += integrity.repair_details()
-            blank = [e["cell"] for e in st.get("cell_errors") or []
+            errors = st.get("cell_errors") or []
+            blank = [e["cell"] for e in errors
                      if e["error"] == "NotImplementedError" and e["cell"].endswith("_answer")]
-            if blank:
-                notes.append("left blank: " + ", ".join(blank))
-            for e in st.get("cell_errors") or []:
-                if e["timed_out"]:
-                    notes.append(f"{e['cell']} interrupted at its time limit")
-                elif not e["test"] and e["cell"] not in blank:
-                    notes.append(f"{e['cell']} raised {e['error']}")
+            notes += ["left blank: " + ", ".join(blank)] if blank else []
+            notes += [f"{e['cell']} interrupted at its time limit" if e["timed_out"] else
+                      f"{e['cell']} raised {e['error']}" for e in errors
+                      if e["timed_out"] or (not e["test"] and e["cell"] not in blank)]
         row["details"], row["notes"] = "; ".join(details), "; ".join(notes)
         rows.append(row)
     return columns, rows
+
+
+def _points(g):
+    """A grade's points, or None while a person still has to grade it."""
+    graded = g.score is not None and not (g.needs_manual_grade and g.manual_score is None)
+    return g.score if graded else None
 
 
 def _fmt(x) -> str:
@@ -406,7 +363,7 @@ class CnnlabExport(ExportPlugin):
     """``nbgrader export``: the course's grade table (default ``reports/grades.csv``)."""
 
     def export(self, gradebook) -> None:
-        settings = load_settings()
+        settings = sandbox.load_settings(COURSE)
         columns, rows = grade_rows(gradebook, settings, [str(s) for s in self.student] or None)
         dest = Path(self.to or COURSE / "reports" / "grades.csv")
         dest.parent.mkdir(parents=True, exist_ok=True)

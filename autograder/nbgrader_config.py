@@ -24,22 +24,11 @@ if here not in sys.path:
 
 import cnnlab_nbgrader as course  # noqa: E402
 import sandbox  # noqa: E402
-from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
-from nbgrader.preprocessors import (  # noqa: E402
-    AssignLatePenalties,
-    CheckCellMetadata,
-    ClearOutput,
-    DeduplicateIds,
-    GetGrades,
-    IgnorePattern,
-    LimitOutput,
-    OverwriteCells,
-    OverwriteKernelspec,
-    SaveAutoGrades,
-)
+from nbconvert import preprocessors as nbconvert_pre  # noqa: E402
+from nbgrader import preprocessors as pre  # noqa: E402
 
 course.COURSE = Path(here)  # whichever copy of cnnlab_nbgrader was imported
-settings = course.load_settings(here)
+settings = sandbox.load_settings(here)
 c = get_config()  # noqa: F821 (defined by traitlets when it loads this file)
 
 c.CourseDirectory.course_id = settings["course_id"]
@@ -56,15 +45,17 @@ c.Execute.startup_timeout = 120
 c.Execute.on_cell_execute = course.note_cell
 
 # --- sanitizing, grading, re-checking ---------------------------------------------
-c.Autograde.sanitize_preprocessors = [course.Repair, ClearOutput, DeduplicateIds,
-                                      OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
+c.Autograde.sanitize_preprocessors = [course.Repair, pre.ClearOutput, pre.DeduplicateIds,
+                                      pre.OverwriteKernelspec, pre.OverwriteCells,
+                                      pre.CheckCellMetadata]
 c.Autograde.autograde_preprocessors = [course.AddGradingCells, course.SandboxedExecute,
-                                       course.DropGradingCells,
-                                       IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
-                                       SaveAutoGrades, course.Recheck, AssignLatePenalties,
-                                       CheckCellMetadata]
+                                       course.DropGradingCells, pre.IgnorePattern,
+                                       nbconvert_pre.ClearMetadataPreprocessor, pre.LimitOutput,
+                                       pre.SaveAutoGrades, course.Recheck,
+                                       pre.AssignLatePenalties, pre.CheckCellMetadata]
 c.Autograde.post_convert_hook = course.finish
 
 # --- feedback and export ----------------------------------------------------------
-c.GenerateFeedback.preprocessors = [GetGrades, course.HideHiddenTests, CSSHTMLHeaderPreprocessor]
+c.GenerateFeedback.preprocessors = [pre.GetGrades, course.HideHiddenTests,
+                                    nbconvert_pre.CSSHTMLHeaderPreprocessor]
 c.ExportApp.plugin_class = course.CnnlabExport

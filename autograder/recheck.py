@@ -13,9 +13,8 @@ autograded exercise itself, with values it trusts:
 - every other argument is the student's answer, exported right after its test cell (so
   as the test saw it) by a cell the grader adds (:func:`export_source`; removed again
   before the notebook is saved) into the kernel's runtime folder, read back without
-  following links
-  (:func:`read_export`). A network answer (``extractor``) is exported as its output on
-  the fixed probe batch the checks use, and replayed.
+  following links (:func:`read_export`). A network answer (``extractor``) is exported
+  as its output on the fixed probe batch the checks use, and replayed.
 
 The genuine checks (the grader's own ``cnnlab.checks``) then judge those values.
 """
@@ -28,6 +27,8 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from repair import nbgrader_meta
 
 EXPORT_CELL_ID = "cnnlab-autograder-export"  # + "-<test id>"
 MAX_EXPORT_BYTES = 64 << 20
@@ -43,60 +44,43 @@ class Exercise:
     points: float
 
 
-def _nbg(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader") or {}
+def _parse(source: str) -> list[ast.stmt]:
+    try:
+        return ast.parse(source).body
+    except SyntaxError:  # IPython magics: such cells define nothing we need
+        return []
 
 
-def _visible(source: str) -> str:
-    return source.split("### BEGIN HIDDEN TESTS")[0]
-
-
-def _top_assignments(source_nb) -> dict[str, ast.stmt]:
-    """name -> its last top-level assignment in a locked, ungraded code cell."""
-    out = {}
+def _instructor_definitions(source_nb) -> dict[str, ast.Assign]:
+    """name -> its last top-level assignment in a locked, ungraded code cell, for the
+    names no solution cell binds (those are the student's answers, whatever locked cells
+    say)."""
+    defined, answers = {}, set()
     for c in source_nb.cells:
-        meta = _nbg(c)
-        if c.cell_type != "code" or not meta.get("locked") or meta.get("grade"):
+        meta = nbgrader_meta(c)
+        if c.cell_type != "code":
             continue
-        try:
-            tree = ast.parse(c.source)
-        except SyntaxError:  # IPython magics: such cells define nothing we need
-            continue
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
-                for t in node.targets:
-                    out[t.id] = node
-    return out
-
-
-def _answer_names(source_nb) -> set[str]:
-    """Names the solution cells bind (student answers, whatever locked cells say)."""
-    names = set()
-    for c in source_nb.cells:
-        if c.cell_type == "code" and _nbg(c).get("solution"):
-            try:
-                tree = ast.parse(c.source)
-            except SyntaxError:
-                continue
-            names |= {n.id for n in ast.walk(tree)
-                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    return names
+        if meta.get("solution"):
+            answers |= {n.id for stmt in _parse(c.source) for n in ast.walk(stmt)
+                        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        elif meta.get("locked") and not meta.get("grade"):
+            for node in _parse(c.source):
+                if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name)
+                                                        for t in node.targets):
+                    defined.update((t.id, node) for t in node.targets)
+    return {k: v for k, v in defined.items() if k not in answers}
 
 
 def exercises(source_nb) -> list[Exercise]:
     """The autograded exercises of the instructor's notebook, in order."""
-    answer_names = _answer_names(source_nb)
-    defined = {k: v for k, v in _top_assignments(source_nb).items() if k not in answer_names}
+    defined = _instructor_definitions(source_nb)
     found = []
     for c in source_nb.cells:
-        meta = _nbg(c)
+        meta = nbgrader_meta(c)
         if c.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
             continue
-        try:
-            tree = ast.parse(_visible(c.source))
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
+        visible = c.source.split("### BEGIN HIDDEN TESTS")[0]
+        for node in (n for stmt in _parse(visible) for n in ast.walk(stmt)):
             f = getattr(node, "func", None)
             name = getattr(f, "attr", None) or getattr(f, "id", None)
             if isinstance(node, ast.Call) and name and name.startswith("check_exercise_") \
@@ -117,80 +101,72 @@ def trusted_values(source_nb, names: set[str], model, load_test) -> dict:
     import cnnlab
     from cnnlab import checks
 
-    defined = {k: v for k, v in _top_assignments(source_nb).items()
-               if k not in _answer_names(source_nb)}
+    defined = _instructor_definitions(source_nb)
     env = {"model": model, "cnnlab": cnnlab, "checks": checks, "np": np, "torch": torch}
     order: list[str] = []
 
     def need(name):
-        if name in order or name in env and name != "test":
-            return
-        if name == "test":
+        if name == "test" and name not in env:
             env["test"] = load_test()
-            return
-        for n in ast.walk(defined[name].value):
-            if isinstance(n, ast.Name) and (n.id in defined or n.id == "test"):
-                need(n.id)
-        order.append(name)
+        elif name not in order and name not in env:
+            for n in ast.walk(defined[name].value):
+                if isinstance(n, ast.Name) and (n.id in defined or n.id == "test"):
+                    need(n.id)
+            order.append(name)
 
     for name in names:
         need(name)
     for name in order:
         node = defined[name]
         value = eval(compile(ast.Expression(node.value), "<instructor>", "eval"), env)
-        for t in node.targets:
-            env[t.id] = value
+        env.update((t.id, value) for t in node.targets)
     return {n: env[n] for n in names}
 
 
 _SNIPPET = '''\
 # Added by the cnnlab autograder after the notebook ran; removed before it is saved.
 def _cnnlab_export(path, names):
-    import numpy as _np
-    import torch as _torch
-    g = globals()
+    import numpy as np
+    import torch
+
+    def entry(v):
+        if isinstance(v, torch.nn.Module):  # its output on the checks' fixed probe batch
+            out = {"kind": "module", "type": type(v).__name__}
+            x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+            dev = next((p.device for p in v.parameters()), torch.device("cpu"))
+            flags = [(m, m.training) for m in v.modules()]
+            try:
+                v.eval()
+                with torch.inference_mode():
+                    y = v(x.to(dev))
+                out["input"] = x
+                out["output"] = y.detach().float().cpu() if isinstance(y, torch.Tensor) else None
+            except Exception as exc:
+                out["error"] = type(exc).__name__ + ": " + str(exc)[:200]
+            finally:
+                for m, f in flags:
+                    m.training = f
+            return out
+        if isinstance(v, torch.Tensor):
+            return {"kind": "value", "value": v.detach().cpu().clone()}
+        if isinstance(v, (np.ndarray, np.generic)) and v.dtype.kind in "biuf":
+            return {"kind": "value", "value": torch.as_tensor(np.array(v, order="C")),
+                    "numpy": True}
+        if isinstance(v, (bool, int, float, str, type(None))):
+            return {"kind": "value", "value": v}
+        if isinstance(v, (list, tuple, range)) and all(
+                isinstance(i, (bool, int, float, np.generic)) for i in v):
+            items = [i.item() if isinstance(i, np.generic) else i for i in v]
+            return {"kind": "value", "value": tuple(items) if isinstance(v, tuple) else items}
+        return {"kind": "other", "type": type(v).__name__}
+
     out = {}
     for name in names:
-        if name not in g:
-            out[name] = {"kind": "missing"}
-            continue
-        v = g[name]
         try:
-            if isinstance(v, _torch.nn.Module):
-                entry = {"kind": "module", "type": type(v).__name__}
-                x = _torch.randn(2, 3, 32, 32, generator=_torch.Generator().manual_seed(0))
-                dev = next((p.device for p in v.parameters()), _torch.device("cpu"))
-                flags = [(m, m.training) for m in v.modules()]
-                try:
-                    v.eval()
-                    with _torch.inference_mode():
-                        y = v(x.to(dev))
-                    entry["input"] = x
-                    entry["output"] = y.detach().float().cpu() if isinstance(y, _torch.Tensor) else None
-                except Exception as exc:
-                    entry["error"] = type(exc).__name__ + ": " + str(exc)[:200]
-                finally:
-                    for m, f in flags:
-                        m.training = f
-            elif isinstance(v, _torch.Tensor):
-                entry = {"kind": "value", "value": v.detach().cpu().clone()}
-            elif isinstance(v, _np.ndarray) and v.dtype.kind in "biuf":
-                entry = {"kind": "value", "value": _torch.as_tensor(_np.ascontiguousarray(v)),
-                         "numpy": True}
-            elif isinstance(v, (bool, int, float, str, type(None))):
-                entry = {"kind": "value", "value": v}
-            elif isinstance(v, _np.generic):
-                entry = {"kind": "value", "value": v.item(), "numpy": True}
-            elif isinstance(v, (list, tuple, range)) and all(
-                    isinstance(i, (bool, int, float, _np.generic)) for i in v):
-                entry = {"kind": "value", "value": [i.item() if isinstance(i, _np.generic) else i
-                                                    for i in v], "type": type(v).__name__}
-            else:
-                entry = {"kind": "other", "type": type(v).__name__}
+            out[name] = entry(globals()[name]) if name in globals() else {"kind": "missing"}
         except Exception as exc:
-            entry = {"kind": "other", "type": "export failed: " + type(exc).__name__}
-        out[name] = entry
-    _torch.save(out, path)
+            out[name] = {"kind": "other", "type": "export failed: " + type(exc).__name__}
+    torch.save(out, path)
 _cnnlab_export(__PATH__, __NAMES__)
 del _cnnlab_export
 '''
@@ -222,12 +198,20 @@ def read_export(path: Path) -> dict | None:
     return loaded if isinstance(loaded, dict) else None
 
 
-def _replay(entry):
-    """A module that gives the exported output for the exported probe batch."""
+def _value(name: str, entry: dict):
+    """The answer an export entry stands for (a replaying module for a network)."""
     import torch
     from torch import nn
 
-    class Replay(nn.Module):
+    kind = entry.get("kind")
+    if kind == "missing":
+        raise AssertionError(f"`{name}` is not defined")
+    if kind == "other":
+        raise AssertionError(f"`{name}` is a {entry.get('type')}")
+    if kind != "module":
+        return entry["value"].numpy()[()] if entry.get("numpy") else entry["value"]
+
+    class Replay(nn.Module):  # the exported output, for the exported probe batch only
         def __init__(self):
             super().__init__()
             self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)
@@ -240,27 +224,6 @@ def _replay(entry):
             return entry.get("output")
 
     return Replay()
-
-
-def _value(name: str, entry: dict):
-    import numpy as np
-    import torch
-
-    kind = entry.get("kind")
-    if kind == "missing":
-        raise AssertionError(f"`{name}` is not defined")
-    if kind == "other":
-        raise AssertionError(f"`{name}` is a {entry.get('type')}")
-    if kind == "module":
-        return _replay(entry)
-    value = entry["value"]
-    if entry.get("numpy") and isinstance(value, torch.Tensor):
-        return value.numpy()
-    if entry.get("numpy"):
-        return np.array(value)[()]
-    if entry.get("type") == "tuple":
-        return tuple(value)
-    return value
 
 
 def recheck(exported: dict, found: list[Exercise], trusted: dict

@@ -30,13 +30,25 @@ from __future__ import annotations
 import copy
 import difflib
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import nbformat
 from nbformat import NotebookNode
 
 #: nbgrader metadata fields that define grading; any other field may differ harmlessly.
 GRADING_FIELDS = ("grade", "solution", "locked", "points", "grade_id", "task")
+#: How the report words each finding: evidence of tampering, then repairs and notes.
+TAMPER_WORDS = {
+    "edited": "edited locked cells {} (restored before grading)",
+    "deleted": "deleted locked cells {} (re-inserted before grading)",
+    "metadata_changed": "changed the nbgrader metadata or tags of {} (reset to the release's)",
+}
+REPAIR_WORDS = {
+    "answers_missing": "answer cells missing, blank ones inserted: {}",
+    "dropped_metadata": "nbgrader metadata removed from student cells copied from {}",
+    "edited_text": "edited instruction cells (no effect on grading): {}",
+}
+
 
 @dataclass
 class Integrity:
@@ -59,46 +71,24 @@ class Integrity:
     def tampered(self) -> bool:
         return bool(self.edited or self.deleted or self.metadata_changed)
 
+    def _say(self, words: dict) -> list[str]:
+        return [w.format(", ".join(getattr(self, k))) for k, w in words.items() if getattr(self, k)]
+
     def tamper_details(self) -> list[str]:
-        out = []
-        if self.edited:
-            out.append("edited locked cells " + ", ".join(self.edited) + " (restored before grading)")
-        if self.deleted:
-            out.append("deleted locked cells " + ", ".join(self.deleted) + " (re-inserted before grading)")
-        if self.metadata_changed:
-            out.append("changed the nbgrader metadata or tags of " + ", ".join(self.metadata_changed)
-                       + " (reset to the release's)")
-        return out
+        return self._say(TAMPER_WORDS)
 
     def repair_details(self) -> list[str]:
         out = []
         if self.metadata_restored:
-            how = sorted(set(self.matched[c] for c in self.metadata_restored if c in self.matched))
+            how = sorted({self.matched[c] for c in self.metadata_restored if c in self.matched})
             out.append(f"nbgrader metadata re-attached to {len(self.metadata_restored)} cells "
                        f"(matched by {', '.join(how) or 'id'})")
-        if self.answers_missing:
-            out.append("answer cells missing, blank ones inserted: " + ", ".join(self.answers_missing))
-        if self.dropped_metadata:
-            out.append("nbgrader metadata removed from student cells copied from "
-                       + ", ".join(self.dropped_metadata))
-        if self.edited_text:
-            out.append("edited instruction cells (no effect on grading): " + ", ".join(self.edited_text))
-        return out
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        return out + self._say(REPAIR_WORDS)
 
 
-# ---------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------
-
-def _nbg(cell) -> dict:
+def nbgrader_meta(cell) -> dict:
+    """The cell's nbgrader metadata (``{}`` when it has none)."""
     return cell.get("metadata", {}).get("nbgrader") or {}
-
-
-def _is_nbgrader(cell) -> bool:
-    return bool(_nbg(cell).get("grade_id"))
 
 
 def _norm(source: str) -> str:
@@ -107,71 +97,58 @@ def _norm(source: str) -> str:
 
 
 def _new_id(taken: set) -> str:
-    while True:
-        cid = uuid.uuid4().hex[:8]
-        if cid not in taken:
-            taken.add(cid)
-            return cid
+    while (cid := uuid.uuid4().hex[:8]) in taken:
+        pass
+    taken.add(cid)
+    return cid
 
-
-# ---------------------------------------------------------------------------
-# matching
-# ---------------------------------------------------------------------------
 
 def match_cells(submission: NotebookNode, release: NotebookNode) -> dict[int, tuple[int, str]]:
     """Map release cell index -> (submission cell index, how) for every nbgrader cell found."""
-    rel = [(i, c) for i, c in enumerate(release.cells) if _is_nbgrader(c)]
+    rel = [(i, c) for i, c in enumerate(release.cells) if nbgrader_meta(c).get("grade_id")]
     sub = submission.cells
     used: set[int] = set()
     found: dict[int, tuple[int, str]] = {}
 
-    by_id = {}
+    def take(i: int, j: int, how: str) -> None:
+        found[i] = (j, how)
+        used.add(j)
+
+    by_id, by_grade_id = {}, {}  # the first submission cell with each
     for j, c in enumerate(sub):
-        cid = c.get("id")
-        if cid and cid not in by_id:
-            by_id[cid] = j
-    by_grade_id = {}
-    for j, c in enumerate(sub):
-        gid = _nbg(c).get("grade_id")
-        if gid and gid not in by_grade_id:
-            by_grade_id[gid] = j
+        for index, key in ((by_id, c.get("id")), (by_grade_id, nbgrader_meta(c).get("grade_id"))):
+            if key:
+                index.setdefault(key, j)
 
     # 1. cell id, then the grade_id left in the metadata
     for i, c in rel:
-        gid = _nbg(c)["grade_id"]
-        for j in (by_id.get(c.get("id")), by_grade_id.get(gid)):
+        for j in (by_id.get(c.get("id")), by_grade_id.get(nbgrader_meta(c)["grade_id"])):
             if j is not None and j not in used:
-                found[i] = (j, "id")
-                used.add(j)
+                take(i, j, "id")
                 break
 
     # 2. locked cells by their unchanged source, in order
     for i, c in rel:
-        if i in found or not _nbg(c).get("locked"):
+        if i in found or not nbgrader_meta(c).get("locked"):
             continue
-        lo = _neighbour_position(found, i, -1)
         want = _norm(c.source)
-        for j in range(lo + 1, len(sub)):
+        for j in range(_neighbour_position(found, i, -1) + 1, len(sub)):
             if j not in used and sub[j].cell_type == c.cell_type and _norm(sub[j].source) == want:
-                found[i] = (j, "source")
-                used.add(j)
+                take(i, j, "source")
                 break
 
     # 3. answer cells by position between their matched neighbours
     for i, c in rel:
-        if i in found or _nbg(c).get("locked"):
+        if i in found or nbgrader_meta(c).get("locked"):
             continue
         lo = _neighbour_position(found, i, -1)
         hi = _neighbour_position(found, i, +1, default=len(sub))
         candidates = [j for j in range(lo + 1, hi)
                       if j not in used and sub[j].cell_type == c.cell_type
-                      and not _is_nbgrader(sub[j])]
-        if not candidates:
-            continue
-        best = max(candidates, key=lambda j: (
-            difflib.SequenceMatcher(None, _norm(c.source), _norm(sub[j].source)).ratio(), -j))
-        found[i] = (best, "position")
-        used.add(best)
+                      and not nbgrader_meta(sub[j]).get("grade_id")]
+        if candidates:
+            take(i, max(candidates, key=lambda j: (difflib.SequenceMatcher(
+                None, _norm(c.source), _norm(sub[j].source)).ratio(), -j)), "position")
     return found
 
 
@@ -183,9 +160,13 @@ def _neighbour_position(found: dict, i: int, step: int, default: int = -1) -> in
     return found[keys[-1] if step < 0 else keys[0]][0]
 
 
-# ---------------------------------------------------------------------------
-# repair
-# ---------------------------------------------------------------------------
+def _same(key: str, a, b) -> bool:
+    """One grading field compared (points as numbers: 1 and 1.0 are the same)."""
+    try:
+        return float(a) == float(b) if key == "points" else a == b
+    except (TypeError, ValueError):
+        return a == b
+
 
 def check_and_repair(submission: NotebookNode, release: NotebookNode
                      ) -> tuple[NotebookNode, Integrity]:
@@ -201,60 +182,54 @@ def check_and_repair(submission: NotebookNode, release: NotebookNode
     sub = copy.deepcopy(submission)
     report = Integrity()
     found = match_cells(sub, release)
-    rel_matched = {j: i for i, (j, _) in found.items()}
 
     for i, (j, how) in found.items():
         rcell, scell = release.cells[i], sub.cells[j]
-        rmeta = _nbg(rcell)
+        rmeta, smeta = nbgrader_meta(rcell), nbgrader_meta(scell)
         cid = rmeta["grade_id"]
         report.matched[cid] = how
-        smeta = _nbg(scell)
         if not smeta.get("grade_id"):
             report.metadata_restored.append(cid)
-        elif any(smeta.get(k) != rmeta.get(k) for k in GRADING_FIELDS
-                 if not (k == "points" and _same_points(smeta.get(k), rmeta.get(k)))):
+        elif not all(_same(k, smeta.get(k), rmeta.get(k)) for k in GRADING_FIELDS):
             report.metadata_changed.append(cid)
-        if rmeta.get("locked"):
-            changed = scell.cell_type != rcell.cell_type or _norm(scell.source) != _norm(rcell.source)
-            if changed:
-                (report.edited if rcell.cell_type == "code" or scell.cell_type == "code"
-                 else report.edited_text).append(cid)
-                _replace_cell(sub, j, rcell)
-                scell = sub.cells[j]
-        elif scell.cell_type != rcell.cell_type:
-            report.metadata_changed.append(cid)
-        if rmeta.get("locked"):
-            # all of it: a tag such as skip-execution on a test cell would skip the test
-            extra = {k: v for k, v in scell.metadata.items()
-                     if k not in rcell.metadata and k not in ("nbgrader", "editable",
-                                                               "deletable", "tags")}
-            added = set(scell.metadata.get("tags", [])) - set(rcell.metadata.get("tags", []))
-            if added and cid not in report.edited + report.edited_text:  # removing is harmless
-                (report.metadata_changed if rcell.cell_type == "code"
-                 else report.edited_text).append(cid)
-            scell.metadata = copy.deepcopy(rcell.metadata)
-            scell.metadata.update({k: v for k, v in extra.items() if k in ("collapsed",
-                                                                            "scrolled")})
-        else:
+        if not rmeta.get("locked"):
+            if scell.cell_type != rcell.cell_type:
+                report.metadata_changed.append(cid)
             scell.metadata["nbgrader"] = copy.deepcopy(rmeta)
             for key in ("editable", "deletable"):
                 if key in rcell.metadata:
                     scell.metadata[key] = rcell.metadata[key]
                 else:
                     scell.metadata.pop(key, None)
+            continue
+        code = "code" in (rcell.cell_type, scell.cell_type)
+        if scell.cell_type != rcell.cell_type or _norm(scell.source) != _norm(rcell.source):
+            (report.edited if code else report.edited_text).append(cid)
+            new = copy.deepcopy(rcell)  # the release's cell, under the submission's id
+            new.pop("id", None)
+            if scell.get("id"):
+                new["id"] = scell.id
+            sub.cells[j] = scell = new
+        elif set(scell.metadata.get("tags", [])) - set(rcell.metadata.get("tags", [])):
+            # a tag such as skip-execution on a test cell would skip the test (removing
+            # one is harmless)
+            (report.metadata_changed if rcell.cell_type == "code" else
+             report.edited_text).append(cid)
+        kept = {k: scell.metadata[k] for k in ("collapsed", "scrolled")
+                if k in scell.metadata and k not in rcell.metadata}
+        scell.metadata = copy.deepcopy(rcell.metadata)
+        scell.metadata.update(kept)
 
     # foreign nbgrader metadata on unmatched cells (copies of test cells, leftovers)
+    matched = {j for j, _ in found.values()}
     for j, scell in enumerate(sub.cells):
-        if j not in rel_matched and "nbgrader" in scell.get("metadata", {}):
-            gid = _nbg(scell).get("grade_id") or "?"
-            report.dropped_metadata.append(gid)
-            del scell.metadata["nbgrader"]
-            for key in ("editable", "deletable"):
+        if j not in matched and "nbgrader" in scell.get("metadata", {}):
+            report.dropped_metadata.append(nbgrader_meta(scell).get("grade_id") or "?")
+            for key in ("nbgrader", "editable", "deletable"):
                 scell.metadata.pop(key, None)
 
     # cells of nbformat < 4.5 have no ids: upgrade, giving matched cells the release's id
-    if (sub.nbformat, sub.nbformat_minor) < (4, 5):
-        sub.nbformat_minor = 5
+    sub.nbformat_minor = max(sub.nbformat_minor, 5)
     ids_taken = {c.get("id") for c in sub.cells if c.get("id")}
     for i, (j, _) in found.items():
         if not sub.cells[j].get("id"):
@@ -268,9 +243,9 @@ def check_and_repair(submission: NotebookNode, release: NotebookNode
     # re-insert missing cells after their release predecessor
     position = {i: j for i, (j, _) in found.items()}
     for i, rcell in enumerate(release.cells):
-        if not _is_nbgrader(rcell) or i in found:
+        meta = nbgrader_meta(rcell)
+        if not meta.get("grade_id") or i in found:
             continue
-        meta = _nbg(rcell)
         cid = meta["grade_id"]
         if not meta.get("locked"):
             report.answers_missing.append(cid)
@@ -278,8 +253,7 @@ def check_and_repair(submission: NotebookNode, release: NotebookNode
             report.deleted.append(cid)
         else:
             report.edited_text.append(cid + " (deleted)")
-        before = [position[k] for k in position if k < i]
-        at = (max(before) + 1) if before else 0
+        at = max((position[k] + 1 for k in position if k < i), default=0)
         new = copy.deepcopy(rcell)
         if new.get("id") in ids_taken:  # a student cell holding this id gives it up
             for c in sub.cells:
@@ -289,27 +263,8 @@ def check_and_repair(submission: NotebookNode, release: NotebookNode
             new["id"] = _new_id(ids_taken)
         ids_taken.add(new.id)
         sub.cells.insert(at, new)
-        for k in position:
-            if position[k] >= at:
-                position[k] += 1
+        position = {k: p + (p >= at) for k, p in position.items()}
         position[i] = at
 
     nbformat.validate(sub)
     return sub, report
-
-
-def _same_points(a, b) -> bool:
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return a == b
-
-
-def _replace_cell(nb: NotebookNode, j: int, rcell: NotebookNode) -> None:
-    old = nb.cells[j]
-    new = copy.deepcopy(rcell)
-    if old.get("id"):
-        new.id = old.id
-    else:
-        new.pop("id", None)
-    nb.cells[j] = new

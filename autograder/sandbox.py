@@ -15,9 +15,10 @@ this file, run as a program, wraps the kernel in ``bwrap`` with
   exported answers), made by :class:`SandboxKernelManager`;
 - nothing else of the course: only the course model and the data, read-only;
 - new PID, IPC and UTS namespaces: every process, detached ones too, dies with the kernel;
-- memory and process limits (:func:`limit_method`): ``systemd-run --scope`` where systemd
-  runs, else a cgroup made directly (as root), else rlimits (``RLIMIT_DATA``, not
-  ``RLIMIT_AS``: torch reserves ~4.5 GB of address space at import);
+- memory and process limits (:func:`limited`): ``systemd-run --scope`` where systemd runs,
+  else a cgroup per kernel made directly (as root, where ``/sys/fs/cgroup`` is writable),
+  else rlimits (``RLIMIT_DATA``, not ``RLIMIT_AS``: torch reserves ~4.5 GB of address
+  space at import; ``RLIMIT_NPROC`` for ``nobody`` when started as root);
 - started as root, the kernel drops to ``nobody`` (uid 65534).
 
 ``--no-sandbox`` grading (``CNNLAB_NO_SANDBOX=1``) starts the kernel without bwrap, with
@@ -26,6 +27,7 @@ the same environment.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -33,6 +35,7 @@ import platform
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 KERNEL_NAME = "cnnlab-sandbox"
 HOME = "/home/student"
 NOBODY = 65534
+SETTINGS_FILE = "cnnlab_course.json"
 RUNTIME_ENV = "CNNLAB_RUNTIME_DIR"  # set by the grader: the folder of the next kernel
 NO_SANDBOX_ENV = "CNNLAB_NO_SANDBOX"
 LIMITS_FILE = "limits.json"  # written by the wrapper beside (not in) the runtime folder
@@ -76,8 +80,22 @@ def refuse_unsupported_os() -> None:
 # what the kernel sees
 # ---------------------------------------------------------------------------
 
-def load_settings() -> dict:
-    return json.loads((HERE / "cnnlab_course.json").read_text())
+DEFAULTS = {
+    "course_id": "cnnlab", "assignment": "cnn_interpretability", "profile": "quick",
+    "instructor_cell_timeout": 300, "student_cell_timeout": 60, "submission_timeout": 600,
+    "run_after_last_test": False, "kernel_memory_mb": 4096, "kernel_tasks": 256,
+    "kernel_threads": 1, "sandbox": True,
+}
+
+
+def load_settings(folder: str | os.PathLike = HERE) -> dict:
+    """The course's settings (``cnnlab_course.json`` over :data:`DEFAULTS`)."""
+    settings = dict(DEFAULTS)
+    path = Path(folder) / SETTINGS_FILE
+    if path.exists():
+        settings.update(json.loads(path.read_text()))
+    settings["course_root"] = str(Path(folder).resolve())
+    return settings
 
 
 def kernel_environment(settings: dict, runtime: str | None = None) -> dict[str, str]:
@@ -187,94 +205,86 @@ def sandboxed(settings: dict, runtime: Path, command: list[str]) -> list[str]:
 # limits
 # ---------------------------------------------------------------------------
 
-def _systemd_runs() -> bool:
-    return Path("/run/systemd/system").is_dir() and shutil.which("systemd-run") is not None
-
-
-def _cgroup_dirs() -> dict[str, Path] | None:
-    """Writable cgroup folders for memory and pids (v2 unified or v1), as root."""
-    if os.geteuid() != 0:
-        return None
+def _cgroup_roots() -> list[Path]:
+    """Writable memory and pids cgroup hierarchies (v2 unified, or v1), as root; else []."""
     base = Path("/sys/fs/cgroup")
+    if os.geteuid() != 0:
+        return []
     if (base / "cgroup.controllers").exists():
         ok = {"memory", "pids"} <= set((base / "cgroup.subtree_control").read_text().split())
-        return {"memory": base, "pids": base} if ok and os.access(base, os.W_OK) else None
-    dirs = {k: base / k for k in ("memory", "pids")}
-    if all(d.is_dir() and os.access(d, os.W_OK) for d in dirs.values()):
-        return dirs
-    return None
+        return [base] if ok and os.access(base, os.W_OK) else []
+    roots = [base / "memory", base / "pids"]
+    return roots if all(d.is_dir() and os.access(d, os.W_OK) for d in roots) else []
 
 
 def limit_method() -> str:
     """How memory and tasks are limited here: "systemd-run", "cgroup" or "rlimit"."""
-    if _systemd_runs():
+    if Path("/run/systemd/system").is_dir() and shutil.which("systemd-run"):
         return "systemd-run"
-    return "cgroup" if _cgroup_dirs() else "rlimit"
+    return "cgroup" if _cgroup_roots() else "rlimit"
 
 
 def describe_limits(settings: dict) -> str:
     mem, tasks = settings["kernel_memory_mb"], settings["kernel_tasks"]
-    how = {"systemd-run": f"systemd-run --scope (MemoryMax={mem}M, TasksMax={tasks})",
-           "cgroup": f"a cgroup per kernel (memory {mem} MB, {tasks} tasks)",
-           "rlimit": f"rlimits (RLIMIT_DATA {mem} MB" + (f", RLIMIT_NPROC {tasks} for "
-                     "user nobody)" if os.geteuid() == 0 else "; process count not "
-                     "limited: run as root or under systemd for that)")}
-    return how[limit_method()]
+    return {"systemd-run": f"systemd-run --scope (MemoryMax={mem}M, TasksMax={tasks})",
+            "cgroup": f"a cgroup per kernel (memory {mem} MB, {tasks} tasks)",
+            "rlimit": f"rlimits (RLIMIT_DATA {mem} MB" + (
+                f", RLIMIT_NPROC {tasks} for user nobody)" if os.geteuid() == 0 else
+                "; process count not limited: run as root or under systemd for that)"),
+            }[limit_method()]
 
 
-def _join_cgroup(settings: dict) -> list[Path]:
-    """Put this process (and so the sandbox) in fresh cgroups with the limits."""
-    dirs = _cgroup_dirs() or {}
-    made = []
-    name = f"cnnlab-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    values = {"memory": [("memory.max", settings["kernel_memory_mb"] << 20),
-                         ("memory.limit_in_bytes", settings["kernel_memory_mb"] << 20)],
-              "pids": [("pids.max", settings["kernel_tasks"])]}
-    for kind, base in dirs.items():
-        group = base / name
-        group.mkdir(exist_ok=True)
-        for fname, value in values[kind]:
-            if (group / fname).exists():
-                (group / fname).write_text(str(value))
-        (group / "cgroup.procs").write_text(str(os.getpid()))
-        made.append(group)
-    return made
+def _rlimits(settings: dict) -> None:
+    mem = settings["kernel_memory_mb"] << 20
+    resource.setrlimit(resource.RLIMIT_DATA, (mem, mem))
+    if os.geteuid() == 0:  # counted per user: nobody runs only the kernels
+        n = settings["kernel_tasks"] * max(1, int(os.environ.get("CNNLAB_JOBS", "1")))
+        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
 
 
-def _leave_cgroups(groups: list[Path]) -> None:
+def limited(settings: dict, command: list[str]):
+    """``(command, preexec_fn, cgroups)``: ``command`` under the memory and process limits,
+    and the cgroups made for it (for :func:`end_cgroups` once it has ended)."""
+    method, roots = limit_method(), _cgroup_roots()
+    mem, tasks = settings["kernel_memory_mb"], settings["kernel_tasks"]
+    if method == "systemd-run":
+        user = [] if os.geteuid() == 0 else ["--user"]
+        return ["systemd-run", "--scope", "--quiet", *user, "-p", f"MemoryMax={mem}M",
+                "-p", f"TasksMax={tasks}", "--", *command], None, []
+    if method == "rlimit":
+        return command, lambda: _rlimits(settings), []
+    for stale in (g for root in roots for g in root.glob("cnnlab-*")):  # of killed wrappers
+        if not Path("/proc", stale.name.split("-")[1]).exists():
+            with contextlib.suppress(OSError):  # still holds processes
+                stale.rmdir()
+    groups = [root / f"cnnlab-{os.getpid()}-{uuid.uuid4().hex[:6]}" for root in roots]
     for group in groups:
-        try:
-            (group.parent / "cgroup.procs").write_text(str(os.getpid()))
-        except OSError:
-            continue
+        group.mkdir()
+        for name, value in (("memory.max", mem << 20), ("memory.limit_in_bytes", mem << 20),
+                            ("pids.max", tasks)):
+            if (group / name).exists():
+                (group / name).write_text(str(value))
+
+    def join():  # in the child, before it starts the sandbox
+        for group in groups:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+    return command, join, groups
+
+
+def end_cgroups(groups: list[Path]) -> float | None:
+    """The peak memory (MB) of a finished kernel's cgroups, which are then removed."""
+    peak = None
+    for group in groups:
+        for name in ("memory.peak", "memory.max_usage_in_bytes"):
+            with contextlib.suppress(OSError, ValueError):
+                peak = int((group / name).read_text()) / 2**20
         for _ in range(20):  # the sandbox's last processes may still be leaving
             try:
                 group.rmdir()
                 break
             except OSError:
                 time.sleep(0.1)
-
-
-def sweep_cgroups() -> None:
-    """Remove the empty cgroups of kernels that are gone (their wrapper may be killed)."""
-    for base in (_cgroup_dirs() or {}).values():
-        for group in base.glob("cnnlab-*"):
-            pid = group.name.split("-")[1]
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                try:
-                    group.rmdir()
-                except OSError:  # still holds processes
-                    pass
-
-
-def _rlimits(settings: dict, method: str) -> None:
-    if method != "rlimit":
-        return
-    mem = settings["kernel_memory_mb"] << 20
-    resource.setrlimit(resource.RLIMIT_DATA, (mem, mem))
-    if os.geteuid() == 0:  # counted per user: nobody runs only the kernels
-        n = settings["kernel_tasks"] * max(1, int(os.environ.get("CNNLAB_JOBS", "1")))
-        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
+    return peak
 
 
 # ---------------------------------------------------------------------------
@@ -309,7 +319,6 @@ def write_kernelspec(course: Path) -> Path:
 def run_kernel(connection_file: str) -> int:
     """The kernelspec's program: start ipykernel in the sandbox and wait for it."""
     settings = load_settings()
-    settings["course_root"] = str(HERE)
     runtime = Path(connection_file).resolve().parent
     kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", str(runtime / "kernel.json")]
     if os.environ.get(NO_SANDBOX_ENV) == "1":
@@ -319,28 +328,15 @@ def run_kernel(connection_file: str) -> int:
     if os.geteuid() == 0:  # nobody must use the folder, its sockets and the file
         for p in (runtime, runtime / "kernel.json"):
             os.chown(p, NOBODY, NOBODY)
-    command = sandboxed(settings, runtime, kernel)
-    method = limit_method()
-    groups = []
-    if method == "systemd-run":
-        mem, tasks = settings["kernel_memory_mb"], settings["kernel_tasks"]
-        command = ["systemd-run", "--scope", "--quiet", *([] if os.geteuid() == 0 else ["--user"]),
-                   "-p", f"MemoryMax={mem}M", "-p", f"TasksMax={tasks}", "--", *command]
-    elif method == "cgroup":
-        groups = _join_cgroup(settings)
-    proc = subprocess.Popen(command, preexec_fn=lambda: _rlimits(settings, method))
+    command, preexec, groups = limited(settings, sandboxed(settings, runtime, kernel))
+    proc = subprocess.Popen(command, preexec_fn=preexec)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: proc.send_signal(s))
     rc = proc.wait()
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    for group in groups:  # the cgroup's peak counts every process of the sandbox
-        for name in ("memory.peak", "memory.max_usage_in_bytes"):
-            try:
-                peak_mb = int((group / name).read_text()) / 2**20
-            except (OSError, ValueError):
-                pass
-    _leave_cgroups(groups)
-    record = {"method": method, "peak_rss_mb": round(peak_mb, 1), "exit": rc}
+    peak_mb = end_cgroups(groups)  # the cgroup's peak counts every process of the sandbox
+    if peak_mb is None:
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    record = {"method": limit_method(), "peak_rss_mb": round(peak_mb, 1), "exit": rc}
     try:  # beside the runtime folder: out of the kernel's reach
         (runtime.parent / f"{runtime.name}.{LIMITS_FILE}").write_text(json.dumps(record))
     except OSError:
@@ -354,25 +350,25 @@ def run_kernel(connection_file: str) -> int:
 
 _PROBE = r'''
 import json, os, socket, sys
-out = {"uid": os.getuid(), "env": sorted(os.environ), "home": os.listdir(os.environ["HOME"])}
-try:
-    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3); out["tcp"] = True
-except OSError:
-    out["tcp"] = False
-try:
-    socket.getaddrinfo("pypi.org", 443); out["dns"] = True
-except OSError:
-    out["dns"] = False
-out["course"] = os.path.exists(sys.argv[2])
-out["visible"] = sorted(os.listdir(os.path.dirname(sys.argv[2])))
-for name, path in (("usr", "/usr/cnnlab-probe"), ("site", sys.argv[3] + "/cnnlab-probe.pth")):
+port, secret, site = sys.argv[1:]
+
+
+def works(action):
     try:
-        open(path, "w").close(); out[name] = True
+        action()
+        return True
     except OSError:
-        out[name] = False
-import torch
-out["torch"] = torch.__version__
-print("CNNLAB-PROBE " + json.dumps(out))
+        return False
+
+
+seen = {"uid": os.getuid(), "env": sorted(os.environ), "home": os.listdir(os.environ["HOME"]),
+        "course": os.path.exists(secret), "visible": sorted(os.listdir(os.path.dirname(secret))),
+        "tcp": works(lambda: socket.create_connection(("127.0.0.1", int(port)), timeout=3)),
+        "dns": works(lambda: socket.getaddrinfo("pypi.org", 443)),
+        "usr": works(lambda: open("/usr/cnnlab-probe", "w")),
+        "site": works(lambda: open(site + "/cnnlab-probe.pth", "w"))}
+import torch  # noqa: E402,F401 (the kernels need it)
+print("CNNLAB-PROBE " + json.dumps(seen))
 '''
 
 
@@ -384,34 +380,32 @@ def self_check(settings: dict) -> list[str]:
     runtime.mkdir(parents=True)
     if os.geteuid() == 0:
         os.chown(runtime, NOBODY, NOBODY)
-    listener = __import__("socket").socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
+    listener = socket.create_server(("127.0.0.1", 0))
     site = next(p for p in sys.path if p.endswith("site-packages"))
     secret = course / "gradebook.db"
+    probe = [sys.executable, "-c", _PROBE, str(listener.getsockname()[1]), str(secret), site]
+    groups = []
     try:
-        cmd = sandboxed(settings, runtime, [sys.executable, "-c", _PROBE,
-                                            str(listener.getsockname()[1]), str(secret), site])
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                             preexec_fn=lambda: _rlimits(settings, limit_method()))
+        command, preexec, groups = limited(settings, sandboxed(settings, runtime, probe))
+        run = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                             preexec_fn=preexec)
     except SandboxError as exc:
         return [str(exc)]
     finally:
         listener.close()
+        end_cgroups(groups)
         shutil.rmtree(runtime, ignore_errors=True)
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith("CNNLAB-PROBE ")]
     if run.returncode != 0 or not lines:
         return ["bubblewrap could not start a sandbox here: "
                 + (run.stderr.strip().splitlines() or ["no message"])[-1] + "\n" + INSTALL]
     seen = json.loads(lines[0][len("CNNLAB-PROBE "):])
-    problems = []
+    problems = [f"the sandbox {what}" for key, what in (
+        ("tcp", "reached a TCP port on 127.0.0.1"), ("dns", "resolved a name"),
+        ("course", f"saw {secret}"), ("usr", "wrote into /usr"),
+        ("site", f"wrote into {site}")) if seen[key]]
     if os.geteuid() == 0 and seen["uid"] != NOBODY:
         problems.append(f"the kernel runs as uid {seen['uid']}, not nobody")
-    for key, what in (("tcp", "reached a TCP port on 127.0.0.1"), ("dns", "resolved a name"),
-                      ("course", f"saw {secret}"), ("usr", "wrote into /usr"),
-                      ("site", f"wrote into {site}")):
-        if seen[key]:
-            problems.append(f"the sandbox {what}")
     extra = set(seen["env"]) - set(kernel_environment(settings, "x")) - {"PWD", "SHLVL", "_"}
     if extra:
         problems.append("the kernel inherited " + ", ".join(sorted(extra)))

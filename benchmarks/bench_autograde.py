@@ -14,7 +14,8 @@ endless loop interrupted at the student-cell limit, a kernel that exits) graded 
 - the sandbox's overhead: the first ``--subset`` submissions (default 8, to keep the
   whole run near 12 minutes here) graded again with ``--no-sandbox`` at ``--jobs 1``,
   against the same submissions' sandboxed times from the ``--jobs 1`` run, per
-  submission (nbgrader's own autograde time in each worker; goal: under 10 %);
+  submission (nbgrader's own autograde time in each worker, from the repair to the
+  re-check; goal: under 10 %);
 - an estimate, stated as one, for 300 students on a 16-core machine: 300 x the seconds
   per submission at ``--jobs 1`` / (16 x the parallel efficiency measured at 2 jobs),
   and 16 x the peak memory per kernel.
