@@ -10,8 +10,8 @@ What it measures, on one device, in one process:
     equivalent with Captum's default batching: ``Saliency(abs=False)``,
     ``NoiseTunnel(Saliency)``, ``IntegratedGradients(method="riemann_trapezoid")``
     rescaled by n/(n-1), ``GuidedBackprop``, ``LayerGradCam`` + bilinear upsampling,
-    ``LayerGradientXActivation`` on the Flatten's input. Reported: best-of-``--repeats``
-    seconds of each, Captum / cnnlab (>= 1 means cnnlab is no slower), and the largest
+    ``LayerGradientXActivation`` on the Flatten's input. Reported: the best of at least ``--repeats``
+    turns of each, ours and Captum's in alternation (more turns for fast methods), Captum / cnnlab (>= 1 means cnnlab is no slower), and the largest
     difference of the maps relative to Captum's largest value.
 (b) ``featvis.synthesize`` for the 7 units (256 Adam steps, one batch): seconds, and
     each unit's reached value beside its best test image's.
@@ -21,7 +21,8 @@ What it measures, on one device, in one process:
 (d) ``sanity.faithfulness`` with black and blur fills on the 70 pairs, the maps of (a)
     plus occlusion, ranked by |map|: seconds, areas, share of images beating the random
     ranking; then (untimed) the same with the signed ranking.
-"Section total" = (a) + (b) + (c) + (d) for cnnlab; the features, top-K and the
+"Section total" = (a) + (b) + (c) + (d) for cnnlab, (a) counted as each method's first
+(cold) call, as a notebook pays it; the features, top-K and the
 occlusion maps are Section 2-4 results it reuses (timed apart, not in the total).
 Also printed, to re-check the issue's figures: dead units (maximum pre-activation
 <= 0 over the test images), all-zero Grad-CAM maps, IG completeness error at 32 steps,
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -121,6 +123,29 @@ def captum_methods(ext, x, targets, cfg):
 
     return {"gradient": saliency, "smoothgrad": noise_tunnel, "integrated_gradients": ig,
             "guided_backprop": guided, "grad_cam": gradcam, "contribution": gxa}
+
+
+def timed_pair(ours, theirs, device, repeats, budget=2.0, most=60):
+    """Best seconds of ``ours`` and of ``theirs``, run in turn after one warm-up each.
+
+    At least ``repeats`` turns, more for fast methods (until each side has had about
+    ``budget`` seconds, at most ``most`` turns): a 60 ms method timed 3 times on a
+    shared 2-core machine gives a ratio that swings by 30 %.
+
+    Returns:
+        ``(ours_s, ours_result, theirs_s, theirs_result, ours_first_s)``, the last the
+        first (cold) call of ours, the one a student's notebook pays.
+    """
+    first_ours, _ = timed(ours, device)
+    first_theirs, _ = timed(theirs, device)
+    turns = max(repeats, min(most, math.ceil(budget / max(first_ours, first_theirs, 1e-3))))
+    best_ours = best_theirs = float("inf")
+    for _ in range(turns):
+        s, ours_result = timed(ours, device)
+        best_ours = min(best_ours, s)
+        s, theirs_result = timed(theirs, device)
+        best_theirs = min(best_theirs, s)
+    return best_ours, ours_result, best_theirs, theirs_result, first_ours
 
 
 def load(args):
@@ -202,21 +227,22 @@ def main(argv=None):
     theirs_fns = captum_methods(ext, x, targets, cfg)
     maps, rows = {}, []
     print(f"\n(a) {len(index)} (unit, image) pairs")
-    print(f"{'method':22s} {'cnnlab s':>9s} {'Captum s':>9s} {'Captum/cnnlab':>14s} "
-          f"{'max rel diff':>13s}")
+    print(f"{'method':22s} {'cnnlab s':>9s} {'(cold)':>7s} {'Captum s':>9s} "
+          f"{'Captum/cnnlab':>14s} {'max rel diff':>13s}")
     for method in METHODS:
-        ours_s, ours = timed(lambda m=method: attribute(m, ext, images, targets), device,
-                             args.repeats)
-        theirs_s, theirs = timed(theirs_fns[method], device, args.repeats)
+        ours_s, ours, theirs_s, theirs, first_s = timed_pair(
+            lambda m=method: attribute(m, ext, images, targets), theirs_fns[method], device,
+            args.repeats)
         theirs = theirs.detach().cpu().numpy()
         diff = float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-12))
         maps[method] = ours
-        rows.append({"method": method, "cnnlab_s": ours_s, "captum_s": theirs_s,
+        rows.append({"method": method, "cnnlab_s": ours_s, "cnnlab_first_s": first_s,
+                     "captum_s": theirs_s,
                      "ratio": theirs_s / ours_s, "max_rel_diff": diff})
-        print(f"{method:22s} {ours_s:9.3f} {theirs_s:9.3f} {theirs_s / ours_s:13.2f}x "
-              f"{diff:13.1e}")
+        print(f"{method:22s} {ours_s:9.3f} {first_s:7.3f} {theirs_s:9.3f} "
+              f"{theirs_s / ours_s:13.2f}x {diff:13.1e}")
     result["methods"] = rows
-    seconds_methods = sum(r["cnnlab_s"] for r in rows)
+    seconds_methods = sum(r["cnnlab_first_s"] for r in rows)  # one cold call each, as in the lab
 
     # Facts of the issue, re-checked.
     zero_cams = int((maps["grad_cam"].reshape(len(index), -1).max(1) == 0).sum())

@@ -390,22 +390,36 @@ def faithfulness(
     rank_t = torch.from_numpy(rank).to(device)
     counts_t = torch.from_numpy(counts).to(device)
     base = fill_images(x, fill)
-    n_rows, n_points = len(scores), steps + 1
-    total = n_rows * n * n_points  # one (row, image, point) per masked image
+    n_rows, inner = len(scores), steps - 1
+    total = n_rows * n * inner  # one (row, image, inner point) per masked image
+
+    def run(batch: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return net(batch).float()[torch.arange(len(which)), t[which]]
+
     values = {}
     with evaluating(net), torch.inference_mode(), inference_context(device, precision):
+        # Both curves of every row start or end at f(image) and f(fill image): computed
+        # once per image instead of once per row and curve (a sixth of the passes).
+        whole = torch.arange(n, device=device)
+        ends = [torch.cat([run(source[s : s + batch_size], whole[s : s + batch_size])
+                           for s in range(0, n, batch_size)])
+                for source in (x, base)]
         for kind in ("deletion", "insertion"):
             out = torch.empty(total, device=device)
             for start in range(0, total, batch_size):
                 idx = torch.arange(start, min(start + batch_size, total), device=device)
-                row, img, point = idx // (n * n_points), (idx // n_points) % n, idx % n_points
+                row, img = idx // (n * inner), (idx // inner) % n
+                point = idx % inner + 1
                 top = (rank_t[row, img] < counts_t[point, None]).view(-1, 1, height, width)
                 keep_fill = top if kind == "deletion" else ~top
-                batch = torch.where(keep_fill, base[img], x[img])
-                if channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                out[idx] = net(batch).float()[torch.arange(len(idx)), t[img]]
-            values[kind] = out.view(n_rows, n, n_points).cpu().numpy().astype(np.float64)
+                out[idx] = run(torch.where(keep_fill, base[img], x[img]), img)
+            first, last = ends if kind == "deletion" else ends[::-1]
+            curve = torch.empty(n_rows, n, steps + 1, device=device)
+            curve[:, :, 0], curve[:, :, -1] = first, last
+            curve[:, :, 1:-1] = out.view(n_rows, n, inner)
+            values[kind] = curve.cpu().numpy().astype(np.float64)
     fractions = counts / (height * width)
     widths = np.diff(fractions)
     area = {k: ((v[..., 1:] + v[..., :-1]) / 2 * widths).sum(2)  # trapezoid rule, (R, N)

@@ -161,6 +161,30 @@ def test_the_true_map_beats_random_and_the_curves_end_where_they_must(images):
     np.testing.assert_allclose(result.deletion_area, area, rtol=1e-5)
 
 
+def test_curves_equal_masking_each_image_by_hand(model, images):
+    """Every point of both curves, against a plain loop over images and fractions."""
+    ext, steps, unit = model[:14].eval(), 5, 7
+    m = np.random.default_rng(1).normal(size=(6, 32, 32))  # distinct values: no ties
+    result = faithfulness(ext, images, unit, {"m": m}, fill="blur", steps=steps,
+                          precision="fp32", batch_size=7)  # batches that split images
+    x = normalize(images)
+    fill = fill_images(x, "blur")
+    deletion, insertion = np.zeros((6, steps + 1)), np.zeros((6, steps + 1))
+    with torch.no_grad():
+        for i in range(6):
+            order = np.argsort(-np.abs(m[i]).ravel())
+            for k in range(steps + 1):
+                top = torch.zeros(32 * 32, dtype=torch.bool)
+                top[torch.as_tensor(order[: round(k / steps * 32 * 32)].copy())] = True
+                top = top.view(1, 32, 32)
+                deleted = torch.where(top, fill[i], x[i])[None]
+                inserted = torch.where(top, x[i], fill[i])[None]
+                deletion[i, k] = ext(deleted)[0, unit].item()
+                insertion[i, k] = ext(inserted)[0, unit].item()
+    np.testing.assert_allclose(result.deletion[0], deletion.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result.insertion[0], insertion.mean(0), rtol=1e-4, atol=1e-5)
+
+
 def test_a_signed_map_pointing_the_wrong_way_loses(images):
     net, truth = region_model()
     images = images.clone()
