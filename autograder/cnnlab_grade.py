@@ -380,8 +380,14 @@ def grade_students(course: Path, settings: dict, students: list[str], jobs: int 
             out = outcomes[sid] = done.result()
             if out["outcome"] == "graded":
                 _merge(course, settings, sid)
-            if not quiet:
-                print(f"  {sid}: {out['outcome']} ({out.get('seconds', '-')} s)", flush=True)
+            if not quiet:  # the status the report will give, as soon as it is known
+                if out["outcome"] != "graded":
+                    said = f"ungradable ({out['reason']})"
+                elif course_lib.evidence(course_lib.read_status(course, sid)):
+                    said = f"tampered, evidence in the report ({out['seconds']} s)"
+                else:
+                    said = f"graded ({out['seconds']} s)"
+                print(f"  {sid}: {said}", flush=True)
     for sid, out in outcomes.items():
         course_lib.update_status(course, sid, grading=out, sandbox=not no_sandbox,
                                  graded_at=dt.datetime.now().isoformat(timespec="seconds"))

@@ -76,6 +76,14 @@ def update_status(course, sid: str, **fields) -> dict:
     return st
 
 
+def evidence(st: dict) -> list[str]:
+    """The evidence of tampering in a graded submission's status, one line each (none for
+    honest work): locked cells or metadata changed, tests refuted by the re-check."""
+    return Integrity(**st.get("integrity", {})).tamper_details() + [
+        f"{t} passed inside the notebook but the re-check outside it fails "
+        f"(\"{st['recheck'][t][1][:90]}\"): set to 0" for t in st.get("refuted") or []]
+
+
 def runtime_dir(course, sid: str) -> Path:
     return Path(course) / "grading" / "runtime" / sid
 
@@ -323,13 +331,9 @@ def grade_rows(gb, settings: dict, students: list[str] | None = None):
             for kind, group in (("autograded", auto), ("written", written), ("total", cells)):
                 got = [points[c.name] for c in group]
                 row[sums[kind]] = _fmt(None if None in got else sum(got))
-            integrity = Integrity(**st.get("integrity", {}))
-            details += integrity.tamper_details()
-            details += [f"{t} passed inside the notebook but the re-check outside it fails "
-                        f"(\"{st['recheck'][t][1][:90]}\"): set to 0"
-                        for t in st.get("refuted") or []]
+            details += evidence(st)
             row["status"] = "tampered" if details else "graded"
-            notes += integrity.repair_details()
+            notes += Integrity(**st.get("integrity", {})).repair_details()
             errors = st.get("cell_errors") or []
             blank = [e["cell"] for e in errors
                      if e["error"] == "NotImplementedError" and e["cell"].endswith("_answer")]

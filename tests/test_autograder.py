@@ -25,6 +25,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -417,7 +418,8 @@ def graded(tmp_path_factory):
     (subs / "nothing").mkdir()
     (subs / "fixme").mkdir()
     nbformat.write(SUBMISSIONS["forger"](), subs / "fixme" / f"{A}.ipynb")
-    _run(["grade", str(course), "--submissions", str(subs), "--jobs", "2"], env, timeout=1500)
+    progress = _run(["grade", str(course), "--submissions", str(subs), "--jobs", "2"], env,
+                    timeout=1500).stdout
     listener.stop = True
     first_report = (course / "reports" / "report.txt").read_text()
     with open(course / "reports" / "grades.csv") as f:
@@ -456,7 +458,7 @@ def graded(tmp_path_factory):
     with open(base / "export.csv") as f:
         exported = {r["student"]: r for r in csv.DictReader(f)}
     after = _fingerprint(watched)
-    return dict(course=course, first=first, rows=rows, exported=exported, home=home, snap=snap,
+    return dict(course=course, first=first, progress=progress, rows=rows, exported=exported, home=home, snap=snap,
                 base=base, listener=listener, first_report=first_report,
                 before=before, after=after, site=site,
                 report=(course / "reports" / "report.txt").read_text(), env=env)
@@ -484,6 +486,19 @@ def test_every_case_gets_its_status_points_and_report_line(graded, run, student)
         assert phrase in text, (phrase, text)
     if status == "graded":
         assert row["details"] == "", text  # no accusation
+
+
+def test_progress_lines_give_the_status_of_the_report(graded):
+    """While grading, each student's line says graded, tampered or ungradable, as the
+    report does afterwards (a refuted pass is "tampered" there, not "graded")."""
+    said = {}
+    for line in graded["progress"].splitlines():
+        m = re.match(r"^  (\S+): (graded|tampered|ungradable)\b", line)
+        if m:
+            said.setdefault(m[1], m[2])
+    assert said["forger"] == "tampered" and said["right"] == "graded"
+    assert said == {sid: row["status"] for sid, row in graded["first"].items()
+                    if sid != "nothing"}  # no notebook: nothing was run
 
 
 def test_hog_mem_is_stopped_and_hurts_nobody(graded):
