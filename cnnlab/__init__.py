@@ -16,7 +16,8 @@ from .data import (CLASSES, DataError, Split, denormalize, load_cifar10, load_la
                    normalize, synthetic_cifar10, to_display)
 from .device import choose_precision, get_device
 from .embedding import embed, plot_embedding, trustworthiness_score
-from .filters import activation_maps, filter_images, plot_activation_maps, plot_filters
+from .filters import (activation_maps, conv_weight, filter_images, plot_activation_maps,
+                      plot_filters)
 from .metrics import plot_confusion
 from .model import N_UNITS, build_model, first_linear_index, load_checkpoint, save_checkpoint
 from .probe import Layer, LayerError, Probe, last_spatial_layer, layers
@@ -38,5 +39,5 @@ __all__ = [
     "unit_explorer", "occlusion_explorer", "filter_explorer", "embedding_explorer",
     "Firing", "dead_units", "firing_stats", "plot_firing",
     "UnitViews", "plot_unit_views", "unit_views", "attribution_explorer",
-    "Layer", "LayerError", "Probe", "last_spatial_layer", "layers",
+    "Layer", "LayerError", "Probe", "conv_weight", "last_spatial_layer", "layers",
 ]

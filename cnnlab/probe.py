@@ -171,6 +171,15 @@ def call(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         ) from exc
 
 
+def input_channels(model: nn.Module) -> int | None:
+    """The colour channels ``model`` takes: ``in_channels`` of its first layer when that
+    is a conv layer (None otherwise: then any number of channels is let through)."""
+    for module in model.modules():
+        if not list(module.children()):  # the first leaf layer
+            return module.in_channels if isinstance(module, nn.modules.conv._ConvNd) else None
+    return None
+
+
 def as_units(output: torch.Tensor) -> torch.Tensor:
     """A layer's output as units (N, D): positions averaged for (N, C, *spatial)."""
     if output.ndim > 2:
@@ -274,6 +283,16 @@ class Probe:
 
 def _stat(value, name: str) -> tuple[float, ...]:
     return tuple(channel_stat(value, name).flatten().tolist())
+
+
+def as_extractor(extractor) -> tuple[nn.Module, tuple | None, tuple | None]:
+    """``(module, mean, std)``: a Probe's extractor and its normalisation, or a plain
+    module (an extractor such as ``model[:14]``) with the course's (None, None)."""
+    if isinstance(extractor, Probe):
+        extractor = extractor.extractor
+    if isinstance(extractor, Extractor):
+        return extractor, extractor.mean, extractor.std
+    return extractor, None, None
 
 
 def as_probe(model) -> Probe:
