@@ -234,6 +234,9 @@ class Probe:
         model, layer (the name), module (the layer), mean, std,
         extractor: an ``nn.Module`` from uint8 images (N, C, H, W) to units (N, D).
 
+    A module that runs more than once in a pass (ResNet's ``BasicBlock.relu``) is
+    read at its first call: name the block (``"layer1.0"``) or a conv instead.
+
     Raises:
         LayerError: no layer of that name (the message names the closest ones).
 
@@ -293,11 +296,6 @@ def as_extractor(extractor) -> tuple[nn.Module, tuple | None, tuple | None]:
     if isinstance(extractor, Extractor):
         return extractor, extractor.mean, extractor.std
     return extractor, None, None
-
-
-def as_probe(model) -> Probe:
-    """``model`` itself if it is a Probe, else a probe of its output (course normalisation)."""
-    return model if isinstance(model, Probe) else Probe(model, "")
 
 
 @dataclass(frozen=True)
