@@ -3,7 +3,8 @@
 The notebook-facing names are re-exported here; each lives in the module of its
 section (``cnnlab.data``, ``cnnlab.model``, ``cnnlab.device``, ``cnnlab.train``,
 ``cnnlab.filters``, ``cnnlab.activations``, ``cnnlab.occlusion``, ``cnnlab.embedding``,
-``cnnlab.metrics``, ``cnnlab.views``, ``cnnlab.checks``, ``cnnlab.widgets``, ``cnnlab.lab``).
+``cnnlab.metrics``, ``cnnlab.probe``, ``cnnlab.views``, ``cnnlab.checks``,
+``cnnlab.widgets``, ``cnnlab.lab``).
 """
 
 __version__ = "0.1.0"
@@ -15,9 +16,11 @@ from .data import (CLASSES, DataError, Split, denormalize, load_cifar10, load_la
                    normalize, synthetic_cifar10, to_display)
 from .device import choose_precision, get_device
 from .embedding import embed, plot_embedding, trustworthiness_score
-from .filters import activation_maps, filter_images, plot_activation_maps, plot_filters
+from .filters import (activation_maps, conv_weight, filter_images, plot_activation_maps,
+                      plot_filters)
 from .metrics import plot_confusion
 from .model import N_UNITS, build_model, first_linear_index, load_checkpoint, save_checkpoint
+from .probe import Layer, LayerError, Probe, last_spatial_layer, layers
 from .occlusion import occlusion_maps, occlusion_mask, plot_occlusion, top_k_occlusion
 from .train import Evaluation, History, evaluate, seed_everything, train_model, train_or_load
 from .views import UnitViews, plot_unit_views, unit_views
@@ -36,4 +39,5 @@ __all__ = [
     "unit_explorer", "occlusion_explorer", "filter_explorer", "embedding_explorer",
     "Firing", "dead_units", "firing_stats", "plot_firing",
     "UnitViews", "plot_unit_views", "unit_views", "attribution_explorer",
+    "Layer", "LayerError", "Probe", "conv_weight", "last_spatial_layer", "layers",
 ]

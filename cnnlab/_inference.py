@@ -37,22 +37,28 @@ def use_channels_last(device: torch.device, precision: str | None = None) -> boo
     return choose_precision(device, or_config(precision, "precision")).channels_last
 
 
-def as_image_batch(images, what: str = "images") -> torch.Tensor:
-    """Images as a tensor (N, 3, H, W), with a teaching error otherwise."""
+def as_image_batch(images, what: str = "images", channels: int | None = 3) -> torch.Tensor:
+    """Images as a tensor (N, C, H, W), with a teaching error otherwise.
+
+    ``channels`` is the number of colour channels the network takes (3 for the course
+    network, see :func:`cnnlab.probe.input_channels`); None accepts any.
+    """
+    c = "C" if channels is None else channels
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
         raise TypeError(
-            f"{what} must be a tensor of shape (N, 3, H, W), got {type(images).__name__}."
+            f"{what} must be a tensor of shape (N, {c}, H, W), got {type(images).__name__}."
         )
-    if images.ndim == 3 and images.shape[0] == 3:
+    if images.ndim == 3 and (channels is None or images.shape[0] == channels):
         raise ValueError(
             f"{what} has shape {tuple(images.shape)}: that is one image. Pass a batch "
-            f"of shape (N, 3, H, W); for a single image use {what}[None]."
+            f"of shape (N, {c}, H, W); for a single image use {what}[None]."
         )
-    if images.ndim != 4 or images.shape[1] != 3:
+    if images.ndim != 4 or (channels is not None and images.shape[1] != channels):
+        kind = " (N RGB images)" if channels == 3 else ""
         raise ValueError(
-            f"{what} must have shape (N, 3, H, W) (N RGB images), got "
+            f"{what} must have shape (N, {c}, H, W){kind}, got "
             f"{tuple(images.shape)}."
         )
     if images.shape[0] == 0:
@@ -64,16 +70,17 @@ def as_image_batch(images, what: str = "images") -> torch.Tensor:
 
 
 def prepare_batch(
-    images: torch.Tensor, device: torch.device, channels_last: bool
+    images: torch.Tensor, device: torch.device, channels_last: bool, mean=None, std=None
 ) -> torch.Tensor:
     """Move a batch to ``device`` and normalise it if it is uint8 pixels.
 
-    uint8 (N, 3, H, W) is normalised to [-1, 1] on the device (moving uint8 is
-    four times cheaper than float); a float tensor is taken as already
+    uint8 (N, C, H, W) is normalised on the device (moving uint8 is four times
+    cheaper than float) with ``mean`` and ``std`` (None: the course's, to [-1, 1];
+    see :func:`cnnlab.data.normalize`); a float tensor is taken as already
     normalised. Returns float32, ``channels_last`` when asked.
     """
     x = images.to(device, non_blocking=True)
-    x = normalize(x) if x.dtype == torch.uint8 else x.float()
+    x = normalize(x, mean, std) if x.dtype == torch.uint8 else x.float()
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x

@@ -25,6 +25,7 @@ from ._validate import feature_array, whole_number
 from .config import or_config
 from .device import choose_precision
 from .model import first_linear_index, model_device
+from .probe import as_extractor, input_channels
 
 
 def feature_extractor(model: nn.Sequential, upto: int | None = None) -> nn.Sequential:
@@ -71,10 +72,11 @@ def extract_features(
     """Run images through the extractor in batches and collect its outputs.
 
     Args:
-        extractor: e.g. ``feature_extractor(model)``; it runs on its own device and
-            is put in eval mode for the call (its modes are restored afterwards).
-        images: uint8 (N, 3, H, W) with values 0..255 (normalised here), or a float
-            tensor (N, 3, H, W) already normalised to [-1, 1].
+        extractor: e.g. ``feature_extractor(model)``, or a :class:`cnnlab.Probe` (its
+            units, normalised as its network expects); it runs on its own device
+            and is put in eval mode for the call (its modes are restored afterwards).
+        images: uint8 (N, C, H, W) with values 0..255 (normalised here), or a float
+            tensor already normalised (to [-1, 1] for the course network).
         batch_size: images per forward pass.
         progress: show a tqdm progress bar.
         precision: ``"auto"`` (bf16 autocast and channels_last where the hardware
@@ -94,7 +96,8 @@ def extract_features(
     """
     from tqdm.auto import tqdm
 
-    images = as_image_batch(images)
+    extractor, mean, std = as_extractor(extractor)
+    images = as_image_batch(images, channels=input_channels(extractor))
     batch_size = whole_number(batch_size, "batch_size", advice="The lab uses 128.")
     device = model_device(extractor)
     plan = choose_precision(device, or_config(precision, "precision"))
@@ -104,7 +107,8 @@ def extract_features(
     with evaluating(extractor), torch.inference_mode(), plan.autocast():
         for start in tqdm(range(0, n, batch_size), disable=not progress,
                           desc="features", unit="batch"):
-            x = prepare_batch(images[start : start + batch_size], device, channels_last)
+            x = prepare_batch(images[start : start + batch_size], device, channels_last,
+                              mean, std)
             y = extractor(x).float().reshape(x.shape[0], -1).cpu().numpy()
             if out is None:
                 out = np.empty((n, y.shape[1]), dtype=np.float32)

@@ -10,19 +10,24 @@ ask the network directly, through its gradients, and give one map per image:
 - :func:`guided_backprop`: gradients with every negative signal stopped at each
   ReLU on the way back (sharp pictures, but it fails the sanity check of
   :mod:`cnnlab.sanity`: it hardly depends on the weights);
-- :func:`grad_cam`: a conv layer's feature maps weighted by their mean gradient;
-- :func:`contribution_map`: the exact share of each of the 8x8 positions feeding
-  the first ``Linear`` layer in a unit's value (HiResCAM).
+- :func:`grad_cam`: a layer's feature maps weighted by their mean gradient;
+- :func:`contribution_map`: gradient x activation at a layer, each position's
+  share of the target (exact for the 8x8 positions feeding the course network's
+  first ``Linear``: HiResCAM).
 
-"model" is either the unit extractor ``model[:14]`` (output (N, 128); a target is a
-unit) or the whole network (output (N, 10); a target is a class). Every map is a
-float32 array (N, H, W) (``contribution_map``: (N, 8, 8)) whose positive values
-mark pixels that raise the target. The colour channels are summed: a pixel's
-value is the effect of brightening it in all three channels at once. Gradients
-are taken with respect to the normalised input in [-1, 1] (one pixel step of
-1/255 is 2/255 there). Gradients are switched on locally, so these functions also
-work when called under ``torch.inference_mode()``; the model is put in eval mode
-for the call and every submodule's mode is restored afterwards.
+"model" is a :class:`cnnlab.Probe` (a target is one of its units: a channel of its
+layer, averaged over positions, or an output) or a network, read at its output:
+the unit extractor ``model[:14]`` (output (N, 128); a target is a unit) or the
+whole network (output (N, 10); a target is a class). Targets are one per image (or
+one int for all). Every map is a float32 array (N, H, W) (``contribution_map``:
+(N, h, w), the layer's grid) whose positive values mark pixels that raise the
+target. The colour channels are summed: a pixel's value is the effect of
+brightening it in all channels at once. Gradients are taken with respect to the
+normalised input (the course network's is in [-1, 1]: one pixel step of 1/255 is
+2/255 there). Gradients are switched on locally, so these functions also work when
+called under ``torch.inference_mode()``; the model is put in eval mode for the
+call, every submodule's mode is restored afterwards, and the hooks that read a
+layer exist only during the call.
 """
 
 from __future__ import annotations
@@ -36,11 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torch.overrides import TorchFunctionMode
+
 from ._inference import (as_image_batch, evaluating, is_whole, prepare_batch,
                          use_channels_last)
 from .config import or_config
 from .data import CLASSES, MEAN, STD
-from .model import first_linear_index, model_device
+from .model import model_device
+from .probe import Probe, find_layer, input_channels, last_spatial_layer
 
 #: The methods :func:`attribute` knows, in the order the lab shows them.
 METHODS = (
@@ -75,68 +83,45 @@ def _kind(n_out: int) -> str:
     return "class" if n_out == len(CLASSES) else "unit"
 
 
-def prepare_inputs(model: nn.Module, images, targets) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Check and convert the three common arguments.
-
-    The number of outputs is read from a Sequential's final ``nn.Linear`` when it
-    ends with one (no forward pass), else from a forward pass of one image.
-
-    Returns:
-        ``(x, t, n_out)``: float32 (N, 3, H, W) normalised images on the model's
-        device (ordinary tensors, even when ``images`` was made under inference
-        mode), int64 (N,) targets, and the model's number of outputs.
-    """
+def _probe(model) -> Probe:
+    """``model`` as a :class:`Probe`: a probe as it is, a network read at its output."""
+    if isinstance(model, Probe):
+        return model
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"model must be a torch nn.Module (the extractor model[:14] or the whole "
-            f"network), got {type(model).__name__}."
+            f"network) or a cnnlab.Probe, got {type(model).__name__}."
         )
-    images = as_image_batch(images)
-    x = prepare_batch(images, model_device(model), channels_last=False)
-    if x.is_inference():
-        x = x.clone()  # an ordinary tensor autograd can record
-    last = model[-1] if isinstance(model, nn.Sequential) and len(model) else None
-    if isinstance(last, nn.Linear):
-        n_out = last.out_features
-    else:
-        with evaluating(model), torch.no_grad():  # eval: no dropout draws from the RNG
-            n_out = forward(model, x[:1]).shape[1]
-    return x, _targets(targets, x.shape[0], n_out).to(x.device), n_out
+    return Probe(model, "")
 
 
-def forward(model: nn.Module, x: torch.Tensor, image_shape: tuple | None = None
-            ) -> torch.Tensor:
-    """``model(x)`` with a teaching error when the images do not fit the model.
+def prepare_inputs(model, images, targets) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Check and convert the three common arguments.
 
-    ``image_shape`` is the images' shape to name in the error when ``x`` is not the
-    images themselves (the input of a later layer); None = ``x.shape``.
+    ``model`` is a network (its output holds the targets) or a :class:`Probe` (its
+    units do). The number of targets is read from a Sequential's final ``nn.Linear``
+    when the network ends with one (no forward pass), else from a forward pass of
+    one image.
 
     Returns:
-        The output (B, D).
-
-    Raises:
-        ValueError: the model cannot run on images of this shape, or its output is
-            not (B, D).
+        ``(x, t, n_out)``: float32 (N, C, H, W) normalised images on the model's
+        device (ordinary tensors, even when ``images`` was made under inference
+        mode), int64 (N,) targets, and the number of units or classes.
     """
-    try:
-        out = model(x)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, torch.OutOfMemoryError) or not any(
-                word in first for word in ("shape", "size", "mat1")):
-            raise  # not a question of image size
-        shown = ", ".join(map(str, (image_shape or x.shape)[1:]))
-        raise ValueError(
-            f"The model could not run on images of shape (N, {shown}) "
-            f"({first}). The course network takes CIFAR-10 images of shape (N, 3, 32, 32): "
-            "uint8 pixels 0..255, or floats already normalised to [-1, 1]."
-        ) from exc
-    if out.ndim != 2:
-        raise ValueError(
-            f"The model's output has shape {tuple(out.shape)}; expected (N, D): pass the "
-            "extractor model[:14] (D = 128 units) or the whole network (D = 10 classes)."
-        )
-    return out
+    probe = _probe(model)
+    images = as_image_batch(images, channels=input_channels(probe.model))
+    x = prepare_batch(images, model_device(probe.model), channels_last=False,
+                      mean=probe.mean, std=probe.std)
+    if x.is_inference():
+        x = x.clone()  # an ordinary tensor autograd can record
+    net = probe.model
+    last = net[-1] if isinstance(net, nn.Sequential) and len(net) else None
+    if probe.layer == "" and isinstance(last, nn.Linear):
+        n_out = last.out_features
+    else:
+        with evaluating(net), torch.no_grad():  # eval: no dropout draws from the RNG
+            n_out = probe.outputs(x[:1])[0].shape[1]
+    return x, _targets(targets, x.shape[0], n_out).to(x.device), n_out
 
 
 def _targets(targets, n: int, n_out: int) -> torch.Tensor:
@@ -191,7 +176,7 @@ def _selected_grad(
     is every image's own gradient.
     """
     x = _layout(x).detach().requires_grad_(True)
-    value = forward(model, x).gather(1, t[:, None])[:, 0]
+    value = _probe(model).outputs(x)[0].gather(1, t[:, None])[:, 0]
     (grad,) = torch.autograd.grad(value.sum(), x)
     return grad, value.detach()
 
@@ -215,26 +200,21 @@ def _to_numpy(maps: torch.Tensor) -> np.ndarray:
 def _check_sequential(model: nn.Module, what: str) -> nn.Sequential:
     if not isinstance(model, nn.Sequential):
         raise TypeError(
-            f"{what} needs an nn.Sequential it can split at a layer index, got "
-            f"{type(model).__name__}. Pass the course network or its extractor model[:14]."
+            f"{what} needs an nn.Sequential to find a layer by its index, got "
+            f"{type(model).__name__}. Name the layer instead (a string from "
+            "model.named_modules(), e.g. 'layer4'; cnnlab.layers lists them)."
         )
     return model
 
 
-def _split_at(model: nn.Sequential, index: int, x: torch.Tensor, t: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model[:index + 1]`` and ``model[index + 1:]`` on a batch.
+def _black(probe: Probe, channels: int, device: torch.device) -> torch.Tensor:
+    """The black image (pixel 0) in the probe's normalised units: (C, 1, 1)."""
+    return probe.normalize(torch.zeros((channels, 1, 1), dtype=torch.uint8)).to(device)
 
-    Returns:
-        ``(A, dA)``: the output of layer ``index`` (B, C, h, w) and the gradient of
-        each image's target with respect to it, same shape.
-    """
-    with torch.no_grad():
-        acts = model[: index + 1](_layout(x))
-    acts.requires_grad_(True)
-    value = forward(model[index + 1 :], acts, tuple(x.shape)).gather(1, t[:, None])
-    (grad,) = torch.autograd.grad(value.sum(), acts)
-    return acts.detach(), grad
+
+def _pixel_std(probe: Probe) -> float | torch.Tensor:
+    """The normalisation's std: a number, or (C, 1, 1) per channel."""
+    return STD if probe.std is None else torch.tensor(probe.std)[:, None, None]
 
 
 # --- the methods ----------------------------------------------------------------
@@ -247,9 +227,11 @@ def gradient(model: nn.Module, images, targets, batch_size: int | None = None) -
     pixel (y, x) brightens in all three channels (normalised units).
 
     Args:
-        model: the extractor ``model[:14]`` (targets are units) or the whole network
-            (targets are classes).
-        images: uint8 (N, 3, H, W) pixels, or floats already normalised to [-1, 1].
+        model: a :class:`cnnlab.Probe` (targets are its units), or a network read at
+            its output: the extractor ``model[:14]`` (targets are units) or the
+            whole network (targets are classes).
+        images: uint8 (N, C, H, W) pixels, or floats already normalised (the course
+            network: (N, 3, H, W) in [-1, 1]).
         targets: one unit/class per image, or one int for all.
         batch_size: images per backward pass; None = ``LabConfig.attribution_batch``.
 
@@ -264,10 +246,11 @@ def gradient(model: nn.Module, images, targets, batch_size: int | None = None) -
         (4, 32, 32)
     """
     batch_size = _batch(batch_size)
-    with gradients_on(model):
-        x, t, _ = prepare_inputs(model, images, targets)
+    probe = _probe(model)
+    with gradients_on(probe.model):
+        x, t, _ = prepare_inputs(probe, images, targets)
         maps = [
-            _selected_grad(model, x[s : s + batch_size], t[s : s + batch_size])[0].sum(1)
+            _selected_grad(probe, x[s : s + batch_size], t[s : s + batch_size])[0].sum(1)
             for s in range(0, len(x), batch_size)
         ]
     return _to_numpy(torch.cat(maps))
@@ -305,7 +288,7 @@ def smoothgrad(
         n_samples: noisy copies per image; None = ``LabConfig.smoothgrad_samples``.
         noise: standard deviation of the noise in pixel units (fraction of the 0..255
             range); None = ``LabConfig.smoothgrad_noise``. In normalised units it is
-            ``noise / 0.5``.
+            ``noise / 0.5`` (``noise / std`` for a probe's per-channel std).
         seed: seeds the noise; None = ``LabConfig.seed``.
         batch_size: noisy images per backward pass; None = ``LabConfig.attribution_batch``.
 
@@ -326,15 +309,21 @@ def smoothgrad(
     if not is_whole(seed):
         raise TypeError(f"seed={seed!r} must be an integer.")
     batch_size = _batch(batch_size)
-    with gradients_on(model):
-        x, t, _ = prepare_inputs(model, images, targets)
-        draws = smoothgrad_noise(tuple(x.shape), int(n_samples), noise / STD, seed, x.device)
+    probe = _probe(model)
+    with gradients_on(probe.model):
+        x, t, _ = prepare_inputs(probe, images, targets)
+        std = _pixel_std(probe)
+        if isinstance(std, float):
+            draws = smoothgrad_noise(tuple(x.shape), int(n_samples), noise / std, seed, x.device)
+        else:  # one std per channel: unit noise, scaled channel by channel
+            draws = smoothgrad_noise(tuple(x.shape), int(n_samples), 1.0, seed, x.device)
+            draws = draws * (noise / std).to(x.device)
         per_chunk = max(1, batch_size // n_samples)  # whole images per backward pass
         maps = []
         for s in range(0, len(x), per_chunk):
             xb, eb = x[s : s + per_chunk], draws[s : s + per_chunk]  # (b, ...), (b, S, ...)
             noisy = (xb[:, None] + eb).flatten(0, 1)  # (b * S, 3, H, W)
-            grad, _ = _selected_grad(model, noisy, t[s : s + per_chunk].repeat_interleave(
+            grad, _ = _selected_grad(probe, noisy, t[s : s + per_chunk].repeat_interleave(
                 n_samples))
             maps.append(grad.unflatten(0, (len(xb), n_samples)).mean(1).sum(1))
     return _to_numpy(torch.cat(maps))
@@ -383,16 +372,18 @@ def integrated_gradients(
         raise ValueError(f"steps={steps!r} must be an integer of at least 2 (both ends of "
                          f"the path; the lab uses {or_config(None, 'ig_steps')}).")
     batch_size = _batch(batch_size)
-    with gradients_on(model):
-        x, t, _ = prepare_inputs(model, images, targets)
+    probe = _probe(model)
+    with gradients_on(probe.model):
+        x, t, _ = prepare_inputs(probe, images, targets)
+        black = _black(probe, x.shape[1], x.device)
         alphas = torch.linspace(0.0, 1.0, steps, device=x.device)
         weights = trapezoid_weights(steps).to(x.device)
         per_chunk = max(1, batch_size // steps)
         maps = []
         for s in range(0, len(x), per_chunk):
-            delta = x[s : s + per_chunk] - BLACK  # (b, 3, H, W)
-            path = BLACK + alphas[None, :, None, None, None] * delta[:, None]  # (b, S, ...)
-            grad, _ = _selected_grad(model, path.flatten(0, 1),
+            delta = x[s : s + per_chunk] - black  # (b, C, H, W)
+            path = black + alphas[None, :, None, None, None] * delta[:, None]  # (b, S, ...)
+            grad, _ = _selected_grad(probe, path.flatten(0, 1),
                                      t[s : s + per_chunk].repeat_interleave(steps))
             grad = grad.unflatten(0, (len(delta), steps))
             mean_grad = (weights[None, :, None, None, None] * grad).sum(1)
@@ -400,46 +391,52 @@ def integrated_gradients(
     return _to_numpy(torch.cat(maps))
 
 
-class _PositiveGradient(torch.autograd.Function):
-    """Identity forward; backward lets only the positive part of the gradient through."""
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU forward; backward passes a gradient only where it is positive and the
+    ReLU's output was (guided backpropagation's rule)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return x.view_as(x)
+        y = torch.relu(x)
+        ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad.clamp(min=0)
+        (y,) = ctx.saved_tensors
+        return torch.where(y > 0, grad.clamp(min=0), 0.0)
 
 
-@contextlib.contextmanager
-def _guided_relus(model: nn.Module) -> Iterator[int]:
-    """Make every ``nn.ReLU`` guided: its output passes through :class:`_PositiveGradient`.
+class _GuidedRelus(TorchFunctionMode):
+    """While active, every call of ``F.relu`` / ``torch.relu`` / ``Tensor.relu`` is guided.
 
-    On the way back the gradient is first clamped at 0, then the ReLU's own
-    backward keeps it only where the ReLU's input was positive: together, guided
-    backpropagation's rule. The forward hooks are removed on exit, also after an
-    exception. Yields the number of ReLU modules hooked.
+    The rule applies to each call, not to each module: a ReLU module used twice (as
+    ResNet's ``BasicBlock.relu``) is guided both times, and ReLUs called as functions
+    in ``forward`` are guided too. An in-place call (``nn.ReLU(inplace=True)``) gives
+    a new tensor instead, which its caller uses. ``calls`` counts the guided calls.
     """
-    handles = [
-        m.register_forward_hook(lambda _m, _inputs, out: _PositiveGradient.apply(out))
-        for m in model.modules()
-        if isinstance(m, nn.ReLU)
-    ]
-    try:
-        yield len(handles)
-    finally:
-        for h in handles:
-            h.remove()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (F.relu, torch.relu, torch.Tensor.relu) and isinstance(args[0], torch.Tensor):
+            self.calls += 1
+            return _GuidedReLU.apply(args[0])
+        return func(*args, **kwargs)
 
 
 def guided_backprop(model: nn.Module, images, targets, batch_size: int | None = None
                     ) -> np.ndarray:
     """Guided backpropagation (Springenberg et al. 2015).
 
-    The gradient, except that at every ``nn.ReLU`` only positive gradients pass
-    back (and only where the ReLU's input was positive). The maps look like crisp
-    edges, but they change little when the weights are randomised
+    The gradient, except that at every ReLU only positive gradients pass back (and
+    only where the ReLU's input was positive). Every call of a ReLU is guided, so a
+    ReLU module used twice (ResNet's blocks) and functional ReLUs are handled
+    (in-place ``relu_`` calls are not). The maps look like crisp edges, but they
+    change little when the weights are randomised
     (:func:`cnnlab.sanity.cascading_randomization`): they show the image more than
     the network. Kept in the lab as the method that fails that test.
 
@@ -450,22 +447,23 @@ def guided_backprop(model: nn.Module, images, targets, batch_size: int | None = 
         float32 (N, H, W), summed over the colour channels; positive = raises the target.
 
     Raises:
-        ValueError: as for :func:`gradient`, or a model without ``nn.ReLU`` modules.
+        ValueError: as for :func:`gradient`, or a model in which no ReLU runs.
     """
     batch_size = _batch(batch_size)
-    with gradients_on(model):
-        x, t, _ = prepare_inputs(model, images, targets)
-        with _guided_relus(model) as n_relus:
-            if n_relus == 0:
+    probe = _probe(model)
+    with gradients_on(probe.model):
+        x, t, _ = prepare_inputs(probe, images, targets)
+        maps = []
+        for s in range(0, len(x), batch_size):
+            with _GuidedRelus() as guided:
+                maps.append(_selected_grad(probe, x[s : s + batch_size],
+                                           t[s : s + batch_size])[0].sum(1))
+            if guided.calls == 0:
                 raise ValueError(
-                    "guided_backprop changes the backward pass of nn.ReLU modules, and "
-                    "this model has none (a functional relu cannot be guided). Use the "
-                    "course network or its extractor."
+                    "guided_backprop changes the backward pass of the ReLUs, and this "
+                    "model has none (no ReLU ran in its forward pass). Use a network "
+                    "with ReLUs, such as the course network or its extractor."
                 )
-            maps = [
-                _selected_grad(model, x[s : s + batch_size], t[s : s + batch_size])[0].sum(1)
-                for s in range(0, len(x), batch_size)
-            ]
     return _to_numpy(torch.cat(maps))
 
 
@@ -494,108 +492,138 @@ def _check_conv_layer(model: nn.Sequential, layer) -> int:
     return int(layer)
 
 
-def grad_cam(model: nn.Module, images, targets, layer: int | None = None,
+def _map_layer(probe: Probe, layer, image_size: tuple[int, ...], what: str,
+               resampling: bool) -> str:
+    """The name of the layer a map method reads, from a name, a module or None.
+
+    None is :func:`cnnlab.probe.last_spatial_layer` on images of ``image_size``.
+    An integer (the course's old way, for an ``nn.Sequential``) is the index of a
+    conv layer, read after the ``nn.ReLU`` that follows it when there is one.
+    """
+    if layer is None:
+        return last_spatial_layer(probe.model, image_size, resampling=resampling)
+    if is_whole(layer) and not isinstance(layer, str):
+        net = _check_sequential(probe.model, what)
+        index = _check_conv_layer(net, layer)
+        if index + 1 < len(net) and isinstance(net[index + 1], nn.ReLU):
+            index += 1  # the rectified maps
+        return str(index)
+    return find_layer(probe.model, layer)[0]
+
+
+def _layer_grad(probe: Probe, layer: str, x: torch.Tensor, t: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's output A (B, C, h, w) and the gradient of each image's target by it."""
+    units, kept = probe.outputs(_layout(x), [layer])
+    acts = kept[layer]
+    if acts.ndim != 4:
+        raise ValueError(
+            f"Layer {layer!r} outputs shape {tuple(acts.shape)}, not feature maps "
+            "(N, C, h, w): pick a layer before the network flattens its maps "
+            "(cnnlab.layers lists each layer's output shape)."
+        )
+    value = units.gather(1, t[:, None])
+    (grad,) = torch.autograd.grad(value.sum(), acts, allow_unused=True)
+    if grad is None:
+        raise ValueError(
+            f"Layer {layer!r} runs after the probe's layer {probe.layer!r}, so it cannot "
+            "explain it: pick a layer that comes before."
+        )
+    return acts.detach(), grad
+
+
+def grad_cam(model: nn.Module, images, targets, layer=None,
              batch_size: int | None = None) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al. 2017) on a conv layer, upsampled to the image.
+    """Grad-CAM (Selvaraju et al. 2017) at a named layer, upsampled to the image.
 
-    With ``A`` the layer's rectified feature maps (the output of the ``nn.ReLU``
-    right after the conv, when there is one: ``model[9]`` for the default conv
-    ``model[8]``) and ``w_k`` the mean over positions of ``d f_t / d A_k``:
-    ``map = ReLU(sum_k w_k A_k)``, resized bilinearly from (h, w) to (H, W).
+    With ``A`` the layer's feature maps and ``w_k`` the mean over positions of
+    ``d f_t / d A_k``: ``map = ReLU(sum_k w_k A_k)``, resized bilinearly from (h, w)
+    to (H, W) (Captum's ``LayerGradCam`` with ``relu_attributions=True``, then
+    ``LayerAttribution.interpolate(..., "bilinear")``).
 
-    Many maps are all zero here: for the lab's units on ``model[8]`` the weighted
-    sum is negative everywhere for a large share of the top images (see the lab's
-    benchmark). :func:`contribution_map` is the exact alternative.
+    Many maps are all zero here: for the lab's units on the course network the
+    weighted sum is negative everywhere for a large share of the top images (see
+    the lab's benchmark). :func:`contribution_map` is the exact alternative.
 
     Args:
-        model, images, targets, batch_size: as for :func:`gradient` (an nn.Sequential).
-        layer: index of a ``Conv2d`` in the Sequential; None = ``LabConfig.gradcam_layer``,
-            whose default None means the last conv layer (8: 16x16 maps).
+        model, images, targets, batch_size: as for :func:`gradient`.
+        layer: a layer's name (from ``named_modules()``) or the module; None =
+            ``LabConfig.gradcam_layer``, whose default None means the last layer
+            with a spatial output, pooling and dropout passed over
+            (:func:`cnnlab.probe.last_spatial_layer`; ``"9"``, 64 maps of 16x16, in
+            the course network; ``"layer4"`` in a ResNet). For an ``nn.Sequential``
+            an integer is the index of a conv layer, read after its ReLU.
 
     Returns:
         float32 (N, H, W), >= 0; larger = that region raises the target more.
 
     Raises:
-        ValueError: as for :func:`gradient`, or ``layer`` out of range.
-        TypeError: ``layer`` is not a conv layer.
+        ValueError: as for :func:`gradient`, an unknown layer (LayerError), or a layer
+            without feature maps or after the probe's layer.
+        TypeError: an integer ``layer`` that is not a conv layer.
     """
-    model = _check_sequential(model, "grad_cam")
-    layer = or_config(layer, "gradcam_layer")
-    layer = _check_conv_layer(model, layer)
-    if layer + 1 < len(model) and isinstance(model[layer + 1], nn.ReLU):
-        layer += 1  # the rectified maps
+    probe = _probe(model)
+    images = as_image_batch(images, channels=input_channels(probe.model))
+    layer = _map_layer(probe, or_config(layer, "gradcam_layer"), tuple(images.shape[1:]),
+                       "grad_cam", resampling=False)
     batch_size = _batch(batch_size)
-    with gradients_on(model):
-        x, t, _ = prepare_inputs(model, images, targets)
+    with gradients_on(probe.model):
+        x, t, _ = prepare_inputs(probe, images, targets)
         maps = []
         for s in range(0, len(x), batch_size):
-            acts, grad = _split_at(model, layer, x[s : s + batch_size], t[s : s + batch_size])
+            acts, grad = _layer_grad(probe, layer, x[s : s + batch_size], t[s : s + batch_size])
             weights = grad.mean(dim=(2, 3), keepdim=True)  # (b, C, 1, 1)
             cam = F.relu((weights * acts).sum(1, keepdim=True))  # (b, 1, h, w)
             maps.append(F.interpolate(cam, size=x.shape[-2:], mode="bilinear")[:, 0])
     return _to_numpy(torch.cat(maps))
 
 
-def _flatten_index(model: nn.Sequential) -> int:
-    """Index of the ``nn.Flatten`` right before the first Linear, with teaching errors."""
-    linear = first_linear_index(model)
-    if linear == 0 or not isinstance(model[linear - 1], nn.Flatten):
-        raise ValueError(
-            "contribution_map needs the course network's layout: an nn.Flatten right "
-            f"before the first nn.Linear (layers 12 and 13); layer {linear} is the first "
-            f"Linear but layer {linear - 1} is not a Flatten."
-        )
-    return linear - 1
+def contribution_map(model: nn.Module, images, targets, batch_size: int | None = None,
+                     layer=None) -> np.ndarray:
+    """Gradient x activation at a named layer: each position's share of the target.
 
+    ``M[y, x] = sum_c A[c, y, x] * d f_t / d A[c, y, x]`` with ``A`` the layer's
+    output (Captum's ``LayerGradientXActivation``, summed over channels; HiResCAM).
 
-def contribution_map(model: nn.Module, images, targets, batch_size: int | None = None
-                     ) -> np.ndarray:
-    """The exact contribution of each position of the first Linear's input grid.
-
-    The first ``Linear(4096, 128)`` reads ``A``, the (64, 8, 8) feature maps that its
-    Flatten lays out in a row. Unit u's pre-activation is
-    ``z_u = sum_{c,y,x} W[u, c, y, x] A[c, y, x] + b_u``, so the map
-    ``M[y, x] = sum_c W[u, c, y, x] A[c, y, x]`` splits ``z_u - b_u`` exactly over the
-    8x8 positions: ``M.sum() + b_u == z_u`` (HiResCAM; Captum's
-    ``LayerGradientXActivation`` on the Flatten's input).
-
-    For the whole network (a class target) the map is the same gradient times ``A``:
-    everything after ``A`` is linear once the ReLU pattern is fixed, so the map sums
-    to the logit minus the biases' share
-    (``b_c + sum_u V[c, u] [z_u > 0] b_u``, with V the last Linear's weight).
+    Exact where the path from ``A`` to the target is linear: then
+    ``M.sum() + b == f_t``, with ``b`` the biases on the way. So for the course
+    network's default layer (``"11"``, the (64, 8, 8) maps its Flatten lays out for
+    ``Linear(4096, 128)``): ``M.sum() + b_u == z_u`` for unit u, and for a ResNet's
+    ``"layer4"`` (avgpool + fc) ``M.sum() + b_c == logit_c``. Through ReLUs the map
+    is exact once their on/off pattern is fixed: for a class of the course network
+    it sums to the logit minus the biases' share
+    (``b_c + sum_u V[c, u] [z_u > 0] b_u``, V the last Linear's weight). Where
+    nonlinear layers other than ReLU and max pooling lie between ``A`` and the
+    target (BatchNorm in train mode, sigmoids, attention) it is only the first-order
+    (Taylor) share.
 
     Args:
-        model, images, targets, batch_size: as for :func:`gradient` (an nn.Sequential
-            with an ``nn.Flatten`` right before its first ``nn.Linear``).
+        model, images, targets, batch_size: as for :func:`gradient`.
+        layer: a layer's name or module; None = the last layer with a spatial output
+            (:func:`cnnlab.probe.last_spatial_layer`, pooling included).
 
     Returns:
         float32 (N, h, w), (N, 8, 8) for the course network; positive = that region
         raises the target.
 
     Raises:
-        ValueError: as for :func:`gradient`, or a model without Flatten + Linear.
+        ValueError: as for :func:`gradient`, an unknown layer, or a layer without
+            feature maps or after the probe's layer.
 
     Example:
         >>> m = contribution_map(model[:14], test.images[:1], 14)
         >>> m.sum() + model[13].bias[14].item()  # == model[:14](x)[0, 14]
     """
-    model = _check_sequential(model, "contribution_map")
-    flatten = _flatten_index(model)
-    linear = flatten + 1
+    probe = _probe(model)
+    images = as_image_batch(images, channels=input_channels(probe.model))
+    layer = _map_layer(probe, layer, tuple(images.shape[1:]), "contribution_map",
+                       resampling=True)
     batch_size = _batch(batch_size)
-    with gradients_on(model):
-        x, t, _ = prepare_inputs(model, images, targets)
+    with gradients_on(probe.model):
+        x, t, _ = prepare_inputs(probe, images, targets)
         maps = []
         for s in range(0, len(x), batch_size):
-            xb, tb = x[s : s + batch_size], t[s : s + batch_size]
-            if linear == len(model) - 1:  # the extractor: the weights are the gradient
-                with torch.no_grad():
-                    acts = model[:flatten](_layout(xb))  # (b, C, h, w)
-                if acts[0].numel() != model[linear].in_features:
-                    forward(model, xb)  # raises the error that explains the image size
-                grad = model[linear].weight[tb].detach().view_as(acts)
-            else:
-                acts, grad = _split_at(model, flatten - 1, xb, tb)
+            acts, grad = _layer_grad(probe, layer, x[s : s + batch_size], t[s : s + batch_size])
             maps.append((grad * acts).sum(1))
     return _to_numpy(torch.cat(maps))
 

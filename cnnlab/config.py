@@ -74,8 +74,9 @@ class LabConfig:
     smoothgrad_samples: int = 16  # noisy copies averaged by SmoothGrad
     smoothgrad_noise: float = 0.15  # SmoothGrad noise std, as a fraction of the pixel range
     ig_steps: int = 32  # Integrated Gradients path points (trapezoid rule, black baseline)
-    gradcam_layer: int | None = None  # Grad-CAM's conv layer; None = the last (8, read
-    #                                   after its ReLU 9: 64 maps of 16x16)
+    gradcam_layer: str | int | None = None  # Grad-CAM's layer, by name; None = the last
+    #                     with a spatial output that is not pooling or dropout ("9" in the
+    #                     course network, the ReLU after conv 8: 64 maps of 16x16)
     featvis_steps: int = 256  # Adam steps of a synthesized image (all targets in one batch)
     featvis_lr: float = 0.05  # Adam's learning rate on the image's Fourier parameters
     faithfulness_steps: int = 10  # points of a deletion/insertion curve, minus one

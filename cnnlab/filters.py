@@ -20,6 +20,7 @@ from ._figures import new_figure
 from ._inference import evaluating, prepare_batch
 from ._validate import whole_number
 from .model import model_device
+from .probe import Probe, find_layer, input_channels, run
 
 SCALES = ("global", "per_filter")
 
@@ -85,6 +86,34 @@ def filter_images(weight, scale: str = "global", channel: int = 0) -> np.ndarray
     return np.ascontiguousarray(scaled[:, channel], dtype=np.float32)
 
 
+def conv_weight(model: nn.Module, layer) -> torch.Tensor:
+    """The filters of a named conv layer, for :func:`filter_images` and :func:`plot_filters`.
+
+    Args:
+        model: a network, or a :class:`cnnlab.Probe` (its network).
+        layer: the conv layer's name (from ``named_modules()``, e.g. ``"conv1"``) or
+            the module.
+
+    Returns:
+        The detached weight (out, in, kh, kw).
+
+    Raises:
+        ValueError: an unknown name (LayerError), or a layer that is not a Conv2d.
+
+    Example:
+        >>> conv_weight(resnet, "conv1").shape
+        torch.Size([64, 3, 7, 7])
+    """
+    net = model.model if isinstance(model, Probe) else model
+    name, module = find_layer(net, layer)
+    if not isinstance(module, nn.Conv2d):
+        convs = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+        shown = ", ".join(map(repr, convs[:8])) + (", ..." if len(convs) > 8 else "")
+        raise ValueError(f"Layer {name!r} is a {type(module).__name__}, not a Conv2d: it "
+                         f"has no filters. The conv layers are {shown or 'none'}.")
+    return module.weight.detach()
+
+
 def grid_shape(n: int) -> tuple[int, int]:
     """Rows and columns of a square-ish grid for ``n`` pictures.
 
@@ -142,48 +171,64 @@ def plot_filters(
     return fig
 
 
-def activation_maps(model: nn.Sequential, image, layer: int) -> np.ndarray:
-    """The feature maps of one image after layer ``layer``.
+def activation_maps(model: nn.Module, image, layer) -> np.ndarray:
+    """The feature maps of one image at a layer.
 
     Args:
-        model: the course network (an ``nn.Sequential``); run in eval mode, its
+        model: the network (any ``nn.Module``), or a :class:`cnnlab.Probe` (its
+            network, normalised as it expects); put in eval mode for the call,
             modes restored afterwards.
-        image: one image (3, H, W), uint8 pixels or float already normalised to
-            [-1, 1]; a batch of one (1, 3, H, W) is accepted too.
-        layer: index of the last layer applied: the output of ``model[:layer + 1]``.
+        image: one image (C, H, W), uint8 pixels or float already normalised (to
+            [-1, 1] for the course network); a batch of one (1, C, H, W) is
+            accepted too.
+        layer: a layer's name (from ``named_modules()``, e.g. ``"layer2"``) or the
+            module; for an ``nn.Sequential`` also an index: the output of
+            ``model[:layer + 1]``.
 
     Returns:
-        float32 array (C, H', W'): one map per channel of that layer.
+        float32 array (C', H', W'): one map per channel of that layer.
 
     Raises:
-        ValueError: bad image shape, ``layer`` out of range, or a layer whose
-            output is no longer a stack of maps (Flatten and later).
+        ValueError: bad image shape, an unknown layer or one out of range, or a
+            layer whose output is no longer a stack of maps (Flatten and later).
 
     Example:
-        >>> activation_maps(model, test.images[0], layer=1).shape  # after the first ReLU
+        >>> activation_maps(model, test.images[0], layer="1").shape  # the first ReLU
         (32, 32, 32)
     """
+    probe = model if isinstance(model, Probe) else None
+    net = probe.model if probe else model
+    channels = input_channels(net) or 3
     image = torch.as_tensor(image)
     if image.ndim == 4 and image.shape[0] == 1:
         image = image[0]
-    if image.ndim != 3 or image.shape[0] != 3:
+    if image.ndim != 3 or image.shape[0] != channels:
+        kind = "RGB image" if channels == 3 else "image"
         raise ValueError(
-            f"image must be one RGB image of shape (3, H, W), got {tuple(image.shape)}. "
-            "Pick one image from a batch with images[i]."
+            f"image must be one {kind} of shape ({channels}, H, W), got "
+            f"{tuple(image.shape)}. Pick one image from a batch with images[i]."
         )
-    n = len(model)
-    layer = whole_number(
-        layer, "layer", 0, n - 1,
-        why=f"is not a layer of this model: it has {n} layers, numbered 0 to {n - 1}",
-        advice="1 is the first ReLU.",
-    )
-    part = model[: layer + 1]
-    device = model_device(model)
-    with evaluating(model), torch.inference_mode():
-        y = part(prepare_batch(image[None], device, channels_last=False))
+    if isinstance(layer, (str, nn.Module)):
+        name, module = find_layer(net, layer)
+    else:
+        if not isinstance(net, nn.Sequential):
+            raise TypeError(f"layer={layer!r}: only an nn.Sequential has layers by index; "
+                            "name the layer instead (cnnlab.layers lists the names).")
+        n = len(net)
+        index = whole_number(
+            layer, "layer", 0, n - 1,
+            why=f"is not a layer of this model: it has {n} layers, numbered 0 to {n - 1}",
+            advice="1 is the first ReLU.",
+        )
+        name, module = str(index), net[index]
+    device = model_device(net)
+    mean, std = (probe.mean, probe.std) if probe else (None, None)
+    with evaluating(net), torch.inference_mode():
+        x = prepare_batch(image[None], device, False, mean, std)
+        y = run(net, x, {name: module})[name]
     if y.ndim != 4:
         raise ValueError(
-            f"Layer {layer} ({type(model[layer]).__name__}) outputs a vector of "
+            f"Layer {name} ({type(module).__name__}) outputs a vector of "
             f"{y[0].numel()} values, not feature maps. Pick an earlier layer "
             "(one before the Flatten)."
         )

@@ -27,9 +27,13 @@ from ._inference import as_image_batch, evaluating, prepare_batch
 from ._validate import is_whole, number_in, whole_number
 from .activations import _check_top_indices, _unit_grid, validate_units
 from .config import or_config
-from .data import MEAN, STD, to_display
+from .data import MEAN, STD, normalize, to_display
 from .device import choose_precision
 from .model import model_device
+from .probe import as_extractor, input_channels
+
+#: The image side the configuration's ``occluder`` and ``stride`` are for (CIFAR-10's).
+COURSE_SIDE = 32
 
 
 def occluder_centres(image_size: int = 32, size: int | None = None,
@@ -77,6 +81,24 @@ def occluder_centres(image_size: int = 32, size: int | None = None,
     return np.arange(size // 2, image_size, stride, dtype=np.int64)
 
 
+def scaled_occluder(height: int, width: int, size: int | None = None,
+                    stride: int | None = None) -> tuple[int, int]:
+    """``(size, stride)``: those given, else the configuration's scaled to the image.
+
+    The configuration's 11 and 4 pixels are for 32x32 images; on an image whose
+    shorter side is ``s`` they become ``round(11 s / 32)`` and ``round(4 s / 32)``
+    (at least 1), so the occluder hides the same share of any image.
+    """
+    side = min(height, width)
+
+    def scaled(value, field):
+        if value is not None:
+            return value
+        return max(1, round(or_config(None, field) * side / COURSE_SIDE))
+
+    return scaled(size, "occluder"), scaled(stride, "stride")
+
+
 def _occluder_masks(height: int, width: int, size: int, stride: int) -> torch.Tensor:
     """Boolean masks (Gh * Gw, 1, H, W), True where the occluder is, row-major order."""
 
@@ -115,12 +137,15 @@ def occlusion_maps(
 
     Args:
         extractor: network whose output (N, D) holds the units, e.g.
-            ``feature_extractor(model)``; eval mode during the call, modes restored.
-        images: uint8 (N, 3, H, W) pixels, or a float tensor already normalised
-            to [-1, 1].
+            ``feature_extractor(model)``, or a :class:`cnnlab.Probe`; eval mode
+            during the call, modes restored.
+        images: uint8 (N, C, H, W) pixels, or a float tensor already normalised
+            (to [-1, 1] for the course network).
         units: which of the D outputs to map (validated against D); None for all.
-        size: occluder side in pixels; None for the configuration's (11).
-        stride: pixels between occluder positions; None for the configuration's (4).
+        size: occluder side in pixels; None for the configuration's (11 for 32x32
+            images, scaled to other sizes: :func:`scaled_occluder`).
+        stride: pixels between occluder positions; None for the configuration's (4,
+            scaled like ``size``).
         fill: the occluder's pixel value before normalisation, in [0, 1]:
             0 is black (the lab), 0.5 grey, 1 white.
         batch_size: occluded images per forward pass (small chunks stay in the CPU's
@@ -145,9 +170,10 @@ def occlusion_maps(
     """
     from tqdm.auto import tqdm
 
-    images = as_image_batch(images)
-    n, _, height, width = images.shape
-    size, stride = or_config(size, "occluder"), or_config(stride, "stride")
+    extractor, mean, std = as_extractor(extractor)
+    images = as_image_batch(images, channels=input_channels(extractor))
+    n, channels, height, width = images.shape
+    size, stride = scaled_occluder(height, width, size, stride)
     masks = _occluder_masks(height, width, size, stride)  # validates size and stride
     grid = tuple(len(occluder_centres(side, size, stride)) for side in (height, width))
     fill = number_in(fill, "fill", 0, 1, advice="It is a pixel value before normalisation: "
@@ -158,7 +184,10 @@ def occlusion_maps(
     channels_last = plan.channels_last
     n_pos = masks.shape[0]
     masks = masks.to(device)
-    fill_value = torch.tensor((float(fill) - MEAN) / STD, device=device)
+    if mean is None and std is None:
+        fill_value = torch.tensor((float(fill) - MEAN) / STD, device=device)
+    else:  # the probe's normalisation, channel by channel: (C, 1, 1)
+        fill_value = normalize(torch.full((channels, 1, 1), float(fill)), mean, std).to(device)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if channels_last:
@@ -166,7 +195,7 @@ def occlusion_maps(
         return extractor(x).float().reshape(x.shape[0], -1)
 
     with evaluating(extractor), torch.inference_mode(), plan.autocast():
-        x = prepare_batch(images, device, channels_last=False)  # (n, 3, H, W) normalised
+        x = prepare_batch(images, device, False, mean, std)  # (n, C, H, W) normalised
         base = torch.cat([forward(x[i : i + batch_size]) for i in range(0, n, batch_size)])
         n_units = base.shape[1]
         units = list(range(n_units)) if units is None else validate_units(units, n_units)
@@ -178,7 +207,7 @@ def occlusion_maps(
                           desc="occlusion", unit="chunk"):
             pair = torch.arange(start, min(start + batch_size, total), device=device)
             img, pos = pair // n_pos, pair % n_pos
-            occluded = torch.where(masks[pos], fill_value, x[img])  # (B, 3, H, W)
+            occluded = torch.where(masks[pos], fill_value, x[img])  # (B, C, H, W)
             act = forward(occluded)[:, picked]
             diffs[start : start + len(pair)] = (base[img] - act).cpu().numpy()
     maps = diffs.reshape(n, grid[0], grid[1], len(units))
@@ -211,7 +240,7 @@ def top_k_occlusion(
         on its k-th most activating image, ``images[top_indices[k, units[j]]]``;
         the layout :func:`plot_occlusion` expects.
     """
-    images = as_image_batch(images)
+    images = as_image_batch(images, channels=input_channels(as_extractor(extractor)[0]))
     top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
     chosen = top_indices[:, units]  # (K, U) image indices
     distinct, where = np.unique(chosen, return_inverse=True)

@@ -347,7 +347,9 @@ def test_grad_cam_layer_must_be_a_conv(model, images):
     with pytest.raises(ValueError, match=r"layer=20 is not a layer.*0 to 13"):
         grad_cam(model[:14], images, 1, layer=20)
     with pytest.raises(TypeError, match="must be an nn.Sequential|needs an nn.Sequential"):
-        grad_cam(Boom(), images, 1)
+        grad_cam(Boom(), images, 1, layer=0)  # an index needs a Sequential; names do not
+    with pytest.raises(ValueError, match="no layer with a spatial output"):
+        grad_cam(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2)), images, 1)
 
 
 def test_unknown_method_lists_the_valid_ones(model, images):
