@@ -17,22 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._validate import whole_number
+from .device import check_precision, choose_precision
 
 PROFILE_ENV = "CNNLAB_PROFILE"
 DATA_ENV = "CNNLAB_DATA"
-#: The values of every ``precision`` argument (see :func:`cnnlab.device.choose_precision`).
-PRECISIONS = ("auto", "fp32")
-
-
-def check_precision(precision) -> None:
-    """Raise a ValueError unless ``precision`` is one of :data:`PRECISIONS`."""
-    if precision not in PRECISIONS:
-        raise ValueError(
-            f"precision={precision!r} is not known. Use 'auto' (bf16 or fp16 where the "
-            "hardware computes it fast, else fp32) or 'fp32' (always exact fp32)."
-        )
-
-
 @dataclass(frozen=True)
 class LabConfig:
     """Everything the lab needs to know, in one place.
@@ -118,8 +106,6 @@ class LabConfig:
         for name in names:
             lines.append(f"  {name:{width}s} = {getattr(self, name)!r}")
         if device is not None:
-            from .device import choose_precision
-
             plan = choose_precision(device, self.precision)
             lines.append(f"  {'on ' + str(device):{width}s} : {plan.describe()}")
         return "\n".join(lines)

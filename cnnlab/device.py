@@ -27,7 +27,17 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import check_precision
+#: The values of every ``precision`` argument (see :func:`cnnlab.device.choose_precision`).
+PRECISIONS = ("auto", "fp32")
+
+
+def check_precision(precision) -> None:
+    """Raise a ValueError unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision={precision!r} is not known. Use 'auto' (bf16 or fp16 where the "
+            "hardware computes it fast, else fp32) or 'fp32' (always exact fp32)."
+        )
 
 
 def get_device(verbose: bool = True) -> torch.device:
