@@ -28,6 +28,7 @@ from html.parser import HTMLParser
 import nh3
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 from nbconvert.preprocessors import Preprocessor
+from traitlets import Bool
 
 #: HTML tags a student's markdown or output may contain (what markdown itself produces,
 #: tables, images, plain formatting).
@@ -270,7 +271,10 @@ def make_inert(nb) -> list[str]:
 
 
 class MakeInert(Preprocessor):
-    """nbconvert preprocessor: :func:`make_inert` (autograde, feedback, formgrader's view)."""
+    """nbconvert preprocessor: :func:`make_inert` (autograde, feedback, formgrader's view).
+    Enabled by default: nbgrader registers its autograde preprocessors as they come."""
+
+    enabled = Bool(True).tag(config=True)
 
     def preprocess(self, nb, resources):
         for line in make_inert(nb):

@@ -148,7 +148,7 @@ def live_payloads(html: str, port: int = PORT) -> _Live:
 def export(nb, *preprocessors) -> str:
     exporter = nbconvert.HTMLExporter(template_name="classic")
     for p in preprocessors:
-        exporter.register_preprocessor(p, enabled=True)
+        exporter.register_preprocessor(p)  # as nbgrader's Autograde does: enabled by default
     return exporter.from_notebook_node(nb)[0]
 
 
