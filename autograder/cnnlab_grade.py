@@ -43,7 +43,7 @@ from repair import nbgrader_meta  # noqa: E402
 
 A = "cnn_interpretability"
 COURSE_FILES = ("nbgrader_config.py", "cnnlab_nbgrader.py", "repair.py", "recheck.py",
-                "sandbox.py")
+                "sandbox.py", "inert.py")
 SELF_CHECK = ("selfcheck-solution", "selfcheck-blank")
 WORKER_START_S = 15  # allowance for the worker's own start (nbgrader's imports)
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")

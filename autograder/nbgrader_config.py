@@ -1,7 +1,7 @@
 """nbgrader configuration of the cnnlab course (nbgrader 0.9.6).
 
 ``cnnlab_grade.py setup COURSE`` copies this file, ``cnnlab_nbgrader.py``, ``repair.py``,
-``recheck.py`` and ``sandbox.py`` into the course folder, beside the ``cnnlab_course.json``
+``recheck.py``, ``sandbox.py`` and ``inert.py`` into the course folder, beside the ``cnnlab_course.json``
 it writes. Every ``nbgrader`` command run there (autograde, formgrader, export,
 generate_feedback) then grades the way ``cnnlab_grade.py grade`` does:
 
@@ -11,7 +11,10 @@ generate_feedback) then grades the way ``cnnlab_grade.py grade`` does:
 - per-cell time limits: the instructor's locked cells get ``instructor_cell_timeout``
   (300 s), student cells ``student_cell_timeout`` (60 s), then are interrupted;
 - the answers are exported from the kernel and re-checked outside it, in the gradebook;
-- feedback never shows hidden tests; ``nbgrader export`` writes the course's CSV.
+- feedback never shows hidden tests; ``nbgrader export`` writes the course's CSV;
+- what a student wrote is inert wherever the instructor looks at it (``inert.py``): the
+  autograded notebook is stored that way, and every HTML export (formgrader's
+  manual-grading page, the feedback) makes it so again before rendering.
 """
 
 import os
@@ -59,3 +62,9 @@ c.Autograde.post_convert_hook = course.finish
 c.GenerateFeedback.preprocessors = [pre.GetGrades, course.HideHiddenTests,
                                     nbconvert_pre.CSSHTMLHeaderPreprocessor]
 c.ExportApp.plugin_class = course.CnnlabExport
+
+# --- student work inert in the instructor's browser (inert.py) ---------------------
+import inert  # noqa: E402
+
+c.Autograde.autograde_preprocessors = [*c.Autograde.autograde_preprocessors, inert.MakeInert]
+c.HTMLExporter.preprocessors = [inert.MakeInert]  # formgrader's pages and the feedback

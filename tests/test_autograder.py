@@ -13,6 +13,9 @@ instructor's files, the gradebook of the others and the tools must be unchanged.
 Then: a submission changed after collection, the wall-clock limit, a refuted pass lifted
 again by an honest resubmission (graded ``--no-sandbox``: the report's first line says
 so), plain ``nbgrader autograde`` + ``nbgrader export`` on a stripped notebook, feedback.
+Last, the XSS student (scripts in markdown, a raw cell, a written answer and outputs, honest
+answers otherwise): formgrader started for real and its manual-grading page, then the
+feedback HTML, loaded in headless Chromium with a listener that must receive nothing.
 
 Cost: the untrained network saved as the course model (nothing trains), made-up images,
 10 s per student cell; about 4 minutes on 2 idle cores. Skips, saying why, where
@@ -52,6 +55,11 @@ pytestmark = [pytest.mark.skipif(not SOLUTION.exists(), reason="solutions/ noteb
               pytest.mark.timeout(1800)]
 
 sys.path.insert(0, str(ROOT / "autograder"))
+from test_autograder_inert import XSS_ANSWER, XSS_HONEST, add_xss, live_payloads  # noqa: E402
+from test_browser import CHROMIUM, CHROMIUM_FLAGS, jupyter_environment, running_jupyterlab  # noqa: E402
+from test_browser import TOKEN as BROWSER_TOKEN  # noqa: E402
+
+XSS_ANSWER_ID = "ex3_answer"  # the written answer the XSS student put a script in
 
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 RIGHT = {"ex1_answer": "n_filters = model[0].out_channels",
@@ -236,6 +244,7 @@ SUBMISSIONS = {
     "exporter": lambda: right(ex1_answer="import os\nos.symlink('/etc/hostname', os.environ["
                                          "'CNNLAB_RUNTIME'] + '/ex1_test.pt')\nn_filters = 32"),
     "edited": _edited,
+    "xss": right,  # + add_xss(): scripts for the instructor's browser, honest answers
 }
 
 FULL = dict(ex1=1, ex2=1, ex4=2, ex5=1)
@@ -261,6 +270,7 @@ CASES = {
     "exporter": ("tampered", 4, dict(ex1=0, ex2=1, ex4=2, ex5=1), ["no answers came back"]),
     "edited": ("tampered", 2, dict(ex1=0, ex2=0, ex4=2, ex5=0),
                ["edited locked cells ex2_test", "tags of ex1_test", "deleted locked cells ex5_test"]),
+    "xss": ("graded", 5, FULL, []),
 }
 #: the same after the later runs (changed after collection, time limit, resubmission, nbgrader)
 LATER = {
@@ -404,7 +414,7 @@ def graded(tmp_path_factory):
     before = _fingerprint(watched)
     site = sorted(p.name for p in Path(os.__file__).parent.iterdir())
 
-    listener = Listener()
+    listener, xss_listener = Listener(), Listener()
     subs = base / "submissions"
     fmt = {"home": str(home), "course": str(course), "port": listener.port}
     for sid, make in SUBMISSIONS.items():
@@ -413,6 +423,8 @@ def graded(tmp_path_factory):
             insert_after(nb, "ex1_test", SPY.format(**fmt))
             insert_after(nb, "ex2_test", VANDAL.format(**fmt))
             insert_after(nb, "ex4_test", "print(In)\nprint(_ih[-2])")
+        if sid == "xss":
+            add_xss(nb, xss_listener.port)
         (subs / sid).mkdir(parents=True)
         nbformat.write(nb, subs / sid / ("Copy of a.ipynb" if sid == "colab" else f"{A}.ipynb"))
     (subs / "nothing").mkdir()
@@ -459,7 +471,7 @@ def graded(tmp_path_factory):
         exported = {r["student"]: r for r in csv.DictReader(f)}
     after = _fingerprint(watched)
     return dict(course=course, first=first, progress=progress, rows=rows, exported=exported, home=home, snap=snap,
-                base=base, listener=listener, first_report=first_report,
+                base=base, listener=listener, first_report=first_report, xss_listener=xss_listener,
                 before=before, after=after, site=site,
                 report=(course / "reports" / "report.txt").read_text(), env=env)
 
@@ -579,3 +591,83 @@ def test_feedback_shows_no_hidden_test(graded):
         assert "check_exercise_4" in html[sid]
         assert "HIDDEN TESTS" not in html[sid] and "features holds" not in html[sid]
     assert "output removed: it quoted a hidden test" in html["intruder"]  # its print(In)
+
+
+# --- what the XSS student wrote, in the instructor's browser --------------------------
+
+def _playwright():
+    """Playwright's sync API, or a skip saying what is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="the playwright Python package is not installed")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is absent: run .ci/install-browser.sh (apt-get install chromium)")
+    return sync_api
+
+
+def _inert_in_chromium(url: str, listener, check_page):
+    """Opens ``url`` in headless Chromium, lets ``check_page(page)`` see what it shows, waits
+    for anything the page would still send, then: nothing reached ``listener``."""
+    with _playwright().sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
+                                             headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(url, wait_until="domcontentloaded")  # "load" waits on CDN scripts
+            check_page(page)
+            page.wait_for_timeout(2000)  # a script's fetch, then its beacon
+        finally:
+            browser.close()
+    time.sleep(1)  # the listener accepts every 0.5 s
+    assert listener.received == []
+
+
+@pytest.mark.browser
+def test_formgrader_shows_the_xss_submission_inert(graded, tmp_path):
+    """formgrader started for real in the course folder: the manual-grading page of the XSS
+    submission shows its markdown and outputs, and none of its scripts runs."""
+    _playwright()
+    from nbgrader.api import Gradebook
+    course, listener = graded["course"], graded["xss_listener"]
+    stored = (course / "autograded" / "xss" / A / f"{A}.ipynb").read_text()
+    assert "X-XSRFToken" in stored  # the payloads are in the notebook shown, made inert
+    assert "application/javascript" not in stored and "shown as text, not rendered" in stored
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "cnnlab") as gb:
+        submission = gb.find_submission_notebook(A, A, "xss").id
+    (tmp_path / "jupyter-path").mkdir()
+    env = jupyter_environment(tmp_path, tmp_path / "jupyter-path")
+    env["PATH"] = graded["env"]["PATH"]  # nbgrader runs alembic from PATH
+
+    def shows_the_submission(page):
+        page.get_by_text(f"{XSS_HONEST}: my notes").wait_for()
+        assert page.locator("strong", has_text="in bold").first.is_visible()
+        assert page.get_by_text(XSS_ANSWER).first.is_visible()  # the written answer
+        assert page.get_by_text("shown as text, not rendered").count() >= 6
+        assert page.locator("input.score").count() >= 6  # formgrader's own page and scripts
+        page.locator(f"#{XSS_ANSWER_ID}-comment").wait_for()
+
+    with running_jupyterlab(course, env, tmp_path / "formgrader.log") as base:
+        _inert_in_chromium(f"{base}/formgrader/submissions/{submission}/?token={BROWSER_TOKEN}",
+                           listener, shows_the_submission)
+
+
+@pytest.mark.browser
+def test_feedback_of_the_xss_submission_is_inert(graded):
+    """The feedback HTML of the XSS submission, opened in Chromium: shown, figures included;
+    nothing sent."""
+    _playwright()
+    course = graded["course"]
+    run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", A, "--student",
+                          "xss", "--force"], cwd=course, env=graded["env"], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = course / "feedback" / "xss" / A / f"{A}.html"
+
+    def shows_the_submission(page):
+        page.get_by_text(f"{XSS_HONEST}: my notes").wait_for()
+        assert page.get_by_text(XSS_ANSWER).first.is_visible()
+        assert page.locator("img[src^='data:image/png']").count() >= 2  # the lesson's, its own
+
+    _inert_in_chromium(html.as_uri(), graded["xss_listener"], shows_the_submission)
+    found = live_payloads(html.read_text(), graded["xss_listener"].port)
+    assert found.live == [] and found.shown >= 8
