@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 from .activations import (Firing, dead_units, extract_features, feature_extractor,
                           firing_stats, plot_firing, plot_top_k, top_k, validate_units)
 from .config import LabConfig, get_config
-from .data import (CLASSES, DataError, Split, denormalize, load_cifar10, load_lab_data,
-                   normalize, synthetic_cifar10, to_display)
+from .data import (CLASSES, DataError, Split, denormalize, load_cifar10, load_imagefolder,
+                   load_lab_data, normalize, synthetic_cifar10, to_display)
 from .device import choose_precision, get_device
 from .embedding import embed, plot_embedding, trustworthiness_score
 from .filters import (activation_maps, conv_weight, filter_images, plot_activation_maps,
@@ -31,8 +31,8 @@ __all__ = [
     "CLASSES", "N_UNITS", "DataError", "Evaluation", "History", "LabConfig", "Split",
     "activation_maps", "build_model", "choose_precision", "denormalize", "embed", "evaluate",
     "extract_features", "feature_extractor", "filter_images", "first_linear_index",
-    "get_config", "get_device", "load_checkpoint", "load_cifar10", "load_lab_data",
-    "normalize", "occlusion_mask", "occlusion_maps", "plot_activation_maps", "plot_confusion",
+    "get_config", "get_device", "load_checkpoint", "load_cifar10", "load_imagefolder",
+    "load_lab_data", "normalize", "occlusion_mask", "occlusion_maps", "plot_activation_maps", "plot_confusion",
     "plot_embedding", "plot_filters", "plot_occlusion", "plot_top_k", "save_checkpoint",
     "seed_everything", "synthetic_cifar10", "to_display", "top_k", "top_k_occlusion",
     "train_model", "train_or_load", "trustworthiness_score", "validate_units",

@@ -270,7 +270,8 @@ def _read_cache(path: Path) -> Split | None:
 _MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+)$")
 
 
-def _decode(data: bytes, name: str) -> np.ndarray:
+def _decode(data: bytes, name: str, cifar: bool = True) -> np.ndarray:
+    """An image file's bytes as uint8 RGB (H, W, 3); 32x32 only when ``cifar``."""
     from PIL import Image
 
     try:
@@ -278,21 +279,36 @@ def _decode(data: bytes, name: str) -> np.ndarray:
             arr = np.asarray(im.convert("RGB"))
     except Exception as exc:
         raise DataError(f"{name} is not a readable image ({exc}).") from exc
-    if arr.shape != (32, 32, 3):
+    if cifar and arr.shape != (32, 32, 3):
         raise DataError(f"{name} is {arr.shape[1]}x{arr.shape[0]}, not a 32x32 CIFAR image.")
     return arr
 
 
-def _collect(items, origin: str) -> dict[str, Split]:
-    """Turn (split, class, filename, bytes) items into Splits in ImageFolder order."""
+def _collect(items, origin: str, cifar: bool = True) -> dict[str, Split]:
+    """Turn (split, class, filename, bytes) items into Splits in ImageFolder order.
+
+    ``cifar``: the ten CIFAR-10 classes at 32x32; otherwise the class folders' names
+    (sorted) and any one image size.
+    """
     found: dict[str, dict[str, list[tuple[str, np.ndarray]]]] = {}
+    first: dict[tuple, str] = {}  # each image shape met -> the first file of that shape
     for split, cls, fname, data in items:
-        found.setdefault(split, {}).setdefault(cls, []).append(
-            (fname, _decode(data, f"{origin}:{split}/{cls}/{fname}"))
-        )
+        name = f"{origin}:{split}/{cls}/{fname}"
+        arr = _decode(data, name, cifar)
+        first.setdefault(arr.shape, name)
+        if len(first) > 1:
+            (a, fa), (b, fb) = first.items()
+            raise DataError(
+                f"The images differ in size: {fa} is {a[1]}x{a[0]} but {fb} is "
+                f"{b[1]}x{b[0]}. A batch needs one size: resize them all to one "
+                "(e.g. with PIL's Image.resize) before loading.")
+        found.setdefault(split, {}).setdefault(cls, []).append((fname, arr))
     out = {}
     for split, by_class in found.items():
         names = sorted(by_class)
+        if not cifar:
+            out[split] = _split(by_class, tuple(names), f"ImageFolder {origin}")
+            continue
         if tuple(names) != CLASSES:
             missing = sorted(set(CLASSES) - set(names))
             extra = sorted(set(names) - set(CLASSES))
@@ -303,15 +319,62 @@ def _collect(items, origin: str) -> dict[str, Split]:
                 + (f" (unexpected: {extra})" if extra else "")
                 + ". The copy is incomplete or is not CIFAR-10."
             )
-        images, labels = [], []
-        for label, cls in enumerate(CLASSES):
-            for _, arr in sorted(by_class[cls], key=lambda t: t[0]):
-                images.append(arr)
-                labels.append(label)
-        tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-        out[split] = Split(tensor, torch.tensor(labels, dtype=torch.int64), CLASSES,
-                           f"ImageFolder copy {origin}")
+        out[split] = _split(by_class, CLASSES, f"ImageFolder copy {origin}")
     return out
+
+
+def _split(by_class: dict, classes: tuple[str, ...], source: str) -> Split:
+    """A Split of ``{class: [(filename, (H, W, 3) array)]}``, labels in ``classes`` order."""
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for _, arr in sorted(by_class.get(cls, []), key=lambda t: t[0]):
+            images.append(arr)
+            labels.append(label)
+    tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return Split(tensor, torch.tensor(labels, dtype=torch.int64), classes, source)
+
+
+def load_imagefolder(root: str | os.PathLike, split: str = "train") -> Split:
+    """Any image data set as an ImageFolder: ``<split>/<class>/<image>``, any one size.
+
+    Unlike :func:`load_cifar10`, the classes are the folders' names (sorted, as
+    torchvision's ``ImageFolder`` numbers them) and the images keep their own size
+    (all must share one, e.g. 64x64). Images are read as RGB.
+
+    Args:
+        root: a folder, or a ``.tar.gz``/``.tgz``/``.tar`` archive, holding
+            ``train/`` and ``test/`` with one folder of .jpg/.png images per class.
+        split: ``"train"`` or ``"test"``.
+
+    Returns:
+        A :class:`Split`: ``images`` uint8 (N, 3, H, W), ``labels`` int64 (N,),
+        ``classes`` the folder names of both splits together.
+
+    Raises:
+        DataError: no such folder or archive, no images for the split, images of
+            different sizes (the message names one of each), an unreadable image.
+
+    Example:
+        >>> train = load_imagefolder("tiny.tar.gz")        # doctest: +SKIP
+        >>> train.images.shape, train.classes
+        (torch.Size([200, 3, 64, 64]), ('cat', 'dog'))
+    """
+    _check_split(split)
+    path = Path(root).expanduser()
+    if not (_is_archive(path) or path.is_dir()):
+        raise DataError(f"root={str(root)!r} is neither a folder nor a .tar.gz/.tgz/.tar "
+                        "archive: give the folder (or archive) that holds train/ and test/.")
+    items = _iter_archive(path) if _is_archive(path) else _iter_folder(path)
+    splits = _collect(items, str(path.resolve()), cifar=False)
+    if split not in splits:
+        raise DataError(f"{path} holds no '{split}/<class>/<image>' files (.jpg or .png): "
+                        f"it has {sorted(splits) or 'none'}.")
+    classes = tuple(sorted({c for s in splits.values() for c in s.classes}))
+    by_split = splits[split]
+    # Number the classes over both splits, so a class missing from one split keeps
+    # the same label in the other.
+    remap = torch.tensor([classes.index(c) for c in by_split.classes], dtype=torch.int64)
+    return Split(by_split.images, remap[by_split.labels], classes, by_split.source)
 
 
 def _iter_archive(path: Path):

@@ -39,10 +39,11 @@ from ._inference import (
     prepare_batch,
     use_channels_last,
 )
-from .attribution import BLACK, METHODS, attribute, prepare_inputs
+from .attribution import BLACK, METHODS, _black, attribute, prepare_inputs
 from .config import or_config
 from .model import model_device
 from .occlusion import occlusion_maps
+from .probe import Probe, layers
 
 
 #: Everything :func:`cascading_randomization` can compare: the gradient methods,
@@ -70,12 +71,13 @@ def edge_map(images) -> np.ndarray:
     """Sobel edge strength of the grey image: a "map" that ignores the model.
 
     Args:
-        images: uint8 (N, 3, H, W) or floats normalised to [-1, 1].
+        images: uint8 (N, C, H, W) or floats already normalised.
 
     Returns:
         float32 (N, H, W), the gradient magnitude of the channel mean.
     """
-    x = prepare_batch(as_image_batch(images), torch.device("cpu"), channels_last=False)
+    x = prepare_batch(as_image_batch(images, channels=None), torch.device("cpu"),
+                      channels_last=False)
     grey = x.mean(1, keepdim=True)
     sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     kernels = torch.stack([sobel, sobel.T])[:, None]  # (2, 1, 3, 3): d/dx, d/dy
@@ -177,11 +179,30 @@ def _check_methods(methods, valid: Sequence[str]) -> list[str]:
     return methods
 
 
-def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The Conv2d and Linear layers of ``model``, top (output side) first, with names."""
-    layers = [(name, m) for name, m in model.named_modules()
-              if isinstance(m, (nn.Conv2d, nn.Linear))]
-    return [(f"{name} {type(m).__name__}", m) for name, m in reversed(layers)]
+def weight_layers(model, input_size=None) -> list[tuple[str, nn.Module]]:
+    """The conv and Linear layers of a network, top (output side) first, with names.
+
+    Args:
+        model: a network, or a :class:`cnnlab.Probe`: then only the layers whose
+            output is complete before the probe's layer's is (the layers it reads).
+        input_size: one image's (C, H, W), needed for a probe read inside the network.
+
+    Returns:
+        ``[("<dotted name> <type>", module), ...]``, reversed ``named_modules()`` order.
+    """
+    probe = model if isinstance(model, Probe) else None
+    net = model.model if probe else model
+    found = [(name, m) for name, m in net.named_modules()
+             if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    if probe is not None and probe.layer != "":
+        if input_size is None:
+            raise ValueError("weight_layers of a Probe inside the network needs "
+                             "input_size=(C, H, W) to see which layers feed its layer.")
+        order = {layer.name: layer.order for layer in layers(net, input_size)}
+        below = order[probe.layer]
+        found = [(name, m) for name, m in found
+                 if order.get(name) is not None and order[name] <= below]
+    return [(f"{name} {type(m).__name__}", m) for name, m in reversed(found)]
 
 
 def cascading_randomization(
@@ -195,15 +216,17 @@ def cascading_randomization(
 
     Step 0 is the trained network; step s re-initialises one more weight layer
     (``reset_parameters()``, PyTorch's default initialisation), from the last
-    ``Linear`` (or ``Conv2d``) down to the first conv layer. At each step every
+    ``Linear`` (or conv) down to the first conv layer, in reversed
+    ``named_modules()`` order; for a probe, only the layers its layer reads. At each step every
     method's maps are compared with its trained maps by :func:`spearman_abs`.
     A method whose correlation stays high does not depend on what the network
     learned (guided backprop here); the edge-detector control stays at 1.0.
 
     Args:
-        model: the extractor ``model[:14]`` or the whole network; deep-copied, never
+        model: the extractor ``model[:14]``, the whole network, or a
+            :class:`cnnlab.Probe` (its units are the targets); deep-copied, never
             changed.
-        images: uint8 (N, 3, H, W) or floats normalised to [-1, 1].
+        images: uint8 (N, C, H, W) or floats already normalised.
         targets: one unit/class per image, or one int.
         methods: names from :data:`SANITY_METHODS`; None = all of them.
         seed: seeds the re-initialisation; None = ``LabConfig.seed``. The global
@@ -228,7 +251,7 @@ def cascading_randomization(
     net = copy.deepcopy(model)
     trained = {m: method_maps(m, net, x, t.cpu()) for m in methods}
     names, rho = ["trained"], [np.ones((len(methods), len(x)))]
-    for step, (name, layer) in enumerate(weight_layers(net), start=1):
+    for step, (name, layer) in enumerate(weight_layers(net, tuple(x.shape[1:])), start=1):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed) + step)
             layer.reset_parameters()
@@ -287,19 +310,24 @@ class Faithfulness:
 FILLS = ("black", "blur")
 
 
-def fill_images(x: torch.Tensor, fill: str, sigma: float | None = None) -> torch.Tensor:
-    """What removed pixels become: black (-1) or the image blurred (Gaussian, sigma px).
+def fill_images(x: torch.Tensor, fill: str, sigma: float | None = None,
+                black: float | torch.Tensor = BLACK) -> torch.Tensor:
+    """What removed pixels become: black or the image blurred (Gaussian, sigma px).
 
     Args:
-        x: float (N, 3, H, W) normalised images.
+        x: float (N, C, H, W) normalised images.
         fill: ``"black"`` or ``"blur"``.
         sigma: blur in pixels; None = ``LabConfig.blur_sigma``.
+        black: pixel 0 in the network's normalised units, a number or (C, 1, 1);
+            the course's -1 by default.
 
     Returns:
-        float (N, 3, H, W).
+        float (N, C, H, W).
     """
     if fill == "black":
-        return torch.full_like(x, BLACK)
+        if isinstance(black, torch.Tensor):
+            return black.to(x.device, x.dtype).expand_as(x).clone()
+        return torch.full_like(x, black)
     sigma = float(or_config(sigma, "blur_sigma"))
     radius = max(1, math.ceil(3 * sigma))
     taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
@@ -332,8 +360,10 @@ def faithfulness(
     by the fill (deletion) or are the only ones kept from the image (insertion).
 
     Args:
-        model: the extractor or the whole network (deep-copied; eval mode on the copy).
-        images: uint8 (N, 3, H, W) or floats normalised to [-1, 1].
+        model: the extractor, the whole network, or a :class:`cnnlab.Probe` (its
+            units are the targets; its normalisation gives black); deep-copied, eval
+            mode on the copy.
+        images: uint8 (N, C, H, W) or floats already normalised.
         targets: one unit/class per image, or one int.
         maps: name -> (N, h, w) maps of these images and targets (e.g. from
             :func:`cnnlab.attribution.attribute`); smaller maps are upsampled.
@@ -384,19 +414,22 @@ def faithfulness(
     np.put_along_axis(rank, order, np.arange(height * width)[None, None], axis=2)
     counts = np.round(np.linspace(0, 1, steps + 1) * height * width)
 
-    net = copy.deepcopy(model)
+    probe = copy.deepcopy(model) if isinstance(model, Probe) else None
+    net = probe.model if probe else copy.deepcopy(model)
     device = model_device(net)
     channels_last = use_channels_last(device, precision)
     rank_t = torch.from_numpy(rank).to(device)
     counts_t = torch.from_numpy(counts).to(device)
-    base = fill_images(x, fill)
+    black = BLACK if probe is None else _black(probe, x.shape[1], device)
+    base = fill_images(x, fill, black=black)
     n_rows, inner = len(scores), steps - 1
     total = n_rows * n * inner  # one (row, image, inner point) per masked image
 
     def run(batch: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        return net(batch).float()[torch.arange(len(which)), t[which]]
+        out = net(batch) if probe is None else probe.outputs(batch)[0]
+        return out.float()[torch.arange(len(which)), t[which]]
 
     values = {}
     with evaluating(net), torch.inference_mode(), inference_context(device, precision):

@@ -47,3 +47,12 @@ def quick_checkpoints(tmp_path_factory):
         _, info = cnnlab.train_or_load(config, train, test,
                                        device=cnnlab.get_device(verbose=False), progress=False)
     return folder, info["checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    """A random-weight torchvision ResNet-18 with 10 classes, in eval mode."""
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None, num_classes=10).eval()

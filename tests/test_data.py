@@ -191,3 +191,51 @@ def test_read_only_data_folder_is_never_written_to(tmp_path, monkeypatch):
         assert "[cache]" in load_cifar10("test", root=archive).source
     finally:
         (tmp_path / "shared").chmod(0o755)
+
+
+# --- any ImageFolder at its own size ----------------------------------------------------
+
+
+def write_pngs(root, sizes=None):
+    """A tiny ImageFolder of 64x64 PNGs: 2 train and 1 test image per class, each image
+    a flat colour that says its class (red 'apple', blue 'sky', grey 'zebra')."""
+    colours = {"zebra": (128, 128, 128), "apple": (200, 10, 10), "sky": (10, 20, 220)}
+    for split, n in (("train", 2), ("test", 1)):
+        for cls, rgb in colours.items():
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                size = (sizes or {}).get((split, cls, i), (64, 64))
+                Image.new("RGB", size, tuple(c + i for c in rgb)).save(
+                    root / split / cls / f"{i}.png")
+
+
+def test_imagefolder_of_64x64_pngs_keeps_its_size_and_its_class_names(tmp_path):
+    from cnnlab.data import load_imagefolder
+
+    write_pngs(tmp_path / "tiny")
+    train = load_imagefolder(tmp_path / "tiny", "train")
+    assert train.classes == ("apple", "sky", "zebra")  # sorted folder names, not CIFAR's
+    assert train.images.shape == (6, 3, 64, 64) and train.images.dtype == torch.uint8
+    assert train.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    # Each image holds its class's colour: labels follow the folders.
+    torch.testing.assert_close(train.images[3, :, 5, 5], torch.tensor([11, 21, 221],
+                                                                      dtype=torch.uint8))
+    assert (train.images[4:] >= 128).all() and (train.images[4:] <= 129).all()
+    with tarfile.open(tmp_path / "tiny.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "tiny", arcname="tiny")
+    test = load_imagefolder(tmp_path / "tiny.tar.gz", "test")
+    assert test.images.shape == (3, 3, 64, 64) and test.labels.tolist() == [0, 1, 2]
+    assert torch.equal(test.images, load_imagefolder(tmp_path / "tiny", "test").images)
+
+
+def test_imagefolder_of_mixed_sizes_or_nothing_is_explained(tmp_path):
+    from cnnlab.data import load_imagefolder
+
+    write_pngs(tmp_path / "mixed", sizes={("train", "sky", 1): (48, 64)})
+    with pytest.raises(DataError, match=r"differ in size.*64x64.*sky/1.png is 48x64"):
+        load_imagefolder(tmp_path / "mixed", "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no 'test/<class>/<image>'"):
+        load_imagefolder(tmp_path / "empty", "test")
+    with pytest.raises(DataError, match="neither a folder nor"):
+        load_imagefolder(tmp_path / "nowhere.zip", "test")

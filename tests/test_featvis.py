@@ -146,3 +146,67 @@ def test_colour_matrix_is_the_square_root_of_cifar_colour_covariance():
     cov = torch.cov(pixels.permute(1, 0, 2, 3).reshape(3, -1).double()).float()
     product = COLOR_SQRT @ COLOR_SQRT.T
     torch.testing.assert_close(product / product[0, 0], cov / cov[0, 0], atol=0.02, rtol=0)
+
+
+# --- any network: a torchvision ResNet-18 at 64x64 through a Probe ---------------------
+
+
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
+def test_resnet_probe_synthesis_raises_its_units_at_the_datas_size(resnet):
+    from cnnlab.probe import Probe
+
+    probe = Probe(resnet, "layer2", **IMAGENET)
+    # "Data": 64x64 images whose red and green go together, blue apart.
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(6, 1, 64, 64, generator=g)
+    like = (255 * torch.cat([base, 0.8 * base + 0.1, torch.rand(6, 1, 64, 64, generator=g)],
+                            1)).to(torch.uint8)
+    units = [5, 40]
+    start = synthesize(probe, units, steps=0, seed=0, progress=False, like=like)
+    result = synthesize(probe, units, steps=24, seed=0, progress=False, like=like)
+    assert result.images.shape == (2, 3, 64, 64) and result.images.dtype == torch.uint8
+    assert (result.activation > start.activation).all(), (start.activation,
+                                                         result.activation)
+    # The value reported is the probe's unit on the returned uint8 image.
+    np.testing.assert_allclose(result.activation, probe.units(result.images)[[0, 1], units],
+                               rtol=1e-4, atol=1e-5)
+    # image_size overrides the data's size; non-square images work.
+    wide = synthesize(probe, units, steps=1, seed=0, progress=False, like=like,
+                      image_size=(48, 80))
+    assert wide.images.shape == (2, 3, 48, 80)
+
+
+def test_colour_matrix_of_the_data_is_the_square_root_of_its_covariance():
+    from cnnlab.featvis import colour_sqrt
+
+    g = torch.Generator().manual_seed(1)
+    base = torch.rand(4, 1, 16, 16, generator=g)
+    like = (255 * torch.cat([base, 1 - 0.5 * base, torch.rand(4, 1, 16, 16, generator=g)],
+                            1)).to(torch.uint8)
+    root = colour_sqrt(like)
+    pixels = like.permute(1, 0, 2, 3).reshape(3, -1).numpy() / 255.0
+    cov = np.cov(pixels)
+    product = (root @ root.T).numpy()
+    np.testing.assert_allclose(product / product[0, 0], cov / cov[0, 0], atol=1e-4)
+    assert abs(root.norm(dim=0).max().item() - 1) < 1e-5
+    with pytest.raises(ValueError, match="single colour"):
+        colour_sqrt(torch.full((2, 3, 8, 8), 7, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        colour_sqrt(like.float())
+
+
+def test_one_channel_network_gets_one_channel_images_of_any_size():
+    from torch import nn
+
+    from cnnlab.probe import Probe
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    result = synthesize(Probe(net, "2", mean=0.2, std=0.3), [1, 4], steps=2, seed=0,
+                        progress=False, image_size=(24, 40))
+    assert result.images.shape == (2, 1, 24, 40)
+    with pytest.raises(ValueError, match="image_size"):
+        synthesize(net, [1], steps=1, progress=False, image_size=3)

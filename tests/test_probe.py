@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
@@ -30,12 +29,6 @@ IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 ROOT = Path(__file__).resolve().parents[1]
 #: The commit before the Probe: the course network's arrays must not change from it.
 BEFORE_PROBE = "793c7d5fc91d066aa584fae0b6eefc106901ea62"
-
-
-@pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(weights=None, num_classes=10).eval()
 
 
 @pytest.fixture(scope="module")

@@ -248,3 +248,111 @@ def test_plots_return_figures_with_one_line_per_method():
                      beats_random_insertion=np.ones(1), beats_random=np.ones(1))
     fig = plot_faithfulness(f)
     assert isinstance(fig, Figure) and [len(ax.get_lines()) for ax in fig.axes] == [2, 2]
+
+
+# --- any network: a torchvision ResNet-18 at 64x64 through a Probe ---------------------
+
+
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    """Two uint8 RGB images of 64x64."""
+    return torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(3))
+
+
+def test_resnet_weight_layers_are_named_modules_from_the_top_down(resnet):
+    from cnnlab.probe import Probe
+
+    names = [name for name, _ in weight_layers(resnet)]
+    assert names[0] == "fc Linear" and names[-1] == "conv1 Conv2d"
+    assert "layer4.1.conv2 Conv2d" in names and "layer2.0.downsample.0 Conv2d" in names
+    assert len(names) == 21  # 20 convs (17 + 3 downsampling) and fc
+    # A probe inside the network: only the layers its layer reads, still top first.
+    inner = [n for n, _ in weight_layers(Probe(resnet, "layer2", **IMAGENET), (3, 64, 64))]
+    assert inner[0] == "layer2.1.conv2 Conv2d" and inner[-1] == "conv1 Conv2d"
+    assert not any(n.startswith(("layer3", "layer4", "fc")) for n in inner)
+    assert inner == [n for n in names if n.split(".")[0] in ("conv1 Conv2d", "layer1",
+                                                             "layer2")]
+
+
+def test_resnet_randomisation_reinitialises_named_layers_and_keeps_the_model(resnet,
+                                                                             pictures):
+    import copy
+
+    from cnnlab.probe import Probe
+
+    before = state(resnet)
+    probe = Probe(resnet, "layer1", **IMAGENET)  # 64 units; 5 convs feed them
+    result = cascading_randomization(probe, pictures, [3, 7],
+                                     methods=["gradient", "occlusion", "edges"], seed=0)
+    assert result.layers == ["trained", "layer1.1.conv2 Conv2d", "layer1.1.conv1 Conv2d",
+                             "layer1.0.conv2 Conv2d", "layer1.0.conv1 Conv2d",
+                             "conv1 Conv2d"]
+    assert result.correlation.shape == (3, 6)
+    assert same_state(state(resnet), before)  # the copy was randomised, not the model
+    np.testing.assert_allclose(result.correlation[:, 0], 1.0)
+    edges = result.correlation[result.methods.index("edges")]
+    np.testing.assert_allclose(edges, 1.0)  # the control ignores the weights
+    grad = result.correlation[result.methods.index("gradient")]
+    assert grad[-1] < 0.5 < grad[0]  # all weights gone: the gradient map has changed
+    # Step 1 re-initialised layer1.1.conv2 exactly as a fresh one with seed + 1 would be.
+    net = copy.deepcopy(resnet)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        net.layer1[1].conv2.reset_parameters()
+    ref = method_maps("gradient", Probe(net, "layer1", **IMAGENET), pictures, [3, 7])
+    trained = method_maps("gradient", probe, pictures, [3, 7])
+    assert result.at("gradient", "layer1.1.conv2 Conv2d") == pytest.approx(
+        float(np.mean(spearman_abs(trained, ref))), abs=1e-6)
+    # The whole network: every named conv and fc, fc first.
+    whole = cascading_randomization(resnet, pictures, [3, 7], methods=["edges"])
+    assert whole.layers[:3] == ["trained", "fc Linear", "layer4.1.conv2 Conv2d"]
+    assert len(whole.layers) == 22
+
+
+def test_resnet_faithfulness_fills_with_the_probes_black_and_blur(resnet, pictures):
+    from cnnlab.probe import Probe
+
+    probe = Probe(resnet, "", **IMAGENET)
+    x = normalize(pictures, IMAGENET["mean"], IMAGENET["std"])
+    maps = {"m": np.random.default_rng(0).random((2, 64, 64))}
+    for fill in ("black", "blur"):
+        result = faithfulness(probe, pictures, [3, 7], maps, fill=fill, steps=2,
+                              precision="fp32")
+        base = fill_images(x, fill, black=normalize(
+            torch.zeros(3, 1, 1, dtype=torch.uint8), IMAGENET["mean"], IMAGENET["std"]))
+        with torch.no_grad():
+            whole, empty = resnet(x)[[0, 1], [3, 7]], resnet(base)[[0, 1], [3, 7]]
+        # Deletion starts at the images and ends at the fill; insertion the reverse.
+        np.testing.assert_allclose(result.deletion[:, 0], whole.mean(), rtol=1e-5)
+        np.testing.assert_allclose(result.deletion[:, -1], empty.mean(), rtol=1e-5)
+        np.testing.assert_allclose(result.insertion[:, 0], empty.mean(), rtol=1e-5)
+    # ImageNet's black is not the course's -1 (a pixel 0 of each channel).
+    black = fill_images(x, "black", black=normalize(
+        torch.zeros(3, 1, 1, dtype=torch.uint8), IMAGENET["mean"], IMAGENET["std"]))
+    np.testing.assert_allclose(black[0, :, 0, 0], [-0.485 / 0.229, -0.456 / 0.224,
+                                                   -0.406 / 0.225], rtol=1e-5)
+
+
+def test_faithfulness_of_a_one_channel_probe_inside_the_network():
+    from cnnlab.probe import Probe
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2))
+    probe = Probe(net, "3", mean=0.2, std=0.3)
+    images = torch.randint(0, 256, (2, 1, 24, 40), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    result = faithfulness(probe, images, [1, 5], {"m": np.ones((2, 6, 10))}, steps=2,
+                          precision="fp32")
+    x = normalize(images, 0.2, 0.3)
+    with torch.no_grad():
+        units = net[:4](x).mean((2, 3))[[0, 1], [1, 5]]
+        black = net[:4](torch.full_like(x, -0.2 / 0.3)).mean((2, 3))[[0, 1], [1, 5]]
+    np.testing.assert_allclose(result.deletion[:, 0], units.mean(), rtol=1e-5)
+    np.testing.assert_allclose(result.deletion[:, -1], black.mean(), rtol=1e-5)
+    randomised = cascading_randomization(probe, images, [1, 5], methods=["gradient"])
+    assert randomised.layers == ["trained", "2 Conv2d", "0 Conv2d"]  # not the Linear
