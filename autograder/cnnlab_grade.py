@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -36,6 +37,7 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import bounds  # noqa: E402
 import cnnlab_nbgrader as course_lib  # noqa: E402
 import nbformat  # noqa: E402
 import sandbox  # noqa: E402
@@ -43,9 +45,10 @@ from repair import nbgrader_meta  # noqa: E402
 
 A = "cnn_interpretability"
 COURSE_FILES = ("nbgrader_config.py", "cnnlab_nbgrader.py", "repair.py", "recheck.py",
-                "sandbox.py")
+                "sandbox.py", "bounds.py")
 SELF_CHECK = ("selfcheck-solution", "selfcheck-blank")
 WORKER_START_S = 15  # allowance for the worker's own start (nbgrader's imports)
+LOG_TAIL_BYTES = 256 << 10  # what of a worker's log is read to word why it failed
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 NO_SANDBOX_WARNING = ("WARNING: graded with --no-sandbox: student code ran with your "
                       "permissions, unconfined; do not trust these grades against hostile code.")
@@ -228,33 +231,78 @@ def forget(course: Path, settings: dict, students: list[str]) -> None:
 # collect
 # ---------------------------------------------------------------------------
 
+def _candidates(entry: Path, limit: int = 10_000) -> list[Path]:
+    """The ``*.ipynb`` names (files or not) in a student's folder, links not followed,
+    checkpoints skipped; at most ``limit`` entries are looked at."""
+    found, seen = [], 0
+    for root, dirs, files in os.walk(entry, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d != ".ipynb_checkpoints")
+        for name in sorted(dirs + files):
+            seen += 1
+            if seen > limit:
+                raise bounds.Refused(f"over {limit} files in the submission folder")
+            if name.endswith(".ipynb"):
+                found.append(Path(root) / name)
+    return sorted(found)
+
+
 def collect(course: Path, folder: Path) -> list[str]:
-    """Copy ``folder/<student>/<notebook>.ipynb`` into ``submitted/``; record its hash."""
+    """Copy ``folder/<student>/<notebook>.ipynb`` into ``submitted/``; record its hash.
+
+    Only regular files are read (no link, FIFO, device or folder; no hard link), at most
+    ``max_submission_mb``, and only notebooks of at most ``max_cells`` cells are kept for
+    grading; any other submission is recorded with its reason (``collect_problem``) and
+    the others are collected all the same."""
+    settings = sandbox.load_settings(course)
+    max_bytes = int(settings["max_submission_mb"] * 2**20)
     students = []
-    for entry in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for entry in sorted(folder.iterdir()):
         sid = entry.name
+        if sid.startswith(".") or not (entry.is_symlink() or entry.is_dir()):
+            continue
         if not STUDENT_ID.match(sid) or sid in SELF_CHECK:
-            print(f"skipping {entry}: not a usable student id (letters, digits, . _ @ + -)")
+            print(f"skipping {bounds.printable(entry)}: not a usable student id "
+                  "(letters, digits, . _ @ + -)")
             continue
         students.append(sid)
-        notebooks = sorted(p for p in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-        exact = [p for p in notebooks if p.name == f"{A}.ipynb"]
-        chosen = exact[0] if len(exact) == 1 else notebooks[0] if len(notebooks) == 1 else None
         dest = course / "submitted" / sid / A
         shutil.rmtree(dest, ignore_errors=True)
-        if chosen is None:
-            why = ("no notebook in the submission folder" if not notebooks else
-                   f"{len(notebooks)} notebooks, none named {A}.ipynb")
-            course_lib.update_status(course, sid, collect_problem=why, collected_sha256=None)
+        original = course / "grading" / "originals" / f"{sid}.ipynb"
+        original.unlink(missing_ok=True)
+        try:
+            chosen, data = _read_one(entry, max_bytes, settings["max_cells"])
+        except bounds.Refused as why:
+            course_lib.update_status(course, sid, collect_problem=str(why),
+                                     collected_from=str(entry), collected_sha256=None)
             continue
         dest.mkdir(parents=True)
-        shutil.copyfile(chosen, dest / f"{A}.ipynb")
-        original = course / "grading" / "originals" / f"{sid}.ipynb"
         original.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(chosen, original)
-        course_lib.update_status(course, sid, collect_problem=None, collected_from=str(entry),
-                                 collected_sha256=course_lib.sha256(original))
+        for path in (dest / f"{A}.ipynb", original):
+            bounds.write_new(path, data)
+        course_lib.update_status(course, sid, collect_problem=None, collected_from=str(chosen),
+                                 collected_sha256=hashlib.sha256(data).hexdigest())
     return students
+
+
+def _read_one(entry: Path, max_bytes: int, max_cells: int) -> tuple[Path, bytes]:
+    """The notebook a student's folder holds and its bytes, or :class:`bounds.Refused`."""
+    if entry.is_symlink():
+        raise bounds.Refused("the student folder is a symbolic link, not a folder")
+    notebooks = _candidates(entry)
+    exact = [p for p in notebooks if p.name == f"{A}.ipynb"]
+    chosen = exact[0] if len(exact) == 1 else notebooks[0] if len(notebooks) == 1 else None
+    if chosen is None:
+        raise bounds.Refused("no notebook in the submission folder" if not notebooks else
+                             f"{len(notebooks)} notebooks, none named {A}.ipynb")
+    name = bounds.printable(chosen.relative_to(entry), 100)
+    try:
+        data = bounds.read_submission(chosen, max_bytes)
+    except bounds.Refused as why:
+        raise bounds.Refused(f"{name} is {why}") from None
+    problem = bounds.notebook_problem(data, max_cells)
+    if problem:
+        raise bounds.Refused(f"{name}: {problem}")
+    return chosen, data
 
 
 def submitted_students(course: Path) -> list[str]:
@@ -288,8 +336,8 @@ def _autograde(course: Path, sid: str, env: dict, limit: float) -> dict:
     elif rc == 0:  # nbgrader's own time, from the repair to the re-check
         seconds = st.get("rechecked_at", 0) - st.get("started_at", 0)
         out = {"outcome": "graded", "seconds": round(seconds, 1)}
-    else:
-        text = (folder / "nbgrader.log").read_text(errors="replace")
+    else:  # the end of the log only: a student's output may have filled it
+        text = bounds.tail(folder / "nbgrader.log", LOG_TAIL_BYTES)
         out = {"outcome": "failed", "reason": _why_failed(text)}
     progress = course_lib.runtime_dir(course, sid).parent / f"{sid}.progress.json"
     if out["outcome"] != "graded" and progress.exists():
@@ -325,7 +373,7 @@ def _why_failed(text: str) -> str:
         return "the submitted notebook changed after it was collected"
     errors = [ln.strip() for ln in text.splitlines()
               if re.match(r"^\s*[\w.]*(Error|Exception)\b.*:", ln) and "NbGrader" not in ln]
-    return "nbgrader failed: " + (errors or ["no message"])[-1][:200]
+    return "nbgrader failed: " + bounds.printable((errors or ["no message"])[-1], 200)
 
 
 def _merge(course: Path, settings: dict, sid: str) -> None:
@@ -387,7 +435,7 @@ def grade_students(course: Path, settings: dict, students: list[str], jobs: int 
                     said = f"tampered, evidence in the report ({out['seconds']} s)"
                 else:
                     said = f"graded ({out['seconds']} s)"
-                print(f"  {sid}: {said}", flush=True)
+                print(bounds.printable(f"  {sid}: {said}"), flush=True)
     for sid, out in outcomes.items():
         course_lib.update_status(course, sid, grading=out, sandbox=not no_sandbox,
                                  graded_at=dt.datetime.now().isoformat(timespec="seconds"))
@@ -423,7 +471,7 @@ def write_report(course: Path, settings: dict) -> tuple[Path, Path]:
         chosen = [f"  {r['student']}: {r[field]}" for r in rows
                   if r[field] and status in (None, r["status"])]
         lines += ["", title + ":", *chosen] if chosen else []
-    (out / "report.txt").write_text("\n".join(lines) + "\n")
+    (out / "report.txt").write_text("\n".join(map(bounds.printable, lines)) + "\n")
     return out / "grades.csv", out / "report.txt"
 
 

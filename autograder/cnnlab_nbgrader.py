@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import json
 import os
 import re
@@ -36,6 +35,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import bounds
 import nbformat
 import recheck as rc
 import sandbox
@@ -53,7 +53,8 @@ SKIP_TAG = "skip-execution"
 PRELUDE_ID = "cnnlab-autograder-settings"
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """SHA-256 of a regular file, in bounded chunks, links not followed."""
+    return bounds.sha256_file(path)
 
 
 def status_path(course, sid: str) -> Path:
@@ -133,6 +134,8 @@ class Repair(NbGraderPreprocessor):
         collected = read_status(COURSE, sid).get("collected_sha256")
         if collected and path.exists() and sha256(path) != collected:
             raise RuntimeError(f"{path} changed after it was collected: collect it again")
+        if len(nb.cells) > s["max_cells"]:  # a folder filled by nbgrader collect, unchecked
+            raise RuntimeError(f"{len(nb.cells)} cells, over the limit of {s['max_cells']}")
         release = nbformat.read(COURSE / "release" / a / f"{a}.ipynb", as_version=4)
         repaired, found = check_and_repair(nb, release)
         update_status(COURSE, sid, integrity=asdict(found), graded_sha256=sha256(path)
@@ -341,7 +344,8 @@ def grade_rows(gb, settings: dict, students: list[str] | None = None):
             notes += [f"{e['cell']} interrupted at its time limit" if e["timed_out"] else
                       f"{e['cell']} raised {e['error']}" for e in errors
                       if e["timed_out"] or (not e["test"] and e["cell"] not in blank)]
-        row["details"], row["notes"] = "; ".join(details), "; ".join(notes)
+        row["details"], row["notes"] = (bounds.printable("; ".join(x), 2000)
+                                        for x in (details, notes))
         rows.append(row)
     return columns, rows
 

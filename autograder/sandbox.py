@@ -85,6 +85,10 @@ DEFAULTS = {
     "instructor_cell_timeout": 300, "student_cell_timeout": 60, "submission_timeout": 600,
     "run_after_last_test": False, "kernel_memory_mb": 4096, "kernel_tasks": 256,
     "kernel_threads": 1, "sandbox": True,
+    # what a submission may hand in and produce (see bounds.py and cnnlab_nbgrader.py)
+    "max_submission_mb": 20, "max_cells": 2000, "max_cell_output_mb": 4,
+    "max_output_mb": 32, "max_kernel_log_kb": 256, "max_runtime_mb": 256,
+    "feedback_timeout": 300, "max_feedback_mb": 64,
 }
 
 
