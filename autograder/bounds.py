@@ -14,6 +14,8 @@ Used by ``cnnlab_grade.py`` (collection, reports, the reason of a failure) and b
 - :func:`printable`: student-controlled text with control and format characters escaped
   (ESC, CR, backspace, bidi overrides...), for every line printed and every report.
 - :func:`copy_capped`: a stream copied to another up to a byte budget, the rest drained.
+- :func:`output_size`, :func:`shrink`: the size of a kernel message, a shortened copy.
+- :func:`unpack`: the regular files of an LMS archive, nothing else.
 
 Only the standard library, so the module can be tested alone.
 """
@@ -38,6 +40,10 @@ UNPRINTABLE = {"Cc", "Cf", "Zl", "Zp", "Cs"}
 
 class Refused(ValueError):
     """A submitted file the grader will not read; the message says why, in a few words."""
+
+
+class ArchiveError(ValueError):
+    """An archive ``unpack`` cannot read (the message says what to do)."""
 
 
 def printable(text, limit: int | None = None) -> str:
@@ -194,11 +200,14 @@ def tail(path, max_bytes: int = 64 << 10) -> str:
         return f.read(max_bytes).decode("utf-8", errors="replace")
 
 
-def copy_capped(source, dest, max_bytes: int, what: str = "output") -> int:
-    """Copy the binary stream ``source`` into ``dest`` until ``max_bytes`` have passed,
-    then one line saying so, and read the rest to its end without keeping it (so the
-    writer never blocks). Returns the number of bytes dropped."""
-    kept = dropped = 0
+def copy_capped(source, dest, max_bytes: int, what: str = "output",
+                keep_tail: int = 0) -> int:
+    """Copy the binary stream ``source`` into ``dest``: its first ``max_bytes``, then (at
+    its end) one line saying how much was cut and its last ``keep_tail`` bytes. The
+    middle is read and dropped, so the writer never blocks and memory stays at one chunk
+    plus the tail. Returns the number of bytes cut."""
+    kept = cut = 0
+    last = bytearray()
     while chunk := source.read1(CHUNK) if hasattr(source, "read1") else source.read(CHUNK):
         room = max(0, max_bytes - kept)
         if room:
@@ -206,9 +215,123 @@ def copy_capped(source, dest, max_bytes: int, what: str = "output") -> int:
             dest.flush()
             kept += min(room, len(chunk))
         if len(chunk) > room:
-            if not dropped:
-                dest.write(f"\n[{what} cut here: over the limit of {max_bytes} bytes]\n"
-                           .encode())
-                dest.flush()
-            dropped += len(chunk) - room
-    return dropped
+            last += chunk[room:]
+            if len(last) > keep_tail:
+                cut += len(last) - keep_tail
+                del last[:len(last) - keep_tail]
+    if cut:
+        dest.write(f"\n[{what}: {cut} bytes cut here, over the limit of {max_bytes} bytes"
+                   f"{f'; its last {len(last)} bytes follow' if last else ''}]\n".encode())
+    dest.write(bytes(last))
+    dest.flush()
+    return cut
+
+
+def output_size(content, depth: int = 0) -> int:
+    """Characters of text in a kernel message's content (stream text, display data,
+    traceback lines), the measure of an output's size."""
+    if isinstance(content, str):
+        return len(content)
+    if depth > 4:
+        return 0
+    if isinstance(content, dict):
+        return sum(output_size(v, depth + 1) for v in content.values())
+    if isinstance(content, (list, tuple)):
+        return sum(output_size(v, depth + 1) for v in content)
+    return 0
+
+
+def shrink(content, limit: int = 1000, lines: int = 20, depth: int = 0):
+    """A copy of ``content`` with every string cut to ``limit`` characters and every list
+    to its last ``lines`` items (a kept error or result, over the output budget)."""
+    if isinstance(content, str):
+        return content if len(content) <= limit else content[:limit] + "...[cut]"
+    if isinstance(content, dict) and depth <= 4:
+        return {k: shrink(v, limit, lines, depth + 1) for k, v in content.items()}
+    if isinstance(content, list) and depth <= 4:
+        return [shrink(v, limit, lines, depth + 1) for v in content[-lines:]]
+    return content
+
+
+def _safe_parts(name: str) -> tuple[str, ...] | None:
+    """The path parts of an archive entry's name, or None if it would leave the folder."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        return None
+    return tuple(parts)
+
+
+def _archive_entries(archive):
+    """(name, kind, open) for each entry of a zip or tar archive; kind is "file", "folder"
+    or the name of what else it is."""
+    import tarfile
+    import zipfile
+
+    if not os.path.isfile(archive):
+        raise ArchiveError(f"no archive at {printable(archive)}: give the .zip or .tar file")
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                mode = info.external_attr >> 16
+                kind = ("folder" if info.is_dir() else "file" if stat.S_IFMT(mode) in (
+                    0, stat.S_IFREG) else _kind(mode) or "not a regular file")
+                yield info.filename, kind, lambda info=info: z.open(info)
+        return
+    try:
+        tar = tarfile.open(archive)
+    except tarfile.TarError:
+        raise ArchiveError(f"{printable(archive)} is neither a .zip nor a .tar archive "
+                           "(.tar.gz, .tgz, .tar.bz2, .tar.xz): unpack it with its own "
+                           "tool, then collect the folder") from None
+    with tar:
+        for m in tar:
+            kind = ("file" if m.isreg() else "folder" if m.isdir() else
+                    "a symbolic link" if m.issym() else "a hard link" if m.islnk() else
+                    "a device or FIFO")
+            yield m.name, kind, lambda m=m: tar.extractfile(m)
+
+
+def unpack(archive, dest, max_file_bytes: int, max_files: int = 10_000
+           ) -> tuple[list[str], list[str]]:
+    """Extract the regular files of a zip or tar ``archive`` into ``dest``: no link,
+    device or FIFO is made, no path leaves ``dest``, no file is written past
+    ``max_file_bytes`` and at most ``max_files`` are. Returns (written, skipped), the
+    second as "name: why" lines (printable)."""
+    from pathlib import Path
+
+    root = Path(dest)
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    written, skipped = [], []
+    for name, kind, open_entry in _archive_entries(os.fspath(archive)):
+        shown = printable(name, 200)
+        parts = _safe_parts(name)
+        if kind == "folder":
+            continue
+        if parts is None:
+            skipped.append(f"{shown}: its path leaves the folder")
+            continue
+        if kind != "file":
+            skipped.append(f"{shown}: {kind}, not a file")
+            continue
+        if len(written) >= max_files:
+            skipped.append(f"{shown}: over {max_files} files")
+            continue
+        target = root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent.resolve() != root.joinpath(*parts[:-1]):
+            skipped.append(f"{shown}: its folder is a link")
+            continue
+        data, total = bytearray(), 0
+        with open_entry() as src:
+            while chunk := src.read(CHUNK):
+                total += len(chunk)
+                if total > max_file_bytes:
+                    break
+                data += chunk
+        if total > max_file_bytes:
+            skipped.append(f"{shown}: over the limit of {_mb(max_file_bytes)}")
+            continue
+        write_new(target, bytes(data))
+        written.append(str(target.relative_to(root)))
+    return written, skipped

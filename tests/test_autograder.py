@@ -205,6 +205,41 @@ def _edited():
     return nb
 
 
+FLOOD = """
+import os, sys, time
+n_filters = model[0].out_channels
+os.write(2, b"E" * (64 << 20))  # into the kernel's inherited stderr
+sys.__stderr__.write("S" * (16 << 20))
+sys.__stderr__.flush()
+try:
+    with open("/tmp/big", "wb") as f:  # a private tmpfs of 512 MB; files stop at 256 MB
+        for _ in range(300):
+            f.write(bytes(1 << 20))
+except OSError as exc:
+    print("big file stopped:", type(exc).__name__, os.path.getsize("/tmp/big") >> 20, "MB")
+os.remove("/tmp/big")
+line = "x" * (1 << 20)
+while True:  # 1 MB lines until the cell's time limit (up to 100 MB/s: at full speed the
+    print(line)  # kernel's own send queue outgrows its 2 GB before the limit)
+    time.sleep(0.01)
+"""
+
+FILLER = """
+import os, time
+for _ in range(1024):  # 1 GB into the inherited stderr (the grader's log, once)
+    os.write(2, bytes(1 << 20))
+"""
+
+FILL_RUNTIME = """
+import os, time
+conv2_weights = model[2].weight
+for k in range(8):  # 800 MB into the runtime folder, then exit
+    with open(os.environ["CNNLAB_RUNTIME"] + f"/fill{k}", "wb") as f:
+        f.write(bytes(100 << 20))
+    time.sleep(0.3)
+os._exit(3)
+"""
+
 SUBMISSIONS = {
     # honest, in many forms
     "right": right,
@@ -236,6 +271,10 @@ SUBMISSIONS = {
     "exporter": lambda: right(ex1_answer="import os\nos.symlink('/etc/hostname', os.environ["
                                          "'CNNLAB_RUNTIME'] + '/ex1_test.pt')\nn_filters = 32"),
     "edited": _edited,
+    # floods (issue 20): output, inherited stderr, files; the runtime folder, the log
+    "flood": lambda: right(ex1_answer=FLOOD),
+    "filler": lambda: right(ex1_answer=FILLER + "\nn_filters = model[0].out_channels",
+                            ex2_answer=FILL_RUNTIME),
 }
 
 FULL = dict(ex1=1, ex2=1, ex4=2, ex5=1)
@@ -261,6 +300,9 @@ CASES = {
     "exporter": ("tampered", 4, dict(ex1=0, ex2=1, ex4=2, ex5=1), ["no answers came back"]),
     "edited": ("tampered", 2, dict(ex1=0, ex2=0, ex4=2, ex5=0),
                ["edited locked cells ex2_test", "tags of ex1_test", "deleted locked cells ex5_test"]),
+    "flood": ("graded", 5, FULL, ["output of ex1_answer cut", "ex1_answer interrupted"]),
+    "filler": ("ungradable", None, {}, ["runtime folder reached", "over the limit of 256 MB",
+                                        "ex2_answer"]),
 }
 #: the same after the later runs (changed after collection, time limit, resubmission, nbgrader)
 LATER = {
@@ -579,3 +621,46 @@ def test_feedback_shows_no_hidden_test(graded):
         assert "check_exercise_4" in html[sid]
         assert "HIDDEN TESTS" not in html[sid] and "features holds" not in html[sid]
     assert "output removed: it quoted a hidden test" in html["intruder"]  # its print(In)
+
+
+def test_floods_stay_bounded_on_the_host(graded):
+    """Output, stderr and files of a kernel: nothing reaches the instructor's disk or the
+    grader's memory beyond the limits (cnnlab_course.json: 4 MB of output per cell, 256 kB
+    of kernel log per stream, 256 MB per file and for the runtime folder)."""
+    course = graded["course"]
+    logs = {p.parent.name: p.stat().st_size for p in (course / "grading" / "work").glob(
+        "*/nbgrader.log")}
+    assert logs and max(logs.values()) < 3 << 20, logs
+    notebook = course / "autograded" / "flood" / A / f"{A}.ipynb"
+    assert notebook.stat().st_size < 8 << 20
+    text = notebook.read_text()
+    assert "output cut: " in text and "over the limit of 4194304 bytes per cell" in text
+    assert "big file stopped: OSError 256 MB" in text  # RLIMIT_FSIZE, not the tmpfs
+    assert not list((course / "grading" / "runtime").glob("*/fill*"))
+    status = {sid: json.loads((course / "grading" / "status" / f"{sid}.json").read_text())
+              for sid in ("flood", "filler", "colab", "forms", "blank")}
+    honest = max(status[s]["grading"]["worker_peak_mb"] for s in ("colab", "forms", "blank"))
+    assert 0 < status["flood"]["grading"]["worker_peak_mb"] < honest + 300, status["flood"]
+    assert status["filler"]["grading"]["worker_peak_mb"] < honest + 300, status["filler"]
+
+
+def test_feedback_command_is_bounded(graded):
+    """``cnnlab_grade.py feedback``: each student under a time limit; the flood's
+    feedback stays small; an autograded notebook over the size limit is not converted."""
+    course = graded["course"]
+    settings = json.loads((course / "cnnlab_course.json").read_text())
+    big = course / "autograded" / "huge" / A / f"{A}.ipynb"
+    big.parent.mkdir(parents=True)
+    with open(big, "wb") as f:
+        f.truncate(int(settings.get("max_feedback_mb", 64) * 2**20) + 1)
+    try:
+        run = _run(["feedback", str(course), "--student", "flood", "--student", "huge",
+                    "--student", "forms", "--timeout", "120"], graded["env"], timeout=400)
+    finally:
+        shutil.rmtree(course / "autograded" / "huge")
+        (course / "grading" / "status" / "huge.json").unlink(missing_ok=True)
+    html = course / "feedback" / "flood" / A / f"{A}.html"
+    assert html.stat().st_size < 12 << 20 and "output cut: " in html.read_text()
+    assert (course / "feedback" / "forms" / A / f"{A}.html").exists()
+    assert not (course / "feedback" / "huge").exists()
+    assert "huge: not written (the autograded notebook is" in run.stdout

@@ -215,14 +215,18 @@ def test_tail_reads_only_the_end(tmp_path):
     assert len(text) <= 4096 and text.endswith("ValueError: the end\n")
 
 
-def test_copy_capped_keeps_the_budget_and_drains_the_rest(tmp_path):
+def test_copy_capped_keeps_the_budget_and_drains_the_rest():
     import io
-    src = io.BytesIO(b"x" * (5 << 20))
+    src = io.BytesIO(b"h" * 1000 + b"x" * (5 << 20) + b"the end")
     dest = io.BytesIO()
-    dropped = bounds.copy_capped(src, dest, 1000, "kernel output")
-    assert dropped == (5 << 20) - 1000
-    assert dest.getvalue().startswith(b"x" * 1000) and len(dest.getvalue()) < 1100
-    assert b"kernel output cut here" in dest.getvalue()
+    cut = bounds.copy_capped(src, dest, 1000, "kernel output", keep_tail=7)
+    assert cut == 5 << 20
+    out = dest.getvalue()
+    assert out.startswith(b"h" * 1000) and out.endswith(b"the end") and len(out) < 1200
+    assert b"[kernel output: 5242880 bytes cut here" in out
+    short = io.BytesIO()
+    assert bounds.copy_capped(io.BytesIO(b"abc"), short, 1000) == 0
+    assert short.getvalue() == b"abc"
 
 
 def test_read_submission_refuses_a_file_that_grows(tmp_path):
@@ -237,3 +241,77 @@ def test_read_submission_refuses_a_file_that_grows(tmp_path):
         os.symlink("/dev/zero", tmp_path / "z.ipynb")
         bounds.sha256_file(tmp_path / "z.ipynb")
     assert time.perf_counter() - start < 1
+
+
+def _zip_with_specials(path: Path) -> None:
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("alice/cnn_interpretability.ipynb", _notebook("alice's answer"))
+        link = zipfile.ZipInfo("bob/cnn_interpretability.ipynb")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        z.writestr(link, "/etc/passwd")
+        fifo = zipfile.ZipInfo("carol/cnn_interpretability.ipynb")
+        fifo.external_attr = (stat.S_IFIFO | 0o644) << 16
+        z.writestr(fifo, "")
+        z.writestr("../escaped.ipynb", "x")
+        z.writestr("/tmp/absolute.ipynb", "x")
+        z.writestr("dave/bomb.ipynb", bytes(3 << 20))  # 3 MB of zeros, a few kB packed
+        z.writestr(f"erin/{ESC}.ipynb", "x")
+
+
+def _tar_with_specials(path: Path) -> None:
+    import io
+    import tarfile
+    with tarfile.open(path, "w:gz") as tar:
+        data = _notebook("alice's answer").encode()
+        info = tarfile.TarInfo("alice/cnn_interpretability.ipynb")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        for name, kind in (("bob/cnn_interpretability.ipynb", tarfile.SYMTYPE),
+                           ("carol/cnn_interpretability.ipynb", tarfile.LNKTYPE),
+                           ("dave/cnn_interpretability.ipynb", tarfile.FIFOTYPE),
+                           ("erin/cnn_interpretability.ipynb", tarfile.CHRTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "/etc/passwd"
+            tar.addfile(info)
+        link = tarfile.TarInfo("frank")  # a folder that is a link, then a file through it
+        link.type, link.linkname = tarfile.SYMTYPE, "/tmp"
+        tar.addfile(link)
+        info = tarfile.TarInfo("frank/cnn_interpretability.ipynb")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+
+
+@pytest.mark.parametrize("make, suffix", [(_zip_with_specials, ".zip"),
+                                          (_tar_with_specials, ".tar.gz")])
+def test_unpack_writes_regular_files_only(tmp_path, make, suffix):
+    archive = tmp_path / f"lms{suffix}"
+    make(archive)
+    dest = tmp_path / "out"
+    run = subprocess.run([sys.executable, str(ROOT / "autograder" / "cnnlab_grade.py"),
+                          "unpack", str(archive), str(dest), "--max-mb", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    made = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if not p.is_dir())
+    assert all(not p.is_symlink() and (p.is_dir() or p.is_file()) for p in dest.rglob("*"))
+    assert "alice/cnn_interpretability.ipynb" in made
+    assert not any(n.startswith(("bob/", "carol/", "dave/")) for n in made), made
+    if (dest / "frank").exists():  # the link was not made: its file went into a real folder
+        assert (dest / "frank").is_dir() and not (dest / "frank").is_symlink()
+    assert not (tmp_path / "escaped.ipynb").exists() and not Path("/tmp/absolute.ipynb").exists()
+    assert "\x1b" not in run.stdout and "skipped" in run.stdout
+    if suffix == ".zip":
+        assert "dave/bomb.ipynb: over the limit of 1.0 MB" in run.stdout
+        assert "../escaped.ipynb: its path leaves the folder" in run.stdout
+        assert "a symbolic link, not a file" in run.stdout and "FIFO" in run.stdout
+    else:
+        for phrase in ("a symbolic link", "a hard link", "a device or FIFO"):
+            assert phrase in run.stdout
+
+
+def test_unpack_refuses_what_is_not_an_archive(tmp_path):
+    (tmp_path / "x.rar").write_bytes(b"Rar!\x1a\x07\x00junk")
+    run = subprocess.run([sys.executable, str(ROOT / "autograder" / "cnnlab_grade.py"),
+                          "unpack", str(tmp_path / "x.rar"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "neither a .zip nor a .tar archive" in run.stderr
