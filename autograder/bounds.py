@@ -234,8 +234,8 @@ def output_size(content, depth: int = 0) -> int:
         return len(content)
     if depth > 4:
         return 0
-    if isinstance(content, dict):
-        return sum(output_size(v, depth + 1) for v in content.values())
+    if isinstance(content, dict):  # a stream's name is not output
+        return sum(output_size(v, depth + 1) for k, v in content.items() if k != "name")
     if isinstance(content, (list, tuple)):
         return sum(output_size(v, depth + 1) for v in content)
     return 0

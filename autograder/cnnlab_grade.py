@@ -440,7 +440,8 @@ def grade_students(course: Path, settings: dict, students: list[str], jobs: int 
     Each runs in its own ``nbgrader autograde`` process on its own copy of the gradebook;
     this process alone merges the results into ``gradebook.db``, one at a time."""
     for name in COURSE_FILES:  # the course runs this checkout's grading code
-        if (course / name).read_bytes() != (HERE / name).read_bytes():
+        if not (course / name).is_file() or (course / name).read_bytes() != (
+                HERE / name).read_bytes():  # a course made before a file was added lacks it
             shutil.copy2(HERE / name, course / name)
     sandbox.write_kernelspec(course)
     limit = float(limit or settings["submission_timeout"])

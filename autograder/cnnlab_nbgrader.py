@@ -173,18 +173,18 @@ class OutputBudget:
             cell["used"] += size
             self.used += size
             return msg
-        cell["dropped"] += size
+        content, kept = msg.get("content") or {}, None
+        if _decides(msg.get("msg_type"), content.get("name")) and not any(
+                _decides(o.get("output_type"), o.get("name")) for o in outs):
+            kept = {**msg, "content": bounds.shrink(content)}
+        cell["dropped"] += size - (bounds.output_size(kept["content"]) if kept else 0)
         limit = (f"{self.per_cell} bytes per cell" if self.per_cell - cell["used"] < size
                  else f"{self.total} bytes per notebook")
         if cell["note"] is None or all(o is not cell["note"] for o in outs):
             cell["note"] = nbformat.v4.new_output("stream", name="stdout", text="")
             outs.append(cell["note"])
         cell["note"]["text"] = f"\n[output cut: {cell['dropped']} bytes over the limit of {limit}]\n"
-        content = msg.get("content") or {}
-        if _decides(msg.get("msg_type"), content.get("name")) and not any(
-                _decides(o.get("output_type"), o.get("name")) for o in outs):
-            return {**msg, "content": bounds.shrink(content)}
-        return None
+        return kept
 
     def summary(self, nb) -> list[dict]:
         """The cells whose output was cut: name and bytes dropped."""

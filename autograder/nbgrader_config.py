@@ -1,9 +1,9 @@
 """nbgrader configuration of the cnnlab course (nbgrader 0.9.6).
 
 ``cnnlab_grade.py setup COURSE`` copies this file, ``cnnlab_nbgrader.py``, ``repair.py``,
-``recheck.py`` and ``sandbox.py`` into the course folder, beside the ``cnnlab_course.json``
-it writes. Every ``nbgrader`` command run there (autograde, formgrader, export,
-generate_feedback) then grades the way ``cnnlab_grade.py grade`` does:
+``recheck.py``, ``sandbox.py`` and ``bounds.py`` into the course folder, beside the
+``cnnlab_course.json`` it writes. Every ``nbgrader`` command run there (autograde,
+formgrader, export, generate_feedback) then grades the way ``cnnlab_grade.py grade`` does:
 
 - every student kernel runs in the bubblewrap sandbox (kernelspec ``cnnlab-sandbox`` in
   ``COURSE/kernels/``, Unix-socket transport, a fresh runtime folder per kernel);

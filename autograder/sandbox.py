@@ -348,6 +348,8 @@ def run_kernel(connection_file: str) -> int:
     copiers = _capped_copies(proc, settings["max_kernel_log_kb"] << 10)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: proc.send_signal(s))
+    if env is not None:  # unsandboxed, the kernel shares our process group: its own
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts reach it directly
     killed = _watch_runtime(proc, runtime, settings["max_runtime_mb"] << 20)
     rc = proc.wait()
     for thread in copiers:

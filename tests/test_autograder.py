@@ -7,12 +7,15 @@ ones in many forms (shell commands, magics, ``CNNLAB_PROFILE`` set above the set
 Colab copies, stripped metadata, answers reused in scratch cells), wrong and broken ones,
 and one hostile submission per attack class of issue 9 (reading secrets, the network,
 writing the gradebook, other students' files, the grading tools, the Python installation,
-leaving processes, forging passes or the answer export, exhausting memory or tasks).
+leaving processes, forging passes or the answer export, exhausting memory or tasks) and
+of issue 20 (floods of output, of the inherited stderr, of files and the runtime folder).
 Each must end with the status, points and report phrases of ``CASES``, and the
 instructor's files, the gradebook of the others and the tools must be unchanged.
 Then: a submission changed after collection, the wall-clock limit, a refuted pass lifted
 again by an honest resubmission (graded ``--no-sandbox``: the report's first line says
-so), plain ``nbgrader autograde`` + ``nbgrader export`` on a stripped notebook, feedback.
+so), plain ``nbgrader autograde`` + ``nbgrader export`` on a stripped notebook, feedback
+(nbgrader's and ``cnnlab_grade.py feedback``). Hostile files in the submission folder
+(links, FIFOs, sparse files...) are tested without a kernel in test_autograder_collect.py.
 
 Cost: the untrained network saved as the course model (nothing trains), made-up images,
 10 s per student cell; about 4 minutes on 2 idle cores. Skips, saying why, where

@@ -315,3 +315,49 @@ def test_unpack_refuses_what_is_not_an_archive(tmp_path):
                           "unpack", str(tmp_path / "x.rar"), str(tmp_path / "out")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "neither a .zip nor a .tar archive" in run.stderr
+
+
+def _msg(msg_type, **content):
+    return {"msg_type": msg_type, "content": content, "header": {"msg_type": msg_type},
+            "parent_header": {}, "metadata": {}}
+
+
+def test_output_budget_cuts_without_changing_a_grade():
+    """Per cell and per notebook, counted as messages come; the note says how much was
+    cut; the first error of a cell is kept (shortened) so nbgrader still scores it 0."""
+    import cnnlab_nbgrader as course_lib
+    from nbformat.v4 import output_from_msg
+    from nbgrader.utils import determine_grade
+
+    budget = course_lib.OutputBudget(per_cell=100, total=250)
+    outs = []
+
+    def send(msg, cell=0, into=None):
+        kept = budget.take(outs if into is None else into, msg, cell)
+        if kept is not None:
+            (outs if into is None else into).append(output_from_msg(kept))
+        return kept
+
+    assert send(_msg("stream", name="stdout", text="a" * 60)) is not None
+    assert send(_msg("stream", name="stdout", text="b" * 60)) is None
+    assert send(_msg("stream", name="stdout", text="c" * 60)) is None
+    notes = [o for o in outs if "output cut" in o.get("text", "")]
+    assert len(notes) == 1 and "120 bytes over the limit of 100 bytes per cell" in notes[0].text
+    big = _msg("error", ename="AssertionError", evalue="e" * 5000, traceback=["t"] * 99)
+    error = send(big)
+    assert error is not None and len(error["content"]["evalue"]) < 1100
+    shortened = bounds.output_size(big["content"]) - bounds.output_size(error["content"])
+    assert send(_msg("stream", name="stderr", text="d" * 60)) is None  # the grade is decided
+    cell = nbformat.v4.new_code_cell("x", metadata={"nbgrader": {
+        "grade": True, "solution": False, "points": 1, "grade_id": "t"}})
+    cell.outputs = outs
+    assert determine_grade(cell)[0] == 0  # the error still counts
+    other = []
+    for k in (1, 2):
+        assert send(_msg("stream", name="stdout", text="f" * 90), cell=k, into=other)
+    assert send(_msg("stream", name="stdout", text="g" * 20), cell=3, into=other) is None
+    assert "bytes per notebook" in other[-1].text
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", id=f"c{k}")
+                                         for k in range(4)])
+    assert budget.summary(nb) == [{"cell": "c0", "dropped": 180 + shortened},
+                                  {"cell": "c3", "dropped": 20}]
