@@ -211,9 +211,6 @@ def _edited():
 FLOOD = """
 import os, sys, time
 n_filters = model[0].out_channels
-os.write(2, b"E" * (64 << 20))  # into the kernel's inherited stderr
-sys.__stderr__.write("S" * (16 << 20))
-sys.__stderr__.flush()
 try:
     with open("/tmp/big", "wb") as f:  # a private tmpfs of 512 MB; files stop at 256 MB
         for _ in range(300):
@@ -221,6 +218,9 @@ try:
 except OSError as exc:
     print("big file stopped:", type(exc).__name__, os.path.getsize("/tmp/big") >> 20, "MB")
 os.remove("/tmp/big")
+os.write(2, b"E" * (64 << 20))  # into the kernel's inherited stderr
+sys.__stderr__.write("S" * (16 << 20))
+sys.__stderr__.flush()
 line = "x" * (1 << 20)
 while True:  # 1 MB lines until the cell's time limit (up to 100 MB/s: at full speed the
     print(line)  # kernel's own send queue outgrows its 2 GB before the limit)
