@@ -218,18 +218,18 @@ try:
 except OSError as exc:
     print("big file stopped:", type(exc).__name__, os.path.getsize("/tmp/big") >> 20, "MB")
 os.remove("/tmp/big")
-os.write(2, b"E" * (64 << 20))  # into the kernel's inherited stderr
-sys.__stderr__.write("S" * (16 << 20))
+os.write(2, b"E" * (16 << 20))  # into the kernel's inherited stderr
+sys.__stderr__.write("S" * (4 << 20))
 sys.__stderr__.flush()
 line = "x" * (1 << 20)
-while True:  # 1 MB lines until the cell's time limit (up to 100 MB/s: at full speed the
-    print(line)  # kernel's own send queue outgrows its 2 GB before the limit)
-    time.sleep(0.01)
+while True:  # 1 MB lines until the cell's time limit, 20 MB/s (at full speed the kernel's
+    print(line)  # own send queue outgrows its 2 GB, and the CPU it takes slows the honest
+    time.sleep(0.05)  # kernel graded beside it past its cell time limits)
 """
 
 FILLER = """
 import os, time
-for _ in range(1024):  # 1 GB into the inherited stderr (the grader's log, once)
+for _ in range(256):  # 256 MB into the inherited stderr (the grader's log, once)
     os.write(2, bytes(1 << 20))
 """
 
