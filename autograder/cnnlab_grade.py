@@ -4,6 +4,8 @@
     python autograder/cnnlab_grade.py setup  COURSE [--data PATH | --synthetic] [--no-sandbox]
     python autograder/cnnlab_grade.py grade  COURSE [--submissions DIR] [--jobs N] [--no-sandbox]
     python autograder/cnnlab_grade.py report COURSE
+    python autograder/cnnlab_grade.py feedback COURSE [--student ID] [--jobs N]
+    python autograder/cnnlab_grade.py unpack ARCHIVE DIR
 
 ``setup`` makes the nbgrader course folder (configuration, kernelspec, release,
 gradebook, the course model) and checks it: the sandbox must hold (no network, nothing
@@ -13,6 +15,9 @@ autograde`` (configured by ``nbgrader_config.py``: repair, sandboxed kernel, re-
 for N submissions at a time, each under a wall-clock limit and with its own copy of the
 gradebook, and merges the results into ``gradebook.db`` from this one process.
 ``report`` writes ``reports/grades.csv`` (as ``nbgrader export`` does) and ``report.txt``.
+``feedback`` runs ``nbgrader generate_feedback`` one student at a time, each under a time
+limit and a size limit, so that one pathological notebook cannot stall the class.
+``unpack`` extracts the regular files of an LMS archive (no links, no special files).
 
 Linux only: student kernels run in bubblewrap (see ``sandbox.py``).
 """
@@ -20,8 +25,10 @@ Linux only: student kernels run in bubblewrap (see ``sandbox.py``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -36,6 +43,7 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import bounds  # noqa: E402
 import cnnlab_nbgrader as course_lib  # noqa: E402
 import nbformat  # noqa: E402
 import sandbox  # noqa: E402
@@ -43,9 +51,11 @@ from repair import nbgrader_meta  # noqa: E402
 
 A = "cnn_interpretability"
 COURSE_FILES = ("nbgrader_config.py", "cnnlab_nbgrader.py", "repair.py", "recheck.py",
-                "sandbox.py", "inert.py")
+                "sandbox.py", "bounds.py", "inert.py")
 SELF_CHECK = ("selfcheck-solution", "selfcheck-blank")
 WORKER_START_S = 15  # allowance for the worker's own start (nbgrader's imports)
+LOG_TAIL_BYTES = 256 << 10  # what of a worker's log is read to word why it failed
+WORKER_LOG_BYTES = 2 << 20  # a worker's log keeps its first 2 MB and its last 256 kB
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 NO_SANDBOX_WARNING = ("WARNING: graded with --no-sandbox: student code ran with your "
                       "permissions, unconfined; do not trust these grades against hostile code.")
@@ -228,33 +238,78 @@ def forget(course: Path, settings: dict, students: list[str]) -> None:
 # collect
 # ---------------------------------------------------------------------------
 
+def _candidates(entry: Path, limit: int = 10_000) -> list[Path]:
+    """The ``*.ipynb`` names (files or not) in a student's folder, links not followed,
+    checkpoints skipped; at most ``limit`` entries are looked at."""
+    found, seen = [], 0
+    for root, dirs, files in os.walk(entry, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d != ".ipynb_checkpoints")
+        for name in sorted(dirs + files):
+            seen += 1
+            if seen > limit:
+                raise bounds.Refused(f"over {limit} files in the submission folder")
+            if name.endswith(".ipynb"):
+                found.append(Path(root) / name)
+    return sorted(found)
+
+
 def collect(course: Path, folder: Path) -> list[str]:
-    """Copy ``folder/<student>/<notebook>.ipynb`` into ``submitted/``; record its hash."""
+    """Copy ``folder/<student>/<notebook>.ipynb`` into ``submitted/``; record its hash.
+
+    Only regular files are read (no link, FIFO, device or folder; no hard link), at most
+    ``max_submission_mb``, and only notebooks of at most ``max_cells`` cells are kept for
+    grading; any other submission is recorded with its reason (``collect_problem``) and
+    the others are collected all the same."""
+    settings = sandbox.load_settings(course)
+    max_bytes = int(settings["max_submission_mb"] * 2**20)
     students = []
-    for entry in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for entry in sorted(folder.iterdir()):
         sid = entry.name
+        if sid.startswith(".") or not (entry.is_symlink() or entry.is_dir()):
+            continue
         if not STUDENT_ID.match(sid) or sid in SELF_CHECK:
-            print(f"skipping {entry}: not a usable student id (letters, digits, . _ @ + -)")
+            print(f"skipping {bounds.printable(entry)}: not a usable student id "
+                  "(letters, digits, . _ @ + -)")
             continue
         students.append(sid)
-        notebooks = sorted(p for p in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-        exact = [p for p in notebooks if p.name == f"{A}.ipynb"]
-        chosen = exact[0] if len(exact) == 1 else notebooks[0] if len(notebooks) == 1 else None
         dest = course / "submitted" / sid / A
         shutil.rmtree(dest, ignore_errors=True)
-        if chosen is None:
-            why = ("no notebook in the submission folder" if not notebooks else
-                   f"{len(notebooks)} notebooks, none named {A}.ipynb")
-            course_lib.update_status(course, sid, collect_problem=why, collected_sha256=None)
+        original = course / "grading" / "originals" / f"{sid}.ipynb"
+        original.unlink(missing_ok=True)
+        try:
+            chosen, data = _read_one(entry, max_bytes, settings["max_cells"])
+        except bounds.Refused as why:
+            course_lib.update_status(course, sid, collect_problem=str(why),
+                                     collected_from=str(entry), collected_sha256=None)
             continue
         dest.mkdir(parents=True)
-        shutil.copyfile(chosen, dest / f"{A}.ipynb")
-        original = course / "grading" / "originals" / f"{sid}.ipynb"
         original.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(chosen, original)
-        course_lib.update_status(course, sid, collect_problem=None, collected_from=str(entry),
-                                 collected_sha256=course_lib.sha256(original))
+        for path in (dest / f"{A}.ipynb", original):
+            bounds.write_new(path, data)
+        course_lib.update_status(course, sid, collect_problem=None, collected_from=str(chosen),
+                                 collected_sha256=hashlib.sha256(data).hexdigest())
     return students
+
+
+def _read_one(entry: Path, max_bytes: int, max_cells: int) -> tuple[Path, bytes]:
+    """The notebook a student's folder holds and its bytes, or :class:`bounds.Refused`."""
+    if entry.is_symlink():
+        raise bounds.Refused("the student folder is a symbolic link, not a folder")
+    notebooks = _candidates(entry)
+    exact = [p for p in notebooks if p.name == f"{A}.ipynb"]
+    chosen = exact[0] if len(exact) == 1 else notebooks[0] if len(notebooks) == 1 else None
+    if chosen is None:
+        raise bounds.Refused("no notebook in the submission folder" if not notebooks else
+                             f"{len(notebooks)} notebooks, none named {A}.ipynb")
+    name = bounds.printable(chosen.relative_to(entry), 100)
+    try:
+        data = bounds.read_submission(chosen, max_bytes)
+    except bounds.Refused as why:
+        raise bounds.Refused(f"{name} is {why}") from None
+    problem = bounds.notebook_problem(data, max_cells)
+    if problem:
+        raise bounds.Refused(f"{name}: {problem}")
+    return chosen, data
 
 
 def submitted_students(course: Path) -> list[str]:
@@ -273,31 +328,59 @@ def _autograde(course: Path, sid: str, env: dict, limit: float) -> dict:
     folder = course / "grading" / "work" / sid
     command = [sys.executable, "-m", "nbgrader", "autograde", A, "--student", sid, "--force",
                f"--CourseDirectory.db_url=sqlite:///{folder / 'gradebook.db'}"]
-    with open(folder / "nbgrader.log", "w") as log:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                env=env, cwd=course, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=limit + WORKER_START_S)
-        except subprocess.TimeoutExpired:
-            rc = None
-        finally:
-            _kill_tree(proc.pid)  # nothing of a submission outlives it
+    rc, peak = _run_capped(command, course, folder / "nbgrader.log", env, limit + WORKER_START_S)
     st = course_lib.read_status(course, sid)
     if rc is None:
         out = {"outcome": "killed", "reason": f"stopped at the time limit of {limit:g} s"}
     elif rc == 0:  # nbgrader's own time, from the repair to the re-check
         seconds = st.get("rechecked_at", 0) - st.get("started_at", 0)
         out = {"outcome": "graded", "seconds": round(seconds, 1)}
-    else:
-        text = (folder / "nbgrader.log").read_text(errors="replace")
+    else:  # the end of the log only: a student's output may have filled it
+        text = bounds.tail(folder / "nbgrader.log", LOG_TAIL_BYTES)
         out = {"outcome": "failed", "reason": _why_failed(text)}
     progress = course_lib.runtime_dir(course, sid).parent / f"{sid}.progress.json"
+    limits = progress.parent / f"{sid}.{sandbox.LIMITS_FILE}"  # written by run_kernel
+    killed = json.loads(bounds.tail(limits, 4096) or "{}").get("killed")
+    if out["outcome"] == "failed" and killed:
+        out["reason"] = f"the kernel was stopped: {killed}"
+    limits.unlink(missing_ok=True)
     if out["outcome"] != "graded" and progress.exists():
         out["cell"] = json.loads(progress.read_text()).get("cell")
         shutil.rmtree(course / "autograded" / sid, ignore_errors=True)
     progress.unlink(missing_ok=True)
     shutil.rmtree(course_lib.runtime_dir(course, sid), ignore_errors=True)
+    out["worker_peak_mb"] = round(peak / 2**20)
     return out
+
+
+def _run_capped(command: list[str], cwd: Path, log: Path, env: dict, limit: float) -> tuple:
+    """Run ``command`` (from ``cwd``, in a session of its own) for at most
+    ``limit`` seconds, its output into ``log`` up to ``WORKER_LOG_BYTES`` (and its last
+    ``LOG_TAIL_BYTES``); then kill all it started. Returns (exit status or None when
+    killed at the limit, its peak resident memory in bytes, sampled every half second)."""
+    import threading
+    import time
+
+    import psutil
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                start_new_session=True)
+        copier = threading.Thread(target=bounds.copy_capped, daemon=True, args=(
+            proc.stdout, f, WORKER_LOG_BYTES, "log", LOG_TAIL_BYTES))
+        copier.start()
+        deadline, peak, rc = time.monotonic() + limit, 0, None
+        try:
+            while rc is None and time.monotonic() < deadline:
+                try:
+                    rc = proc.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(psutil.Error):
+                        peak = max(peak, psutil.Process(proc.pid).memory_info().rss)
+        finally:
+            _kill_tree(proc.pid)  # nothing of a submission outlives it
+            copier.join(timeout=10)
+    return rc, peak
 
 
 def _kill_tree(pid: int) -> None:
@@ -325,7 +408,7 @@ def _why_failed(text: str) -> str:
         return "the submitted notebook changed after it was collected"
     errors = [ln.strip() for ln in text.splitlines()
               if re.match(r"^\s*[\w.]*(Error|Exception)\b.*:", ln) and "NbGrader" not in ln]
-    return "nbgrader failed: " + (errors or ["no message"])[-1][:200]
+    return "nbgrader failed: " + bounds.printable((errors or ["no message"])[-1], 200)
 
 
 def _merge(course: Path, settings: dict, sid: str) -> None:
@@ -357,7 +440,8 @@ def grade_students(course: Path, settings: dict, students: list[str], jobs: int 
     Each runs in its own ``nbgrader autograde`` process on its own copy of the gradebook;
     this process alone merges the results into ``gradebook.db``, one at a time."""
     for name in COURSE_FILES:  # the course runs this checkout's grading code
-        if (course / name).read_bytes() != (HERE / name).read_bytes():
+        if not (course / name).is_file() or (course / name).read_bytes() != (
+                HERE / name).read_bytes():  # a course made before a file was added lacks it
             shutil.copy2(HERE / name, course / name)
     sandbox.write_kernelspec(course)
     limit = float(limit or settings["submission_timeout"])
@@ -387,7 +471,7 @@ def grade_students(course: Path, settings: dict, students: list[str], jobs: int 
                     said = f"tampered, evidence in the report ({out['seconds']} s)"
                 else:
                     said = f"graded ({out['seconds']} s)"
-                print(f"  {sid}: {said}", flush=True)
+                print(bounds.printable(f"  {sid}: {said}"), flush=True)
     for sid, out in outcomes.items():
         course_lib.update_status(course, sid, grading=out, sandbox=not no_sandbox,
                                  graded_at=dt.datetime.now().isoformat(timespec="seconds"))
@@ -423,8 +507,74 @@ def write_report(course: Path, settings: dict) -> tuple[Path, Path]:
         chosen = [f"  {r['student']}: {r[field]}" for r in rows
                   if r[field] and status in (None, r["status"])]
         lines += ["", title + ":", *chosen] if chosen else []
-    (out / "report.txt").write_text("\n".join(lines) + "\n")
+    (out / "report.txt").write_text("\n".join(map(bounds.printable, lines)) + "\n")
     return out / "grades.csv", out / "report.txt"
+
+
+# ---------------------------------------------------------------------------
+# feedback
+# ---------------------------------------------------------------------------
+
+def feedback_one(course: Path, settings: dict, sid: str, limit: float) -> dict:
+    """``nbgrader generate_feedback`` for one student under a time limit, its log capped;
+    feedback larger than ``max_feedback_mb`` (or from an autograded notebook larger than
+    that) is not kept. Returns {"outcome": "written" | "not-written", "reason", "bytes"}."""
+    max_bytes = int(settings["max_feedback_mb"] * 2**20)
+    source = course / "autograded" / sid / A / f"{A}.ipynb"
+    html = course / "feedback" / sid / A / f"{A}.html"
+    try:
+        os.close(bounds.open_regular(source, max_bytes))
+    except bounds.Refused as why:
+        return {"outcome": "not-written", "reason": f"the autograded notebook is {why}"}
+    folder = course / "grading" / "work" / sid
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "nbgrader", "generate_feedback", A, "--student", sid,
+               "--force"]
+    rc, _ = _run_capped(command, course, folder / "feedback.log", _env(), limit)
+    size = html.stat().st_size if html.is_file() else None
+    reason = (f"stopped at the time limit of {limit:g} s" if rc is None else
+              f"nbgrader failed: see {folder / 'feedback.log'}" if rc != 0 or size is None else
+              f"{size} bytes, over the limit of {max_bytes}" if size > max_bytes else None)
+    if reason:
+        shutil.rmtree(course / "feedback" / sid, ignore_errors=True)
+        return {"outcome": "not-written", "reason": reason}
+    return {"outcome": "written", "bytes": size}
+
+
+def feedback(args) -> int:
+    """Feedback for every autograded student (or ``--student``), each under its limits."""
+    course = Path(args.course).expanduser().resolve()
+    settings = _settings(course)
+    students = args.student or sorted(
+        p.name for p in (course / "autograded").glob("*") if p.name not in SELF_CHECK)
+    limit = float(args.timeout or settings["feedback_timeout"])
+    print(f"Feedback for {len(students)} students, {args.jobs} at a time, "
+          f"{limit:g} s each at most", flush=True)
+    failed = 0
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        running = {pool.submit(feedback_one, course, settings, sid, limit): sid
+                   for sid in students}
+        for done in as_completed(running):
+            sid, out = running[done], done.result()
+            course_lib.update_status(course, sid, feedback=out)
+            failed += out["outcome"] != "written"
+            said = (f"{out['bytes'] / 2**20:.1f} MB" if out["outcome"] == "written" else
+                    f"not written ({out['reason']})")
+            print(bounds.printable(f"  {sid}: {said}"), flush=True)
+    print(f"Wrote {len(students) - failed} feedback files in {course / 'feedback'}"
+          + (f"; {failed} not written (see above)" if failed else ""))
+    return 0
+
+
+def unpack(args) -> int:
+    """An LMS archive's regular files into a folder (no links, no special files)."""
+    written, skipped = bounds.unpack(Path(args.archive).expanduser(),
+                                     Path(args.dest).expanduser(), int(args.max_mb * 2**20))
+    print(f"Unpacked {len(written)} files into {args.dest}" +
+          (f"; skipped {len(skipped)}:" if skipped else ""))
+    for line in skipped:
+        print("  " + line)
+    return 0
 
 
 def grade(args) -> int:
@@ -481,14 +631,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override the course's wall-clock limit per submission")
     rep = sub.add_parser("report", help="rewrite reports/grades.csv and report.txt")
     rep.add_argument("course")
+    un = sub.add_parser("unpack", help="an LMS archive's regular files into a folder")
+    un.add_argument("archive", help="a .zip or .tar(.gz) archive")
+    un.add_argument("dest", help="the folder to write (made if missing)")
+    un.add_argument("--max-mb", type=float, default=sandbox.DEFAULTS["max_submission_mb"],
+                    help="largest file written (20 MB)")
+    fb = sub.add_parser("feedback", help="nbgrader generate_feedback, bounded per student")
+    fb.add_argument("course")
+    fb.add_argument("--student", action="append", metavar="ID", help="only this student")
+    fb.add_argument("--jobs", type=int, default=1, metavar="N", help="students at a time")
+    fb.add_argument("--timeout", type=float, metavar="S",
+                    help="time limit per student (the course's feedback_timeout, 300 s)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"setup": setup, "grade": grade, "report": report}[args.command](args)
-    except (GradingError, sandbox.SandboxError) as exc:
+        return {"setup": setup, "grade": grade, "report": report, "feedback": feedback,
+                "unpack": unpack}[args.command](args)
+    except (GradingError, sandbox.SandboxError, bounds.ArchiveError) as exc:
         print(f"cnnlab_grade.py {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import json
 import os
 import re
@@ -36,6 +35,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import bounds
 import nbformat
 import recheck as rc
 import sandbox
@@ -53,7 +53,8 @@ SKIP_TAG = "skip-execution"
 PRELUDE_ID = "cnnlab-autograder-settings"
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """SHA-256 of a regular file, in bounded chunks, links not followed."""
+    return bounds.sha256_file(path)
 
 
 def status_path(course, sid: str) -> Path:
@@ -116,11 +117,80 @@ def note_cell(cell=None, cell_index=None, **_):
 # ---------------------------------------------------------------------------
 
 class SandboxedExecute(Execute):
-    """nbgrader's Execute with the sandbox's kernel manager (Execute would force its own)."""
+    """nbgrader's Execute with the sandbox's kernel manager (Execute would force its own),
+    and the output a notebook keeps bounded while it runs (:class:`OutputBudget`)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", sandbox.SandboxKernelManager)
         super().__init__(*args, **kwargs)
+
+    def preprocess(self, nb, resources, *args, **kwargs):
+        s = sandbox.load_settings(COURSE)
+        self.budget = OutputBudget(int(s["max_cell_output_mb"] * 2**20),
+                                   int(s["max_output_mb"] * 2**20))
+        try:
+            return super().preprocess(nb, resources, *args, **kwargs)
+        finally:
+            sid = ((resources or {}).get("nbgrader") or {}).get("student")
+            if sid:
+                update_status(COURSE, sid, output_cut=self.budget.summary(nb) or None)
+
+    def output(self, outs, msg, display_id, cell_index):
+        budget = getattr(self, "budget", None)
+        kept = msg if budget is None else budget.take(outs, msg, cell_index)
+        return None if kept is None else super().output(outs, kept, display_id, cell_index)
+
+    def on_cell_executed(self, **kwargs):
+        super().on_cell_executed(**kwargs)  # may append the reply's error: shrink it too
+        cell = kwargs["cell"]
+        for k, out in enumerate(cell.get("outputs", [])):
+            if out.get("output_type") == "error" and bounds.output_size(out) > 64 << 10:
+                cell.outputs[k] = nbformat.from_dict(bounds.shrink(dict(out)))
+
+
+def _decides(output_type: str, name: str | None = None) -> bool:
+    """Whether an output decides a test's points in nbgrader (``determine_grade`` reads
+    the first error, stderr stream or result)."""
+    return output_type in ("error", "execute_result") or name == "stderr"
+
+
+class OutputBudget:
+    """Bytes of output a notebook keeps, per cell and in all, counted as it runs.
+
+    Past the budget an output is dropped and the cell gets one note saying how much was
+    cut; the first output that decides a test's points (error, stderr, result) is kept,
+    shrunk, so the budget never changes a grade."""
+
+    def __init__(self, per_cell: int, total: int):
+        self.per_cell, self.total, self.used, self.cells = per_cell, total, 0, {}
+
+    def take(self, outs: list, msg: dict, cell_index: int) -> dict | None:
+        """``msg`` to keep (shrunk where needed), or None to drop it."""
+        size = bounds.output_size(msg.get("content"))
+        cell = self.cells.setdefault(cell_index, {"used": 0, "dropped": 0, "note": None})
+        room = min(self.per_cell - cell["used"], self.total - self.used)
+        if size <= room:
+            cell["used"] += size
+            self.used += size
+            return msg
+        content, kept = msg.get("content") or {}, None
+        if _decides(msg.get("msg_type"), content.get("name")) and not any(
+                _decides(o.get("output_type"), o.get("name")) for o in outs):
+            kept = {**msg, "content": bounds.shrink(content)}
+        cell["dropped"] += size - (bounds.output_size(kept["content"]) if kept else 0)
+        limit = (f"{self.per_cell} bytes per cell" if self.per_cell - cell["used"] < size
+                 else f"{self.total} bytes per notebook")
+        if cell["note"] is None or all(o is not cell["note"] for o in outs):
+            cell["note"] = nbformat.v4.new_output("stream", name="stdout", text="")
+            outs.append(cell["note"])
+        cell["note"]["text"] = f"\n[output cut: {cell['dropped']} bytes over the limit of {limit}]\n"
+        return kept
+
+    def summary(self, nb) -> list[dict]:
+        """The cells whose output was cut: name and bytes dropped."""
+        return [{"cell": _nbg(nb.cells[k]).get("grade_id") or nb.cells[k].get("id")
+                 or f"cell {k + 1}", "dropped": c["dropped"]}
+                for k, c in sorted(self.cells.items()) if c["dropped"] and k < len(nb.cells)]
 
 
 class Repair(NbGraderPreprocessor):
@@ -133,11 +203,14 @@ class Repair(NbGraderPreprocessor):
         collected = read_status(COURSE, sid).get("collected_sha256")
         if collected and path.exists() and sha256(path) != collected:
             raise RuntimeError(f"{path} changed after it was collected: collect it again")
+        if len(nb.cells) > s["max_cells"]:  # a folder filled by nbgrader collect, unchecked
+            raise RuntimeError(f"{len(nb.cells)} cells, over the limit of {s['max_cells']}")
         release = nbformat.read(COURSE / "release" / a / f"{a}.ipynb", as_version=4)
         repaired, found = check_and_repair(nb, release)
         update_status(COURSE, sid, integrity=asdict(found), graded_sha256=sha256(path)
                       if path.exists() else None, profile=s["profile"], grading=None,
-                      recheck=None, refuted=None, cell_errors=None, started_at=time.time())
+                      recheck=None, refuted=None, cell_errors=None, output_cut=None,
+                      started_at=time.time())
         return repaired, resources
 
 
@@ -341,7 +414,10 @@ def grade_rows(gb, settings: dict, students: list[str] | None = None):
             notes += [f"{e['cell']} interrupted at its time limit" if e["timed_out"] else
                       f"{e['cell']} raised {e['error']}" for e in errors
                       if e["timed_out"] or (not e["test"] and e["cell"] not in blank)]
-        row["details"], row["notes"] = "; ".join(details), "; ".join(notes)
+            notes += [f"output of {c['cell']} cut ({c['dropped']} bytes over the limit)"
+                      for c in st.get("output_cut") or []]
+        row["details"], row["notes"] = (bounds.printable("; ".join(x), 2000)
+                                        for x in (details, notes))
         rows.append(row)
     return columns, rows
 

@@ -1,9 +1,9 @@
 """nbgrader configuration of the cnnlab course (nbgrader 0.9.6).
 
 ``cnnlab_grade.py setup COURSE`` copies this file, ``cnnlab_nbgrader.py``, ``repair.py``,
-``recheck.py``, ``sandbox.py`` and ``inert.py`` into the course folder, beside the ``cnnlab_course.json``
-it writes. Every ``nbgrader`` command run there (autograde, formgrader, export,
-generate_feedback) then grades the way ``cnnlab_grade.py grade`` does:
+``recheck.py``, ``sandbox.py``, ``bounds.py`` and ``inert.py`` into the course folder, beside
+the ``cnnlab_course.json`` it writes. Every ``nbgrader`` command run there (autograde,
+formgrader, export, generate_feedback) then grades the way ``cnnlab_grade.py grade`` does:
 
 - every student kernel runs in the bubblewrap sandbox (kernelspec ``cnnlab-sandbox`` in
   ``COURSE/kernels/``, Unix-socket transport, a fresh runtime folder per kernel);
@@ -26,6 +26,7 @@ if here not in sys.path:
     sys.path.insert(0, here)
 
 import cnnlab_nbgrader as course  # noqa: E402
+import inert  # noqa: E402
 import sandbox  # noqa: E402
 from nbconvert import preprocessors as nbconvert_pre  # noqa: E402
 from nbgrader import preprocessors as pre  # noqa: E402
@@ -45,6 +46,10 @@ c.Execute.timeout = int(settings["student_cell_timeout"])
 c.Execute.timeout_func = course.cell_timeout(settings)
 c.Execute.interrupt_on_timeout = True  # an endless loop is interrupted, the rest graded
 c.Execute.startup_timeout = 120
+# After an interrupt, a kernel inside a long torch call answers only when the call
+# returns: wait for its last output (nbclient's 4 s would call an honest, merely slow
+# cell "did not stop when interrupted" and leave the whole submission ungradable).
+c.Execute.iopub_timeout = 20
 c.Execute.on_cell_execute = course.note_cell
 
 # --- sanitizing, grading, re-checking ---------------------------------------------
@@ -55,16 +60,14 @@ c.Autograde.autograde_preprocessors = [course.AddGradingCells, course.SandboxedE
                                        course.DropGradingCells, pre.IgnorePattern,
                                        nbconvert_pre.ClearMetadataPreprocessor, pre.LimitOutput,
                                        pre.SaveAutoGrades, course.Recheck,
-                                       pre.AssignLatePenalties, pre.CheckCellMetadata]
+                                       pre.AssignLatePenalties, pre.CheckCellMetadata,
+                                       inert.MakeInert]  # student work inert (inert.py)
 c.Autograde.post_convert_hook = course.finish
 
 # --- feedback and export ----------------------------------------------------------
 c.GenerateFeedback.preprocessors = [pre.GetGrades, course.HideHiddenTests,
                                     nbconvert_pre.CSSHTMLHeaderPreprocessor]
 c.ExportApp.plugin_class = course.CnnlabExport
-
-# --- student work inert in the instructor's browser (inert.py) ---------------------
-import inert  # noqa: E402
-
-c.Autograde.autograde_preprocessors = [*c.Autograde.autograde_preprocessors, inert.MakeInert]
-c.HTMLExporter.preprocessors = [inert.MakeInert]  # formgrader's pages and the feedback
+# formgrader's manual-grading pages and the feedback HTML: student work made inert again,
+# also in notebooks autograded before inert.py existed
+c.HTMLExporter.preprocessors = [inert.MakeInert]

@@ -38,10 +38,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import bounds
 from jupyter_client.manager import AsyncKernelManager
 
 HERE = Path(__file__).resolve().parent
@@ -85,6 +87,10 @@ DEFAULTS = {
     "instructor_cell_timeout": 300, "student_cell_timeout": 60, "submission_timeout": 600,
     "run_after_last_test": False, "kernel_memory_mb": 4096, "kernel_tasks": 256,
     "kernel_threads": 1, "sandbox": True,
+    # what a submission may hand in and produce (see bounds.py and cnnlab_nbgrader.py)
+    "max_submission_mb": 20, "max_cells": 2000, "max_cell_output_mb": 4,
+    "max_output_mb": 32, "max_kernel_log_kb": 256, "max_runtime_mb": 256,
+    "feedback_timeout": 300, "max_feedback_mb": 64,
 }
 
 
@@ -317,31 +323,106 @@ def write_kernelspec(course: Path) -> Path:
 
 
 def run_kernel(connection_file: str) -> int:
-    """The kernelspec's program: start ipykernel in the sandbox and wait for it."""
+    """The kernelspec's program: start ipykernel in the sandbox and wait for it.
+
+    The kernel's stdout and stderr reach this program's (the grading worker's log) only
+    up to ``max_kernel_log_kb`` each; its files are limited to ``max_runtime_mb`` each
+    (``RLIMIT_FSIZE``) and its runtime folder, measured every half second, to
+    ``max_runtime_mb`` in all: past it the kernel is killed and the reason recorded."""
     settings = load_settings()
     runtime = Path(connection_file).resolve().parent
     kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", str(runtime / "kernel.json")]
+    env, groups = None, []
     if os.environ.get(NO_SANDBOX_ENV) == "1":
         env = kernel_environment(settings, str(runtime))
         env["HOME"] = env["TMPDIR"] = str(runtime)
-        os.execve(sys.executable, kernel, env)
-    if os.geteuid() == 0:  # nobody must use the folder, its sockets and the file
-        for p in (runtime, runtime / "kernel.json"):
-            os.chown(p, NOBODY, NOBODY)
-    command, preexec, groups = limited(settings, sandboxed(settings, runtime, kernel))
-    proc = subprocess.Popen(command, preexec_fn=preexec)
+        command, preexec = kernel, None
+    else:
+        if os.geteuid() == 0:  # nobody must use the folder, its sockets and the file
+            for p in (runtime, runtime / "kernel.json"):
+                os.chown(p, NOBODY, NOBODY)
+        command, preexec, groups = limited(settings, sandboxed(settings, runtime, kernel))
+    proc = subprocess.Popen(command, preexec_fn=_with_file_limit(settings, preexec), env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    copiers = _capped_copies(proc, settings["max_kernel_log_kb"] << 10)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: proc.send_signal(s))
+    if env is not None:  # unsandboxed, the kernel shares our process group: its own
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts reach it directly
+    killed = _watch_runtime(proc, runtime, settings["max_runtime_mb"] << 20)
     rc = proc.wait()
+    for thread in copiers:
+        thread.join(timeout=5)
     peak_mb = end_cgroups(groups)  # the cgroup's peak counts every process of the sandbox
     if peak_mb is None:
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    record = {"method": limit_method(), "peak_rss_mb": round(peak_mb, 1), "exit": rc}
+    record = {"method": limit_method(), "peak_rss_mb": round(peak_mb, 1), "exit": rc,
+              "killed": killed}
     try:  # beside the runtime folder: out of the kernel's reach
         (runtime.parent / f"{runtime.name}.{LIMITS_FILE}").write_text(json.dumps(record))
     except OSError:
         pass
     return rc
+
+
+def _with_file_limit(settings: dict, preexec):
+    """``preexec`` followed by ``RLIMIT_FSIZE`` = ``max_runtime_mb`` (a kernel's write
+    past it fails with EFBIG: Python ignores SIGXFSZ)."""
+    limit = settings["max_runtime_mb"] << 20
+
+    def run():
+        if preexec is not None:
+            preexec()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return run
+
+
+def _capped_copies(proc, max_bytes: int) -> list:
+    """Threads copying the kernel's stdout and stderr to ours, ``max_bytes`` each."""
+    threads = []
+    for source, dest in ((proc.stdout, sys.stdout.buffer), (proc.stderr, sys.stderr.buffer)):
+        t = threading.Thread(target=bounds.copy_capped, daemon=True,
+                             args=(source, dest, max_bytes, "the kernel's output"))
+        t.start()
+        threads.append(t)
+    return threads
+
+
+def folder_use(folder: Path, max_entries: int = 100_000) -> tuple[int, int]:
+    """(bytes on disk, entries) under ``folder``, links not followed; counting stops
+    past ``max_entries``."""
+    used = entries = 0
+    stack = [folder]
+    while stack and entries <= max_entries:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    entries += 1
+                    with contextlib.suppress(OSError):
+                        st = e.stat(follow_symlinks=False)
+                        used += st.st_blocks * 512
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(Path(e.path))
+        except OSError:
+            continue
+    return used, entries
+
+
+def _watch_runtime(proc, runtime: Path, max_bytes: int, max_entries: int = 10_000):
+    """Wait for ``proc``; kill it if its runtime folder grows past ``max_bytes`` or
+    ``max_entries``. Returns the reason it was killed, or None."""
+    while True:
+        try:
+            proc.wait(timeout=0.5)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        used, entries = folder_use(runtime, max_entries)
+        if used > max_bytes or entries > max_entries:
+            proc.kill()
+            return (f"its runtime folder reached {used >> 20} MB in {entries} entries, over "
+                    f"the limit of {max_bytes >> 20} MB and {max_entries} entries")
 
 
 # ---------------------------------------------------------------------------

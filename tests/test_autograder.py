@@ -7,12 +7,15 @@ ones in many forms (shell commands, magics, ``CNNLAB_PROFILE`` set above the set
 Colab copies, stripped metadata, answers reused in scratch cells), wrong and broken ones,
 and one hostile submission per attack class of issue 9 (reading secrets, the network,
 writing the gradebook, other students' files, the grading tools, the Python installation,
-leaving processes, forging passes or the answer export, exhausting memory or tasks).
+leaving processes, forging passes or the answer export, exhausting memory or tasks) and
+of issue 20 (floods of output, of the inherited stderr, of files and the runtime folder).
 Each must end with the status, points and report phrases of ``CASES``, and the
 instructor's files, the gradebook of the others and the tools must be unchanged.
 Then: a submission changed after collection, the wall-clock limit, a refuted pass lifted
 again by an honest resubmission (graded ``--no-sandbox``: the report's first line says
-so), plain ``nbgrader autograde`` + ``nbgrader export`` on a stripped notebook, feedback.
+so), plain ``nbgrader autograde`` + ``nbgrader export`` on a stripped notebook, feedback
+(nbgrader's and ``cnnlab_grade.py feedback``). Hostile files in the submission folder
+(links, FIFOs, sparse files...) are tested without a kernel in test_autograder_collect.py.
 Last, the XSS student (scripts in markdown, a raw cell, a written answer and outputs, honest
 answers otherwise): formgrader started for real and its manual-grading page, then the
 feedback HTML, loaded in headless Chromium with a listener that must receive nothing.
@@ -213,6 +216,41 @@ def _edited():
     return nb
 
 
+FLOOD = """
+import os, sys, time
+n_filters = model[0].out_channels
+try:
+    with open("/tmp/big", "wb") as f:  # a private tmpfs of 512 MB; files stop at 256 MB
+        for _ in range(300):
+            f.write(bytes(1 << 20))
+except OSError as exc:
+    print("big file stopped:", type(exc).__name__, os.path.getsize("/tmp/big") >> 20, "MB")
+os.remove("/tmp/big")
+os.write(2, b"E" * (16 << 20))  # into the kernel's inherited stderr
+sys.__stderr__.write("S" * (4 << 20))
+sys.__stderr__.flush()
+line = "x" * (1 << 20)
+while True:  # 1 MB lines until the cell's time limit, 20 MB/s (at full speed the kernel's
+    print(line)  # own send queue outgrows its 2 GB, and the CPU it takes slows the honest
+    time.sleep(0.05)  # kernel graded beside it past its cell time limits)
+"""
+
+FILLER = """
+import os, time
+for _ in range(256):  # 256 MB into the inherited stderr (the grader's log, once)
+    os.write(2, bytes(1 << 20))
+"""
+
+FILL_RUNTIME = """
+import os, time
+conv2_weights = model[2].weight
+for k in range(8):  # 800 MB into the runtime folder, then exit
+    with open(os.environ["CNNLAB_RUNTIME"] + f"/fill{k}", "wb") as f:
+        f.write(bytes(100 << 20))
+    time.sleep(0.3)
+os._exit(3)
+"""
+
 SUBMISSIONS = {
     # honest, in many forms
     "right": right,
@@ -245,6 +283,10 @@ SUBMISSIONS = {
                                          "'CNNLAB_RUNTIME'] + '/ex1_test.pt')\nn_filters = 32"),
     "edited": _edited,
     "xss": right,  # + add_xss(): scripts for the instructor's browser, honest answers
+    # floods (issue 20): output, inherited stderr, files; the runtime folder, the log
+    "flood": lambda: right(ex1_answer=FLOOD),
+    "filler": lambda: right(ex1_answer=FILLER + "\nn_filters = model[0].out_channels",
+                            ex2_answer=FILL_RUNTIME),
 }
 
 FULL = dict(ex1=1, ex2=1, ex4=2, ex5=1)
@@ -271,6 +313,9 @@ CASES = {
     "edited": ("tampered", 2, dict(ex1=0, ex2=0, ex4=2, ex5=0),
                ["edited locked cells ex2_test", "tags of ex1_test", "deleted locked cells ex5_test"]),
     "xss": ("graded", 5, FULL, []),
+    "flood": ("graded", 5, FULL, ["output of ex1_answer cut", "ex1_answer interrupted"]),
+    "filler": ("ungradable", None, {}, ["runtime folder reached", "over the limit of 256 MB",
+                                        "ex2_answer"]),
 }
 #: the same after the later runs (changed after collection, time limit, resubmission, nbgrader)
 LATER = {
@@ -410,7 +455,7 @@ def graded(tmp_path_factory):
     watched = [snap / "cnnlab", course / "source", course / "release", course / "checkpoints",
                course / "kernels", *[course / n for n in (
                    "nbgrader_config.py", "cnnlab_nbgrader.py", "recheck.py", "repair.py",
-                   "sandbox.py", "cnnlab_course.json")]]
+                   "sandbox.py", "bounds.py", "inert.py", "cnnlab_course.json")]]
     before = _fingerprint(watched)
     site = sorted(p.name for p in Path(os.__file__).parent.iterdir())
 
@@ -591,6 +636,49 @@ def test_feedback_shows_no_hidden_test(graded):
         assert "check_exercise_4" in html[sid]
         assert "HIDDEN TESTS" not in html[sid] and "features holds" not in html[sid]
     assert "output removed: it quoted a hidden test" in html["intruder"]  # its print(In)
+
+
+def test_floods_stay_bounded_on_the_host(graded):
+    """Output, stderr and files of a kernel: nothing reaches the instructor's disk or the
+    grader's memory beyond the limits (cnnlab_course.json: 4 MB of output per cell, 256 kB
+    of kernel log per stream, 256 MB per file and for the runtime folder)."""
+    course = graded["course"]
+    logs = {p.parent.name: p.stat().st_size for p in (course / "grading" / "work").glob(
+        "*/nbgrader.log")}
+    assert logs and max(logs.values()) < 3 << 20, logs
+    notebook = course / "autograded" / "flood" / A / f"{A}.ipynb"
+    assert notebook.stat().st_size < 8 << 20
+    text = notebook.read_text()
+    assert "output cut: " in text and "over the limit of 4194304 bytes per cell" in text
+    assert "big file stopped: OSError 256 MB" in text  # RLIMIT_FSIZE, not the tmpfs
+    assert not list((course / "grading" / "runtime").glob("*/fill*"))
+    status = {sid: json.loads((course / "grading" / "status" / f"{sid}.json").read_text())
+              for sid in ("flood", "filler", "colab", "forms", "blank")}
+    honest = max(status[s]["grading"]["worker_peak_mb"] for s in ("colab", "forms", "blank"))
+    assert 0 < status["flood"]["grading"]["worker_peak_mb"] < honest + 300, status["flood"]
+    assert status["filler"]["grading"]["worker_peak_mb"] < honest + 300, status["filler"]
+
+
+def test_feedback_command_is_bounded(graded):
+    """``cnnlab_grade.py feedback``: each student under a time limit; the flood's
+    feedback stays small; an autograded notebook over the size limit is not converted."""
+    course = graded["course"]
+    settings = json.loads((course / "cnnlab_course.json").read_text())
+    big = course / "autograded" / "huge" / A / f"{A}.ipynb"
+    big.parent.mkdir(parents=True)
+    with open(big, "wb") as f:
+        f.truncate(int(settings.get("max_feedback_mb", 64) * 2**20) + 1)
+    try:
+        run = _run(["feedback", str(course), "--student", "flood", "--student", "huge",
+                    "--student", "forms", "--timeout", "120"], graded["env"], timeout=400)
+    finally:
+        shutil.rmtree(course / "autograded" / "huge")
+        (course / "grading" / "status" / "huge.json").unlink(missing_ok=True)
+    html = course / "feedback" / "flood" / A / f"{A}.html"
+    assert html.stat().st_size < 12 << 20 and "output cut: " in html.read_text()
+    assert (course / "feedback" / "forms" / A / f"{A}.html").exists()
+    assert not (course / "feedback" / "huge").exists()
+    assert "huge: not written (the autograded notebook is" in run.stdout
 
 
 # --- what the XSS student wrote, in the instructor's browser --------------------------

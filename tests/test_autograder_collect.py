@@ -1,0 +1,363 @@
+"""Collection of hostile submission folders, without a kernel (issue 20, item 1 and 3).
+
+A tiny course folder (settings, an instructor notebook holding a secret, a gradebook with
+the assignment) and a submissions folder in which every student but two hands in
+something that is not a notebook file: links (to the instructor's solution, to another
+student, to ``/dev/zero``, dangling), a hard link to the instructor's file, a FIFO, a
+device, a folder named like the notebook, a 3 GB sparse file, a notebook of 300,000
+cells, a student folder that is itself a link. ``collect`` must take the two honest
+notebooks, refuse each other one with its reason, copy no byte of the instructor's, and
+stay small in memory and time. Then the report quotes student-controlled text escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "autograder"))
+
+import bounds  # noqa: E402
+
+A = "cnn_interpretability"
+SECRET = "INSTRUCTOR-SECRET-7f3a9c"  # in the instructor's notebook only
+ESC = "\x1b[1A\x1b[2K"
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="FIFOs, devices: Linux")
+
+
+def _notebook(text: str) -> str:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(text)])
+    return nbformat.writes(nb)
+
+
+def _course(tmp: Path) -> Path:
+    course = tmp / "course"
+    (course / "source" / A).mkdir(parents=True)
+    (course / "source" / A / f"{A}.ipynb").write_text(_notebook(SECRET))
+    (course / "cnnlab_course.json").write_text(json.dumps({"course_id": "cnnlab"}))
+    for name in ("nbgrader_config.py", "cnnlab_nbgrader.py", "repair.py", "recheck.py",
+                 "sandbox.py", "bounds.py"):
+        shutil.copy2(ROOT / "autograder" / name, course / name)
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "cnnlab") as gb:
+        gb.add_assignment(A)
+        gb.add_notebook(A, A)
+        gb.add_grade_cell("ex1_test", A, A, max_score=1, cell_type="code")
+    return course
+
+
+#: student -> (what is in the folder, a phrase of the reason it is refused)
+HOSTILE = {
+    "fifo": ("a FIFO", "FIFO"),
+    "device": ("a character device (as /dev/null)", "character device"),
+    "folder": ("a folder named like the notebook", "a folder"),
+    "dangling": ("a symbolic link to nothing", "symbolic link"),
+    "tosource": ("a symbolic link to the instructor's solution", "symbolic link"),
+    "toalice": ("a symbolic link to another student's notebook", "symbolic link"),
+    "zero": ("a symbolic link to /dev/zero", "symbolic link"),
+    "hardlink": ("a hard link to the instructor's solution", "hard link"),
+    "sparse": ("a 3 GB sparse file", "over the limit of 20.0 MB"),
+    "manycells": ("a notebook of 300,000 empty cells", "300000 cells, over the limit of 2000"),
+    "linkdir": ("the student folder, a symbolic link to alice's", "student folder is a symbolic"),
+    "escapes": ("a FIFO named with escape codes", "FIFO"),
+}
+
+
+def _submissions(tmp: Path, course: Path) -> Path:
+    subs = tmp / "submissions"
+    for sid in ("alice", "carol", *HOSTILE):
+        if sid != "linkdir":
+            (subs / sid).mkdir(parents=True)
+    nb = lambda sid: subs / sid / f"{A}.ipynb"  # noqa: E731
+    nb("alice").write_text(_notebook("alice's answer"))
+    nb("carol").write_text(_notebook("carol's answer"))
+    os.mkfifo(nb("fifo"))
+    os.mkfifo(subs / "escapes" / f"{ESC}{ESC}.ipynb")
+    try:
+        os.mknod(nb("device"), 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:  # not root: a FIFO stands in (the same refusal path)
+        os.mkfifo(nb("device"))
+        HOSTILE["device"] = (HOSTILE["device"][0], "FIFO")
+    nb("folder").mkdir()
+    (nb("folder") / "inside.txt").write_text("x")
+    os.symlink(subs / "nowhere.ipynb", nb("dangling"))
+    solution = course / "source" / A / f"{A}.ipynb"
+    os.symlink(solution, nb("tosource"))
+    os.symlink("../alice/" + f"{A}.ipynb", nb("toalice"))
+    os.symlink("/dev/zero", nb("zero"))
+    os.link(solution, nb("hardlink"))
+    with open(nb("sparse"), "wb") as f:
+        f.truncate(3 << 30)
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": ""}] * 300_000
+    nb("manycells").write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
+                                           "nbformat_minor": 4}, separators=(",", ":")))
+    os.symlink(subs / "alice", subs / "linkdir")
+    return subs
+
+
+COLLECT = """
+import json, resource, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import cnnlab_grade
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+students = cnnlab_grade.collect(Path(sys.argv[2]), Path(sys.argv[3]))
+print(json.dumps({"students": students, "seconds": time.perf_counter() - start,
+                  "before_mb": before / 1024,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("collect")
+    course = _course(tmp)
+    subs = _submissions(tmp, course)
+    run = subprocess.run([sys.executable, "-c", COLLECT, str(ROOT / "autograder"), str(course),
+                          str(subs)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    return dict(course=course, subs=subs, out=out, stdout=run.stdout)
+
+
+def _status(course: Path, sid: str) -> dict:
+    return json.loads((course / "grading" / "status" / f"{sid}.json").read_text())
+
+
+def test_honest_notebooks_are_collected_among_hostile_ones(collected):
+    course, out = collected["course"], collected["out"]
+    assert sorted(out["students"]) == sorted(["alice", "carol", *HOSTILE])
+    for sid in ("alice", "carol"):
+        copy = (course / "submitted" / sid / A / f"{A}.ipynb").read_text()
+        assert f"{sid}'s answer" in copy
+        assert (course / "grading" / "originals" / f"{sid}.ipynb").read_text() == copy
+        st = _status(course, sid)
+        assert st["collect_problem"] is None
+        assert st["collected_sha256"] == bounds.sha256_file(
+            course / "grading" / "originals" / f"{sid}.ipynb")
+
+
+@pytest.mark.parametrize("sid", list(HOSTILE))
+def test_each_hostile_submission_is_refused_with_its_reason(collected, sid):
+    course = collected["course"]
+    st = _status(course, sid)
+    assert HOSTILE[sid][1] in (st["collect_problem"] or ""), st
+    assert st["collected_sha256"] is None
+    assert not (course / "submitted" / sid).exists()
+    assert not (course / "grading" / "originals" / f"{sid}.ipynb").exists()
+
+
+def test_no_byte_of_the_instructor_is_copied(collected):
+    course = collected["course"]
+    leaks = [p for p in course.rglob("*") if p.is_file() and "source" not in p.parts
+             and SECRET.encode() in p.read_bytes()]
+    assert leaks == []
+    assert SECRET not in collected["stdout"]
+
+
+def test_collection_stays_small_and_quick(collected):
+    """A 3 GB sparse file, /dev/zero and 300,000 cells: no gigabytes read or held."""
+    out = collected["out"]
+    assert out["peak_mb"] - out["before_mb"] < 300, out
+    assert out["seconds"] < 20, out
+    written = sum(p.stat().st_size for p in collected["course"].rglob("*") if p.is_file())
+    assert written < 5 << 20
+
+
+def test_the_report_quotes_student_text_escaped(collected):
+    """A reason naming a file called ESC[1A ESC[2K is printed escaped, in report.txt
+    and on the terminal: it cannot erase the lines above it."""
+    import cnnlab_grade
+    course = collected["course"]
+    settings = cnnlab_grade._settings(course)
+    outcomes = cnnlab_grade.grade_students(course, settings, list(HOSTILE))
+    assert {o["outcome"] for o in outcomes.values()} == {"not-run"}
+    _, txt = cnnlab_grade.write_report(course, settings)
+    report = txt.read_text()
+    line = next(ln for ln in report.splitlines() if ln.startswith("  escapes:"))
+    assert "\x1b" not in report and "\\x1b[1A\\x1b[2K" in line
+    run = subprocess.run([sys.executable, str(ROOT / "autograder" / "cnnlab_grade.py"),
+                          "report", str(course)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "\x1b" not in run.stdout and "\\x1b[1A\\x1b[2K" in run.stdout
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("plain text", "plain text"),
+    ("erase\x1b[1A\x1b[2Kline", "erase\\x1b[1A\\x1b[2Kline"),
+    ("cr\rbs\x08nl\n", "cr\\rbs\\x08nl\\n"),
+    ("bidi \u202eevil\u202c", "bidi \\u202eevil\\u202c"),
+    ("zero\u200bwidth, ok: é ü 中", "zero\\u200bwidth, ok: é ü 中"),
+])
+def test_printable_escapes_control_and_format_characters(text, shown):
+    assert bounds.printable(text) == shown
+    assert bounds.printable(bounds.printable(text)) == shown  # idempotent
+
+
+def test_tail_reads_only_the_end(tmp_path):
+    log = tmp_path / "log"
+    with open(log, "wb") as f:
+        f.seek(2 << 30)  # 2 GB of zeros before, sparse
+        f.write(b"\nValueError: the end\n")
+    text = bounds.tail(log, 4096)
+    assert len(text) <= 4096 and text.endswith("ValueError: the end\n")
+
+
+def test_copy_capped_keeps_the_budget_and_drains_the_rest():
+    import io
+    src = io.BytesIO(b"h" * 1000 + b"x" * (5 << 20) + b"the end")
+    dest = io.BytesIO()
+    cut = bounds.copy_capped(src, dest, 1000, "kernel output", keep_tail=7)
+    assert cut == 5 << 20
+    out = dest.getvalue()
+    assert out.startswith(b"h" * 1000) and out.endswith(b"the end") and len(out) < 1200
+    assert b"[kernel output: 5242880 bytes cut here" in out
+    short = io.BytesIO()
+    assert bounds.copy_capped(io.BytesIO(b"abc"), short, 1000) == 0
+    assert short.getvalue() == b"abc"
+
+
+def test_read_submission_refuses_a_file_that_grows(tmp_path):
+    """The size is checked while reading, not only by fstat (a FIFO-like or growing file)."""
+    path = tmp_path / "a.ipynb"
+    path.write_bytes(b"x" * 100)
+    assert bounds.read_submission(path, 100) == b"x" * 100
+    with pytest.raises(bounds.Refused, match="over the limit"):
+        bounds.read_submission(path, 99)
+    start = time.perf_counter()
+    with pytest.raises(bounds.Refused, match="symbolic link"):
+        os.symlink("/dev/zero", tmp_path / "z.ipynb")
+        bounds.sha256_file(tmp_path / "z.ipynb")
+    assert time.perf_counter() - start < 1
+
+
+def _zip_with_specials(path: Path) -> None:
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("alice/cnn_interpretability.ipynb", _notebook("alice's answer"))
+        link = zipfile.ZipInfo("bob/cnn_interpretability.ipynb")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        z.writestr(link, "/etc/passwd")
+        fifo = zipfile.ZipInfo("carol/cnn_interpretability.ipynb")
+        fifo.external_attr = (stat.S_IFIFO | 0o644) << 16
+        z.writestr(fifo, "")
+        z.writestr("../escaped.ipynb", "x")
+        z.writestr("/tmp/absolute.ipynb", "x")
+        z.writestr("dave/bomb.ipynb", bytes(3 << 20))  # 3 MB of zeros, a few kB packed
+        z.writestr(f"erin/{ESC}.ipynb", "x")
+
+
+def _tar_with_specials(path: Path) -> None:
+    import io
+    import tarfile
+    with tarfile.open(path, "w:gz") as tar:
+        data = _notebook("alice's answer").encode()
+        info = tarfile.TarInfo("alice/cnn_interpretability.ipynb")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        for name, kind in (("bob/cnn_interpretability.ipynb", tarfile.SYMTYPE),
+                           ("carol/cnn_interpretability.ipynb", tarfile.LNKTYPE),
+                           ("dave/cnn_interpretability.ipynb", tarfile.FIFOTYPE),
+                           ("erin/cnn_interpretability.ipynb", tarfile.CHRTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "/etc/passwd"
+            tar.addfile(info)
+        link = tarfile.TarInfo("frank")  # a folder that is a link, then a file through it
+        link.type, link.linkname = tarfile.SYMTYPE, "/tmp"
+        tar.addfile(link)
+        info = tarfile.TarInfo("frank/cnn_interpretability.ipynb")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+
+
+@pytest.mark.parametrize("make, suffix", [(_zip_with_specials, ".zip"),
+                                          (_tar_with_specials, ".tar.gz")])
+def test_unpack_writes_regular_files_only(tmp_path, make, suffix):
+    archive = tmp_path / f"lms{suffix}"
+    make(archive)
+    dest = tmp_path / "out"
+    run = subprocess.run([sys.executable, str(ROOT / "autograder" / "cnnlab_grade.py"),
+                          "unpack", str(archive), str(dest), "--max-mb", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    made = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if not p.is_dir())
+    assert all(not p.is_symlink() and (p.is_dir() or p.is_file()) for p in dest.rglob("*"))
+    assert "alice/cnn_interpretability.ipynb" in made
+    assert not any(n.startswith(("bob/", "carol/", "dave/")) for n in made), made
+    if (dest / "frank").exists():  # the link was not made: its file went into a real folder
+        assert (dest / "frank").is_dir() and not (dest / "frank").is_symlink()
+    assert not (tmp_path / "escaped.ipynb").exists() and not Path("/tmp/absolute.ipynb").exists()
+    assert "\x1b" not in run.stdout and "skipped" in run.stdout
+    if suffix == ".zip":
+        assert "dave/bomb.ipynb: over the limit of 1.0 MB" in run.stdout
+        assert "../escaped.ipynb: its path leaves the folder" in run.stdout
+        assert "a symbolic link, not a file" in run.stdout and "FIFO" in run.stdout
+    else:
+        for phrase in ("a symbolic link", "a hard link", "a device or FIFO"):
+            assert phrase in run.stdout
+
+
+def test_unpack_refuses_what_is_not_an_archive(tmp_path):
+    (tmp_path / "x.rar").write_bytes(b"Rar!\x1a\x07\x00junk")
+    run = subprocess.run([sys.executable, str(ROOT / "autograder" / "cnnlab_grade.py"),
+                          "unpack", str(tmp_path / "x.rar"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "neither a .zip nor a .tar archive" in run.stderr
+
+
+def _msg(msg_type, **content):
+    return {"msg_type": msg_type, "content": content, "header": {"msg_type": msg_type},
+            "parent_header": {}, "metadata": {}}
+
+
+def test_output_budget_cuts_without_changing_a_grade():
+    """Per cell and per notebook, counted as messages come; the note says how much was
+    cut; the first error of a cell is kept (shortened) so nbgrader still scores it 0."""
+    import cnnlab_nbgrader as course_lib
+    from nbformat.v4 import output_from_msg
+    from nbgrader.utils import determine_grade
+
+    budget = course_lib.OutputBudget(per_cell=100, total=250)
+    outs = []
+
+    def send(msg, cell=0, into=None):
+        kept = budget.take(outs if into is None else into, msg, cell)
+        if kept is not None:
+            (outs if into is None else into).append(output_from_msg(kept))
+        return kept
+
+    assert send(_msg("stream", name="stdout", text="a" * 60)) is not None
+    assert send(_msg("stream", name="stdout", text="b" * 60)) is None
+    assert send(_msg("stream", name="stdout", text="c" * 60)) is None
+    notes = [o for o in outs if "output cut" in o.get("text", "")]
+    assert len(notes) == 1 and "120 bytes over the limit of 100 bytes per cell" in notes[0].text
+    big = _msg("error", ename="AssertionError", evalue="e" * 5000, traceback=["t"] * 99)
+    error = send(big)
+    assert error is not None and len(error["content"]["evalue"]) < 1100
+    shortened = bounds.output_size(big["content"]) - bounds.output_size(error["content"])
+    assert send(_msg("stream", name="stderr", text="d" * 60)) is None  # the grade is decided
+    cell = nbformat.v4.new_code_cell("x", metadata={"nbgrader": {
+        "grade": True, "solution": False, "points": 1, "grade_id": "t"}})
+    cell.outputs = outs
+    assert determine_grade(cell)[0] == 0  # the error still counts
+    other = []
+    for k in (1, 2):
+        assert send(_msg("stream", name="stdout", text="f" * 90), cell=k, into=other)
+    assert send(_msg("stream", name="stdout", text="g" * 20), cell=3, into=other) is None
+    assert "bytes per notebook" in other[-1].text
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", id=f"c{k}")
+                                         for k in range(4)])
+    assert budget.summary(nb) == [{"cell": "c0", "dropped": 180 + shortened},
+                                  {"cell": "c3", "dropped": 20}]
