@@ -71,6 +71,6 @@ else
     python -m pytest "$@"
   else
     # The unit tests, then every solution notebook top to bottom (nbval).
-    python -m pytest tests solutions --nbval-lax --nbval-cell-timeout=600
+    python -m pytest tests solutions --nbval-lax --nbval-cell-timeout=600 --durations=20
   fi
 fi
