@@ -496,12 +496,14 @@ def _map_layer(probe: Probe, layer, image_size: tuple[int, ...], what: str,
                resampling: bool) -> str:
     """The name of the layer a map method reads, from a name, a module or None.
 
-    None is :func:`cnnlab.probe.last_spatial_layer` on images of ``image_size``.
+    None is :func:`cnnlab.probe.last_spatial_layer` on images of ``image_size``, up to
+    the probe's layer (a later layer cannot explain its units).
     An integer (the course's old way, for an ``nn.Sequential``) is the index of a
     conv layer, read after the ``nn.ReLU`` that follows it when there is one.
     """
     if layer is None:
-        return last_spatial_layer(probe.model, image_size, resampling=resampling)
+        return last_spatial_layer(probe.model, image_size, resampling=resampling,
+                                  upto=probe.layer or None)
     if is_whole(layer) and not isinstance(layer, str):
         net = _check_sequential(probe.model, what)
         index = _check_conv_layer(net, layer)

@@ -356,7 +356,7 @@ def layers(model: nn.Module, input_size: Sequence[int]) -> list[Layer]:
 
 
 def last_spatial_layer(model: nn.Module, input_size: Sequence[int], *,
-                       resampling: bool = True) -> str:
+                       resampling: bool = True, upto: str | None = None) -> str:
     """The last layer (in the forward pass) whose output has more than one position.
 
     torchcam's idea: maps are read at the last layer that still has a grid. With
@@ -364,17 +364,28 @@ def last_spatial_layer(model: nn.Module, input_size: Sequence[int], *,
     resample or drop an earlier layer's maps): the course network then gives ``"9"``
     (the ReLU after its last conv, 64 maps of 16x16), Grad-CAM's layer; with
     ``resampling=True`` it gives ``"11"`` (8x8, the grid its first Linear reads).
-    For a torchvision ResNet both give ``"layer4"``.
+    For a torchvision ResNet both give ``"layer4"``. With ``upto`` (a probe's layer),
+    only the layers whose output is complete when that layer's is are candidates, the
+    layer itself included: ``upto="layer3"`` gives ``"layer3"``, the last grid that
+    can explain its units.
 
     Raises:
-        ValueError: no layer has a spatial output.
+        ValueError: no layer has a spatial output (up to ``upto``).
     """
+    listed = layers(model, input_size)
+    last = None
+    if upto:
+        name = find_layer(model, upto)[0]
+        last = next(layer.order for layer in listed if layer.name == name)
     candidates = [
-        layer for layer in layers(model, input_size)
+        layer for layer in listed
         if layer.shape is not None and len(layer.shape) == 3 and layer.shape[1] * layer.shape[2] > 1
         and (resampling or not isinstance(model.get_submodule(layer.name), RESAMPLING))
+        and (last is None or (layer.order is not None and layer.order <= last))
     ]
     if not candidates:
+        where = f" up to layer {upto!r}" if upto else ""
         raise ValueError(f"{type(model).__name__} has no layer with a spatial output "
-                         f"(C, H, W) on images of shape {tuple(input_size)}: maps need one.")
+                         f"(C, H, W){where} on images of shape {tuple(input_size)}: maps "
+                         "need one.")
     return max(candidates, key=lambda layer: layer.order).name

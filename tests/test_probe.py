@@ -22,6 +22,7 @@ from cnnlab.attribution import (contribution_map, grad_cam, gradient, guided_bac
 from cnnlab.activations import extract_features, top_k
 from cnnlab.data import normalize
 from cnnlab.filters import activation_maps, conv_weight
+from cnnlab.model import build_model
 from cnnlab.occlusion import occlusion_maps
 from cnnlab.probe import LayerError, Probe, last_spatial_layer, layers
 
@@ -230,6 +231,25 @@ def test_grad_cam_of_a_probe_unit_is_captums_on_that_unit(resnet, pictures):
     theirs = LayerAttribution.interpolate(theirs, (64, 64), "bilinear")[:, 0]
     ours = grad_cam(Probe(resnet, "layer3", **IMAGENET), pictures, units, layer="layer2")
     np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_grad_cams_default_layer_for_a_probe_inside_the_network_is_at_or_before_it(
+        resnet, pictures):
+    """A probe at layer3: the default map layer is layer3 itself (layer4, the network's
+    last grid, runs after it and cannot explain its units); the course network keeps 9."""
+    assert last_spatial_layer(resnet, (3, 64, 64), upto="layer3") == "layer3"
+    assert last_spatial_layer(resnet, (3, 64, 64), upto="layer2.0.conv1") == "layer2.0.conv1"
+    assert last_spatial_layer(resnet, (3, 64, 64)) == "layer4"
+    probe = Probe(resnet, "layer3", **IMAGENET)
+    units = [0, 200, 31]
+    np.testing.assert_array_equal(grad_cam(probe, pictures, units),
+                                  grad_cam(probe, pictures, units, layer="layer3"))
+    torch.manual_seed(0)
+    course = build_model()
+    assert last_spatial_layer(course, (3, 32, 32), resampling=False, upto="13") == "9"
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))  # no grid anywhere
+    with pytest.raises(ValueError, match="no layer with a spatial output .* up to layer '1'"):
+        last_spatial_layer(flat, (3, 2, 2), upto="1")
 
 
 def test_resnet_guided_backprop_is_captums_on_its_reused_relus(resnet, pictures):
