@@ -140,6 +140,15 @@ class SandboxedExecute(Execute):
         kept = msg if budget is None else budget.take(outs, msg, cell_index)
         return None if kept is None else super().output(outs, kept, display_id, cell_index)
 
+    def _update_display_id(self, display_id, msg):
+        """An update of an earlier display (``display(..., display_id=...)``, then
+        ``handle.update``) replaces its data: only the growth is counted, and an update
+        that does not fit is dropped."""
+        budget = getattr(self, "budget", None)
+        places = self._display_id_map.get(display_id, {})
+        if budget is None or budget.replace(self.nb, places, msg):
+            super()._update_display_id(display_id, msg)
+
     def on_cell_executed(self, **kwargs):
         super().on_cell_executed(**kwargs)  # may append the reply's error: shrink it too
         cell = kwargs["cell"]
@@ -167,7 +176,7 @@ class OutputBudget:
     def take(self, outs: list, msg: dict, cell_index: int) -> dict | None:
         """``msg`` to keep (shrunk where needed), or None to drop it."""
         size = bounds.output_size(msg.get("content"))
-        cell = self.cells.setdefault(cell_index, {"used": 0, "dropped": 0, "note": None})
+        cell = self._cell(cell_index)
         room = min(self.per_cell - cell["used"], self.total - self.used)
         if size <= room:
             cell["used"] += size
@@ -178,13 +187,43 @@ class OutputBudget:
                 _decides(o.get("output_type"), o.get("name")) for o in outs):
             kept = {**msg, "content": bounds.shrink(content)}
         cell["dropped"] += size - (bounds.output_size(kept["content"]) if kept else 0)
-        limit = (f"{self.per_cell} bytes per cell" if self.per_cell - cell["used"] < size
-                 else f"{self.total} bytes per notebook")
+        self._note(outs, cell, self.per_cell - cell["used"] < size)
+        return kept
+
+    def replace(self, nb, places: dict, msg: dict) -> bool:
+        """Whether an update of a display fits, its new data replacing the old in every
+        output of ``places`` (cell index -> output indices); counted if so, else noted."""
+        size = bounds.output_size({k: v for k, v in (msg.get("content") or {}).items()
+                                   if k in ("data", "metadata")})
+        growth = {}
+        for k, indices in places.items():
+            outs = nb.cells[k].outputs
+            old = sum(bounds.output_size({"data": outs[i].get("data"),
+                                          "metadata": outs[i].get("metadata")})
+                      for i in indices if i < len(outs))
+            growth[k] = len(indices) * size - old
+        cells = {k: self._cell(k) for k in growth}
+        over = [k for k, g in growth.items() if cells[k]["used"] + g > self.per_cell]
+        if not over and self.used + sum(growth.values()) <= self.total:
+            for k, g in growth.items():
+                cells[k]["used"] += g
+                self.used += g
+            return True
+        for k in growth:
+            cells[k]["dropped"] += size
+            self._note(nb.cells[k].outputs, cells[k], k in over)
+        return False
+
+    def _cell(self, cell_index: int) -> dict:
+        return self.cells.setdefault(cell_index, {"used": 0, "dropped": 0, "note": None})
+
+    def _note(self, outs: list, cell: dict, per_cell: bool) -> None:
+        """The cell's one note of what was cut (added once, updated after)."""
+        limit = f"{self.per_cell} bytes per cell" if per_cell else f"{self.total} bytes per notebook"
         if cell["note"] is None or all(o is not cell["note"] for o in outs):
             cell["note"] = nbformat.v4.new_output("stream", name="stdout", text="")
             outs.append(cell["note"])
         cell["note"]["text"] = f"\n[output cut: {cell['dropped']} bytes over the limit of {limit}]\n"
-        return kept
 
     def summary(self, nb) -> list[dict]:
         """The cells whose output was cut: name and bytes dropped."""

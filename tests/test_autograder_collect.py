@@ -361,3 +361,34 @@ def test_output_budget_cuts_without_changing_a_grade():
                                          for k in range(4)])
     assert budget.summary(nb) == [{"cell": "c0", "dropped": 180 + shortened},
                                   {"cell": "c3", "dropped": 20}]
+
+
+def test_display_updates_are_counted_in_the_budget(tmp_path, monkeypatch):
+    """A display made small and then updated many times with large data (``handle.update``)
+    keeps within the per-cell budget: updates that do not fit are dropped and noted; an
+    update that fits replaces the data as nbclient would. A real kernel runs the cells."""
+    import cnnlab_nbgrader as course_lib
+    from jupyter_client.manager import AsyncKernelManager
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    (tmp_path / "cnnlab_course.json").write_text(json.dumps(
+        {"max_cell_output_mb": 0.01, "max_output_mb": 1}))  # 10,485 characters a cell
+    monkeypatch.setattr(course_lib, "COURSE", tmp_path)
+    nb = new_notebook(cells=[
+        new_code_cell("from IPython.display import display\n"
+                      "h = display('small', display_id=True)\n"
+                      "h.update('fits')\n"
+                      "for k in range(50):\n"
+                      "    h.update('x' * 100_000 + str(k))"),
+        new_code_cell("g = display('a', display_id=True)\ng.update('b' * 5000)\nprint('done')"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}})
+    runner = course_lib.SandboxedExecute(kernel_manager_class=AsyncKernelManager,
+                                         kernel_name="python3", timeout=120)
+    nb, _ = runner.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    first, second = nb.cells[0].outputs, nb.cells[1].outputs
+    assert sum(len(json.dumps(o)) for o in first) < 12_000  # not the last 100 kB update
+    assert first[0]["data"]["text/plain"] == "'fits'"  # the last update that fitted
+    assert "output cut: " in first[-1]["text"] and "bytes per cell" in first[-1]["text"]
+    assert second[0]["data"]["text/plain"] == "'" + "b" * 5000 + "'"  # within the budget
+    assert "output cut" not in json.dumps(second) and "done" in json.dumps(second)
