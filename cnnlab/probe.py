@@ -48,11 +48,6 @@ class _Stop(Exception):
     """Raised by a hook to end a forward pass once every wanted layer has run."""
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    """Every submodule's dotted name, in ``named_modules()`` order ("" = the model)."""
-    return [name for name, _ in model.named_modules()]
-
-
 def find_layer(model: nn.Module, layer) -> tuple[str, nn.Module]:
     """The name and module of ``layer`` in ``model``.
 
