@@ -152,6 +152,11 @@ class SandboxedExecute(Execute):
     def on_cell_executed(self, **kwargs):
         super().on_cell_executed(**kwargs)  # may append the reply's error: shrink it too
         cell = kwargs["cell"]
+        note = getattr(self, "budget", OutputBudget(0, 0)).cells.get(
+            kwargs.get("cell_index"), {}).get("note")
+        kept = [o for o in cell.get("outputs", []) if o is not note]
+        if note is not None and len(kept) < len(cell.outputs):  # the note of what was cut, last
+            cell.outputs = kept + [note]
         for k, out in enumerate(cell.get("outputs", [])):
             if out.get("output_type") == "error" and bounds.output_size(out) > 64 << 10:
                 cell.outputs[k] = nbformat.from_dict(bounds.shrink(dict(out)))
@@ -166,8 +171,8 @@ def _decides(output_type: str, name: str | None = None) -> bool:
 class OutputBudget:
     """Bytes of output a notebook keeps, per cell and in all, counted as it runs.
 
-    Past the budget an output is dropped and the cell gets one note saying how much was
-    cut; the first output that decides a test's points (error, stderr, result) is kept,
+    Past the budget an output is dropped (a stream keeps the part that fits) and the cell
+    gets one note saying how much was cut; the first output that decides a test's points (error, stderr, result) is kept,
     shrunk, so the budget never changes a grade."""
 
     def __init__(self, per_cell: int, total: int):
@@ -183,11 +188,18 @@ class OutputBudget:
             self.used += size
             return msg
         content, kept = msg.get("content") or {}, None
-        if _decides(msg.get("msg_type"), content.get("name")) and not any(
+        by_cell = self.per_cell - cell["used"] < size
+        text = content.get("text")
+        if msg.get("msg_type") == "stream" and isinstance(text, str) and room > 0:
+            # the start of a stream is kept however the kernel batched it into messages
+            kept = {**msg, "content": {**content, "text": text[:room]}}
+            cell["used"] += room
+            self.used += room
+        elif _decides(msg.get("msg_type"), content.get("name")) and not any(
                 _decides(o.get("output_type"), o.get("name")) for o in outs):
             kept = {**msg, "content": bounds.shrink(content)}
         cell["dropped"] += size - (bounds.output_size(kept["content"]) if kept else 0)
-        self._note(outs, cell, self.per_cell - cell["used"] < size)
+        self._note(outs, cell, by_cell)
         return kept
 
     def replace(self, nb, places: dict, msg: dict) -> bool:
