@@ -36,6 +36,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import bounds
+import inert
 import nbformat
 import recheck as rc
 import sandbox
@@ -120,6 +121,21 @@ class SandboxedExecute(Execute):
     """nbgrader's Execute with the sandbox's kernel manager (Execute would force its own),
     and the output a notebook keeps bounded while it runs (:class:`OutputBudget`)."""
 
+    @property
+    def raise_on_iopub_timeout(self) -> bool:
+        """nbgrader's rule (a kernel that sends no "idle" within ``iopub_timeout`` of its
+        reply is stuck: the notebook stops), except after the output connection refused a
+        message over ``max_message_mb``: the "idle" may have gone with it, and the cell's
+        reply, with any error, came on its own channel."""
+        refused = getattr(getattr(self, "kc", None), "iopub_refused", lambda: False)()
+        return self._raise_on_iopub_timeout and not refused
+
+    @raise_on_iopub_timeout.setter
+    def raise_on_iopub_timeout(self, value: bool) -> None:
+        self._raise_on_iopub_timeout = bool(value)
+
+    _raise_on_iopub_timeout = True
+
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", sandbox.SandboxKernelManager)
         super().__init__(*args, **kwargs)
@@ -134,6 +150,12 @@ class SandboxedExecute(Execute):
             sid = ((resources or {}).get("nbgrader") or {}).get("student")
             if sid:
                 update_status(COURSE, sid, output_cut=self.budget.summary(nb) or None)
+
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        if hasattr(km, "max_message_bytes"):
+            km.max_message_bytes = int(sandbox.load_settings(COURSE)["max_message_mb"] * 2**20)
+        return km
 
     def output(self, outs, msg, display_id, cell_index):
         budget = getattr(self, "budget", None)
@@ -152,6 +174,13 @@ class SandboxedExecute(Execute):
     def on_cell_executed(self, **kwargs):
         super().on_cell_executed(**kwargs)  # may append the reply's error: shrink it too
         cell = kwargs["cell"]
+        if getattr(self.kc, "reconnect_iopub_if_refused", lambda: False)():
+            limit = sandbox.load_settings(COURSE)["max_message_mb"]
+            if hasattr(self, "budget"):
+                self.budget._cell(kwargs.get("cell_index"))["lost"] = True
+            cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=(
+                f"\n[output lost: the kernel sent a message over the limit of {limit} MB; "
+                "the rest of this cell's output was not received]\n")))
         note = getattr(self, "budget", OutputBudget(0, 0)).cells.get(
             kwargs.get("cell_index"), {}).get("note")
         kept = [o for o in cell.get("outputs", []) if o is not note]
@@ -238,10 +267,27 @@ class OutputBudget:
         cell["note"]["text"] = f"\n[output cut: {cell['dropped']} bytes over the limit of {limit}]\n"
 
     def summary(self, nb) -> list[dict]:
-        """The cells whose output was cut: name and bytes dropped."""
+        """The cells whose output was cut: name, bytes dropped, and whether a message over
+        ``max_message_mb`` was refused (its size is never read)."""
         return [{"cell": _nbg(nb.cells[k]).get("grade_id") or nb.cells[k].get("id")
-                 or f"cell {k + 1}", "dropped": c["dropped"]}
-                for k, c in sorted(self.cells.items()) if c["dropped"] and k < len(nb.cells)]
+                 or f"cell {k + 1}", "dropped": c["dropped"], **({"lost": True} if c.get(
+                     "lost") else {})}
+                for k, c in sorted(self.cells.items())
+                if (c["dropped"] or c.get("lost")) and k < len(nb.cells)]
+
+
+class RecordInert(inert.MakeInert):
+    """Autograde phase, last: :class:`inert.MakeInert`, and what it changed in the
+    student's status (the report names it: the instructor knows what was not shown)."""
+
+    def preprocess(self, nb, resources):
+        changes = inert.make_inert(nb)
+        for line in changes:
+            self.log.warning("made inert: %s", line)
+        sid = ((resources or {}).get("nbgrader") or {}).get("student")
+        if sid:
+            update_status(COURSE, sid, made_inert=changes or None)
+        return nb, resources
 
 
 class Repair(NbGraderPreprocessor):
@@ -261,6 +307,7 @@ class Repair(NbGraderPreprocessor):
         update_status(COURSE, sid, integrity=asdict(found), graded_sha256=sha256(path)
                       if path.exists() else None, profile=s["profile"], grading=None,
                       recheck=None, refuted=None, cell_errors=None, output_cut=None,
+                      made_inert=None,
                       started_at=time.time())
         return repaired, resources
 
@@ -465,7 +512,11 @@ def grade_rows(gb, settings: dict, students: list[str] | None = None):
             notes += [f"{e['cell']} interrupted at its time limit" if e["timed_out"] else
                       f"{e['cell']} raised {e['error']}" for e in errors
                       if e["timed_out"] or (not e["test"] and e["cell"] not in blank)]
-            notes += [f"output of {c['cell']} cut ({c['dropped']} bytes over the limit)"
+            notes += ["made inert for the instructor's view: " + "; ".join(
+                st["made_inert"][:5]) + (" ..." if len(st["made_inert"]) > 5 else "")
+                      ] if st.get("made_inert") else []
+            notes += [f"output of {c['cell']} cut ({c['dropped']} bytes over the limit"
+                      + ("; a message over the size limit refused)" if c.get("lost") else ")")
                       for c in st.get("output_cut") or []]
         row["details"], row["notes"] = (bounds.printable("; ".join(x), 2000)
                                         for x in (details, notes))

@@ -61,7 +61,7 @@ c.Autograde.autograde_preprocessors = [course.AddGradingCells, course.SandboxedE
                                        nbconvert_pre.ClearMetadataPreprocessor, pre.LimitOutput,
                                        pre.SaveAutoGrades, course.Recheck,
                                        pre.AssignLatePenalties, pre.CheckCellMetadata,
-                                       inert.MakeInert]  # student work inert (inert.py)
+                                       course.RecordInert]  # student work inert (inert.py)
 c.Autograde.post_convert_hook = course.finish
 
 # --- feedback and export ----------------------------------------------------------

@@ -44,7 +44,11 @@ import uuid
 from pathlib import Path
 
 import bounds
+import zmq
+import zmq.asyncio
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
+from traitlets import Integer, default
 
 HERE = Path(__file__).resolve().parent
 KERNEL_NAME = "cnnlab-sandbox"
@@ -90,6 +94,7 @@ DEFAULTS = {
     # what a submission may hand in and produce (see bounds.py and cnnlab_nbgrader.py)
     "max_submission_mb": 20, "max_cells": 2000, "max_cell_output_mb": 4,
     "max_output_mb": 32, "max_kernel_log_kb": 256, "max_runtime_mb": 256,
+    "max_message_mb": 16,
     "feedback_timeout": 300, "max_feedback_mb": 64,
 }
 
@@ -297,9 +302,64 @@ def end_cgroups(groups: list[Path]) -> float | None:
 # the kernel
 # ---------------------------------------------------------------------------
 
+class BoundedKernelClient(AsyncKernelClient):
+    """A kernel client whose sockets refuse a message part over ``max_message_bytes``:
+    ZMQ drops it, with the connection, before any of it is read into the grader's memory
+    (one ``print`` of a huge string is one message, whatever the output budget says). The
+    connection is made again at once; what the kernel sent in between is lost."""
+
+    max_message_bytes = Integer(DEFAULTS["max_message_mb"] << 20)
+    _iopub_events = None
+
+    @default("context")
+    def _bounded_context(self):
+        self._created_context = True
+        context = zmq.asyncio.Context()
+        context.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        return context
+
+    def connect_iopub(self, identity=None):
+        socket = super().connect_iopub(identity)
+        events = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._iopub_events = (socket, zmq.Socket.shadow(events.underlying), events)
+        return socket
+
+    def iopub_refused(self) -> bool:
+        """Whether the IOPub connection was dropped (ZMQ does not make it again after a
+        message over the limit) and not yet made again."""
+        return self._iopub_events is not None and bool(self._iopub_events[1].poll(0))
+
+    def reconnect_iopub_if_refused(self) -> bool:
+        """Whether the IOPub connection was dropped; if so, a new one is made, so that
+        later cells are heard."""
+        if not self.iopub_refused():
+            return False
+        socket, _, events = self._iopub_events
+        with contextlib.suppress(zmq.ZMQError):
+            socket.disable_monitor()
+        events.close(linger=0)
+        self._iopub_events = None
+        if self._iopub_channel is not None:
+            self._iopub_channel.close()
+            self._iopub_channel = None
+        self.iopub_channel  # noqa: B018 (connects again)
+        time.sleep(0.2)  # a subscriber hears nothing published before it is connected
+        return True
+
+
 class SandboxKernelManager(AsyncKernelManager):
     """A kernel manager that puts each kernel's connection file and Unix sockets in a
-    fresh runtime folder (``$CNNLAB_RUNTIME_DIR``, else a new one), bound into the sandbox."""
+    fresh runtime folder (``$CNNLAB_RUNTIME_DIR``, else a new one), bound into the sandbox,
+    and talks to the kernel through a :class:`BoundedKernelClient`."""
+
+    max_message_bytes = Integer(DEFAULTS["max_message_mb"] << 20)
+
+    @default("client_factory")
+    def _bounded_client(self):
+        return BoundedKernelClient
+
+    def client(self, **kwargs):
+        return super().client(**{"max_message_bytes": self.max_message_bytes, **kwargs})
 
     async def _async_pre_start_kernel(self, **kw):
         runtime = Path(os.environ.get(RUNTIME_ENV) or

@@ -58,6 +58,7 @@ pytestmark = [pytest.mark.skipif(not SOLUTION.exists(), reason="solutions/ noteb
               pytest.mark.timeout(1800)]
 
 sys.path.insert(0, str(ROOT / "autograder"))
+from hostile_files import HOSTILE, make_hostile  # noqa: E402
 from test_autograder_inert import XSS_ANSWER, XSS_HONEST, add_xss, live_payloads  # noqa: E402
 from test_browser import CHROMIUM, CHROMIUM_FLAGS, jupyter_environment, running_jupyterlab  # noqa: E402
 from test_browser import TOKEN as BROWSER_TOKEN  # noqa: E402
@@ -265,7 +266,9 @@ SUBMISSIONS = {
     "profile": _profile,
     # wrong and broken
     "blank": release,
-    "wrong": lambda: right(ex1_answer="n_filters = 3", ex4_answer="while True:\n    pass"),
+    "wrong": lambda: right(ex1_answer="n_filters = 3\n"  # an exception named with escape codes
+                           "raise type('\\x1b[1A\\x1b[2KErased', (ValueError,), {})()",
+                           ex4_answer="while True:\n    pass"),
     "sigint": lambda: right(ex1_answer="import signal\nsignal.signal(signal.SIGINT, "
                                        "signal.SIG_IGN)\nwhile True:\n    pass"),
     "exit": lambda: right(ex2_answer="import os\nos._exit(1)"),
@@ -300,7 +303,8 @@ CASES = {
     "unusual": ("graded", 5, FULL, []),
     "profile": ("graded", 5, FULL, []),
     "blank": ("graded", 0, dict(ex1=0, ex2=0, ex4=0, ex5=0), ["left blank"]),
-    "wrong": ("graded", 2, dict(ex1=0, ex2=1, ex4=0, ex5=1), ["ex4_answer interrupted"]),
+    "wrong": ("graded", 2, dict(ex1=0, ex2=1, ex4=0, ex5=1),
+              ["ex4_answer interrupted", "ex1_answer raised \\x1b[1A\\x1b[2KErased"]),
     "sigint": ("ungradable", None, {}, ["did not stop when interrupted", "ex1_answer"]),
     "exit": ("ungradable", None, {}, ["the kernel died", "ex2_answer"]),
     "nothing": ("ungradable", None, {}, ["no notebook in the submission folder"]),
@@ -312,10 +316,13 @@ CASES = {
     "exporter": ("tampered", 4, dict(ex1=0, ex2=1, ex4=2, ex5=1), ["no answers came back"]),
     "edited": ("tampered", 2, dict(ex1=0, ex2=0, ex4=2, ex5=0),
                ["edited locked cells ex2_test", "tags of ex1_test", "deleted locked cells ex5_test"]),
-    "xss": ("graded", 5, FULL, []),
+    "xss": ("graded", 5, FULL, ["made inert for the instructor's view: ", "script"]),
     "flood": ("graded", 5, FULL, ["output of ex1_answer cut", "ex1_answer interrupted"]),
     "filler": ("ungradable", None, {}, ["runtime folder reached", "over the limit of 256 MB",
                                         "ex2_answer"]),
+    # links, special files, a sparse file and 300,000 cells (hostile_files.py): refused at
+    # collection with their reasons, while the class around them is graded
+    **{sid: ("ungradable", None, {}, [phrase]) for sid, (_, phrase) in HOSTILE.items()},
 }
 #: the same after the later runs (changed after collection, time limit, resubmission, nbgrader)
 LATER = {
@@ -472,6 +479,9 @@ def graded(tmp_path_factory):
             add_xss(nb, xss_listener.port)
         (subs / sid).mkdir(parents=True)
         nbformat.write(nb, subs / sid / ("Copy of a.ipynb" if sid == "colab" else f"{A}.ipynb"))
+    for sid, (_, phrase) in make_hostile(subs, f"{A}.ipynb", course / "source" / A / f"{A}.ipynb",
+                                         "right").items():  # every file case of issue 20 too
+        CASES[sid] = ("ungradable", None, {}, [phrase])
     (subs / "nothing").mkdir()
     (subs / "fixme").mkdir()
     nbformat.write(SUBMISSIONS["forger"](), subs / "fixme" / f"{A}.ipynb")
@@ -555,7 +565,7 @@ def test_progress_lines_give_the_status_of_the_report(graded):
             said.setdefault(m[1], m[2])
     assert said["forger"] == "tampered" and said["right"] == "graded"
     assert said == {sid: row["status"] for sid, row in graded["first"].items()
-                    if sid != "nothing"}  # no notebook: nothing was run
+                    if sid != "nothing" and sid not in HOSTILE}  # no notebook: nothing run
 
 
 def test_hog_mem_is_stopped_and_hurts_nobody(graded):
@@ -657,6 +667,21 @@ def test_floods_stay_bounded_on_the_host(graded):
     honest = max(status[s]["grading"]["worker_peak_mb"] for s in ("colab", "forms", "blank"))
     assert 0 < status["flood"]["grading"]["worker_peak_mb"] < honest + 300, status["flood"]
     assert status["filler"]["grading"]["worker_peak_mb"] < honest + 300, status["filler"]
+
+
+def test_hostile_files_leave_the_host_as_it_was(graded):
+    """The file cases of the class: nothing of theirs copied into the course, and the
+    course folder (what stays on the instructor's disk) small; no sparse gigabytes."""
+    course = graded["course"]
+    for sid in HOSTILE:
+        assert not (course / "submitted" / sid).exists(), sid
+        assert not (course / "autograded" / sid).exists(), sid
+        assert not (course / "grading" / "originals" / f"{sid}.ipynb").exists(), sid
+    used = sum(p.lstat().st_blocks * 512 for p in course.rglob("*"))
+    assert used < 300 << 20, used >> 20
+    for text in (graded["progress"], graded["first_report"], graded["report"]):
+        assert "\x1b" not in text  # a file name or exception name with escape codes, quoted
+    assert "\\x1b[1A\\x1b[2K" in graded["first_report"]
 
 
 def test_feedback_command_is_bounded(graded):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from hostile_files import ESC, HOSTILE, make_hostile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "autograder"))
@@ -31,7 +32,6 @@ import bounds  # noqa: E402
 
 A = "cnn_interpretability"
 SECRET = "INSTRUCTOR-SECRET-7f3a9c"  # in the instructor's notebook only
-ESC = "\x1b[1A\x1b[2K"
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="FIFOs, devices: Linux")
 
@@ -57,52 +57,13 @@ def _course(tmp: Path) -> Path:
     return course
 
 
-#: student -> (what is in the folder, a phrase of the reason it is refused)
-HOSTILE = {
-    "fifo": ("a FIFO", "FIFO"),
-    "device": ("a character device (as /dev/null)", "character device"),
-    "folder": ("a folder named like the notebook", "a folder"),
-    "dangling": ("a symbolic link to nothing", "symbolic link"),
-    "tosource": ("a symbolic link to the instructor's solution", "symbolic link"),
-    "toalice": ("a symbolic link to another student's notebook", "symbolic link"),
-    "zero": ("a symbolic link to /dev/zero", "symbolic link"),
-    "hardlink": ("a hard link to the instructor's solution", "hard link"),
-    "sparse": ("a 3 GB sparse file", "over the limit of 20.0 MB"),
-    "manycells": ("a notebook of 300,000 empty cells", "300000 cells, over the limit of 2000"),
-    "linkdir": ("the student folder, a symbolic link to alice's", "student folder is a symbolic"),
-    "escapes": ("a FIFO named with escape codes", "FIFO"),
-}
-
-
 def _submissions(tmp: Path, course: Path) -> Path:
     subs = tmp / "submissions"
-    for sid in ("alice", "carol", *HOSTILE):
-        if sid != "linkdir":
-            (subs / sid).mkdir(parents=True)
-    nb = lambda sid: subs / sid / f"{A}.ipynb"  # noqa: E731
-    nb("alice").write_text(_notebook("alice's answer"))
-    nb("carol").write_text(_notebook("carol's answer"))
-    os.mkfifo(nb("fifo"))
-    os.mkfifo(subs / "escapes" / f"{ESC}{ESC}.ipynb")
-    try:
-        os.mknod(nb("device"), 0o600 | stat.S_IFCHR, os.makedev(1, 3))
-    except PermissionError:  # not root: a FIFO stands in (the same refusal path)
-        os.mkfifo(nb("device"))
-        HOSTILE["device"] = (HOSTILE["device"][0], "FIFO")
-    nb("folder").mkdir()
-    (nb("folder") / "inside.txt").write_text("x")
-    os.symlink(subs / "nowhere.ipynb", nb("dangling"))
-    solution = course / "source" / A / f"{A}.ipynb"
-    os.symlink(solution, nb("tosource"))
-    os.symlink("../alice/" + f"{A}.ipynb", nb("toalice"))
-    os.symlink("/dev/zero", nb("zero"))
-    os.link(solution, nb("hardlink"))
-    with open(nb("sparse"), "wb") as f:
-        f.truncate(3 << 30)
-    cells = [{"cell_type": "markdown", "metadata": {}, "source": ""}] * 300_000
-    nb("manycells").write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
-                                           "nbformat_minor": 4}, separators=(",", ":")))
-    os.symlink(subs / "alice", subs / "linkdir")
+    for sid in ("alice", "carol"):
+        (subs / sid).mkdir(parents=True)
+        (subs / sid / f"{A}.ipynb").write_text(_notebook(f"{sid}'s answer"))
+    HOSTILE.update(make_hostile(subs, f"{A}.ipynb", course / "source" / A / f"{A}.ipynb",
+                                "alice"))
     return subs
 
 
@@ -398,3 +359,74 @@ def test_display_updates_are_counted_in_the_budget(tmp_path, monkeypatch):
     assert "output cut: " in first[-1]["text"] and "bytes per cell" in first[-1]["text"]
     assert second[0]["data"]["text/plain"] == "'" + "b" * 5000 + "'"  # within the budget
     assert "output cut" not in json.dumps(second) and "done" in json.dumps(second)
+
+
+def _peak_while_graded(tmp_path, monkeypatch, manager) -> tuple:
+    """Python's peak memory (tracemalloc) while a real kernel prints 48 MB in one message,
+    and the notebook afterwards."""
+    import tracemalloc
+
+    import cnnlab_nbgrader as course_lib
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    tmp_path.mkdir()
+    (tmp_path / "cnnlab_course.json").write_text(json.dumps({"max_message_mb": 1}))
+    monkeypatch.setattr(course_lib, "COURSE", tmp_path)
+    monkeypatch.setenv("CNNLAB_RUNTIME_DIR", str(tmp_path / "runtime"))
+    nb = new_notebook(cells=[
+        new_code_cell("import sys, time\nsys.stdout.write('x' * (48 << 20))\nsys.stdout.flush()",
+                      id="c0"),
+        new_code_cell("time.sleep(1)\nprint('still talking')", id="c1"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}})
+    runner = course_lib.SandboxedExecute(kernel_manager_class=manager, kernel_name="python3",
+                                         timeout=60, iopub_timeout=2, interrupt_on_timeout=True)
+    tracemalloc.start()
+    try:
+        nb, _ = runner.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+        return tracemalloc.get_traced_memory()[1], nb, runner
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_message_over_the_limit_never_reaches_the_grader(tmp_path, monkeypatch):
+    """One ``write`` of 48 MB is one kernel message: the grader's client refuses it at
+    the socket (``max_message_mb``), so the grader's memory never holds it, and the kernel
+    goes on being heard. The same notebook through a plain client holds it all."""
+    import sandbox
+    from jupyter_client.manager import AsyncKernelManager
+
+    peak, nb, runner = _peak_while_graded(tmp_path / "bounded", monkeypatch, sandbox.SandboxKernelManager)
+    assert peak < 16 << 20, peak >> 20
+    assert "x" * 1000 not in json.dumps(nb.cells[0].outputs)
+    assert "output lost: the kernel sent a message over the limit of 1 MB" in json.dumps(
+        nb.cells[0].outputs)
+    assert "still talking" in nb.cells[1].outputs[0]["text"]  # heard again
+    assert runner.budget.summary(nb) == [{"cell": "c0", "dropped": 0, "lost": True}]
+    plain, _, _ = _peak_while_graded(tmp_path / "plain", monkeypatch, AsyncKernelManager)
+    assert plain > 48 << 20, plain >> 20  # the reference: the whole message, at least once
+
+
+def test_a_kernel_deaf_to_interrupts_still_stops_the_notebook(tmp_path, monkeypatch):
+    """The counter-case of the refused message: a kernel that ignores the interrupt sends
+    no "idle", and with no refused message nbgrader's rule holds (the notebook stops
+    there, and the student is reported as not stopping), not a wait on the next cell."""
+    import cnnlab_nbgrader as course_lib
+    import sandbox
+    from nbclient.exceptions import CellTimeoutError
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    (tmp_path / "cnnlab_course.json").write_text(json.dumps({}))
+    monkeypatch.setattr(course_lib, "COURSE", tmp_path)
+    monkeypatch.setenv("CNNLAB_RUNTIME_DIR", str(tmp_path / "runtime"))
+    nb = new_notebook(cells=[new_code_cell(
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "while True:\n    time.sleep(0.01)")], metadata={"kernelspec": {
+            "name": "python3", "display_name": "Python 3", "language": "python"}})
+    runner = course_lib.SandboxedExecute(kernel_manager_class=sandbox.SandboxKernelManager,
+                                         kernel_name="python3", timeout=2, iopub_timeout=2,
+                                         interrupt_on_timeout=True)
+    start = time.monotonic()
+    with pytest.raises(CellTimeoutError, match="Timeout waiting for IOPub output"):
+        runner.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert time.monotonic() - start < 30
