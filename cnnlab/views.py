@@ -73,7 +73,7 @@ class UnitViews:
         activation: float32 (U, K), the unit's value on each of them (before the ReLU).
         bias: float32 (U,), each unit's bias when the probe's layer is a ``Linear``
             (the contribution maps then sum to ``activation - bias``); zeros otherwise.
-        occlusion: float32 (U, K, G, G), the occlusion maps (7x7 with the defaults).
+        occlusion: float32 (U, K, Gh, Gw), the occlusion maps (7x7 on 32x32 images).
         maps: method name -> float32 (U, K, H, W) maps ((U, K, 8, 8) for
             ``"contribution"``), positive where the region raises the unit.
         synthesized: uint8 tensor (U, C, H, W) or None, an image made to excite
@@ -178,7 +178,7 @@ def unit_views(
         method_options: method name -> keyword arguments for it (e.g.
             ``{"integrated_gradients": {"steps": 16}}``; ``"synthesized"`` for
             :func:`cnnlab.featvis.synthesize`'s, e.g. ``{"steps": 64}``).
-        occlusion: float32 (K', U, G, G), the maps :func:`cnnlab.top_k_occlusion`
+        occlusion: float32 (K', U, Gh, Gw), the maps :func:`cnnlab.top_k_occlusion`
             already gave for these ``top_indices`` and ``units`` (Section 4's), reused
             instead of computed again; None computes them.
 
@@ -263,7 +263,7 @@ def unit_bias(probe: Probe) -> np.ndarray | None:
 
 def _check_occlusion(maps, k: int, n_units: int) -> np.ndarray:
     maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim != 4 or maps.shape[:2] != (k, n_units) or maps.shape[2] != maps.shape[3]:
+    if maps.ndim != 4 or maps.shape[:2] != (k, n_units):
         raise ValueError(
             f"occlusion has shape {maps.shape}; expected ({k}, {n_units}, G, G): the maps "
             "cnnlab.top_k_occlusion gave for the same top indices and units. Pass "
