@@ -36,10 +36,11 @@ from .metrics import plot_confusion
 from .model import unit_layer
 from .occlusion import plot_occlusion, scaled_occluder, top_k_occlusion
 from .probe import Probe, last_spatial_layer
-from .sanity import (FILLS, cascading_randomization, faithfulness, plot_faithfulness,
-                     plot_randomization)
+from .attribution import relu_calls
+from .sanity import (FILLS, SANITY_METHODS, cascading_randomization, faithfulness,
+                     plot_faithfulness, plot_randomization)
 from .train import evaluate, predict, train_or_load
-from .views import plot_unit_views, unit_views
+from .views import MAP_VIEWS, plot_unit_views, unit_views
 
 #: The figures of the lab, in notebook order: file stem -> caption.
 FIGURES = {
@@ -195,6 +196,20 @@ def lab_units(config_units, n_units: int) -> list[int]:
     return units or list(range(min(len(config_units), n_units)))
 
 
+def tsne_settings(config: LabConfig, n: int, dims: int) -> tuple[int, float]:
+    """``(pca_dims, perplexity)`` for t-SNE of ``n`` points of ``dims`` units: the
+    profile's, unless the data are too few for them (then said in a line): no PCA when
+    there are not more units (or points) than its dimensions, and a perplexity below
+    a third of the points."""
+    pca_dims = config.pca_dims if config.pca_dims < min(n, dims) else 0
+    perplexity = min(config.perplexity, (n - 1) / 3)
+    if (pca_dims, perplexity) != (config.pca_dims, config.perplexity):
+        print(f"[tsne] {n} points of {dims} units: PCA to {pca_dims or 'no'} dimensions "
+              f"(profile: {config.pca_dims}), perplexity {perplexity:.1f} (profile: "
+              f"{config.perplexity})", flush=True)
+    return pca_dims, perplexity
+
+
 def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
              network) -> dict:
     out = Path(out)
@@ -284,11 +299,8 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
                             threshold=config.threshold), "occlusion")
     with stage("tsne"):
         n = min(config.tsne_points or len(test), len(test))
-        perplexity = min(config.perplexity, (n - 1) / 3)  # t-SNE needs 3 x perplexity < n
-        if perplexity < config.perplexity:
-            print(f"[tsne] perplexity {perplexity:.1f} instead of {config.perplexity} for "
-                  f"only {n} points", flush=True)
-        emb = embed(features[:n], pca_dims=config.pca_dims, seed=config.seed,
+        pca_dims, perplexity = tsne_settings(config, n, features.shape[1])
+        emb = embed(features[:n], pca_dims=pca_dims, seed=config.seed,
                     max_iter=config.tsne_iter, perplexity=perplexity)
         trust = trustworthiness_score(features[:n], emb, seed=config.seed)
         save(plot_embedding(emb, test.labels[:n].numpy(), test.classes,
@@ -299,15 +311,21 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
             save(plot_confusion(result.confusion, test.classes, result.per_class_accuracy),
                  "confusion")
     with stage("unit_views"):
-        views = unit_views(probe, test.images, top, units, seed=config.seed,
+        methods = list(MAP_VIEWS)
+        if not relu_calls(probe, test.images[:1]):
+            methods.remove("guided_backprop")
+            skip("guided_backprop", f"no ReLU runs before layer {probe.layer}, so guided "
+                 "backprop would be the plain gradient")
+        views = unit_views(probe, test.images, top, units, methods=methods, seed=config.seed,
                            progress=progress, occlusion=omaps,
                            method_options={"synthesized": {"like": like}})
         save(plot_unit_views(views), "unit_views")
     with stage("sanity"):
         # the 2 best images of every unit, as in the notebook: every method is
         # recomputed for each randomized copy of the network
-        randomization = cascading_randomization(probe, *views.batch(2)[:2],
-                                                seed=config.seed)
+        randomization = cascading_randomization(
+            probe, *views.batch(2)[:2], seed=config.seed,
+            methods=[m for m in SANITY_METHODS if m in methods or m not in MAP_VIEWS])
         save(plot_randomization(randomization), "randomization")
     with stage("faithfulness"):
         images6, targets6, maps6 = views.batch()

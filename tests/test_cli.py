@@ -204,3 +204,61 @@ def test_lab_flags_of_your_own_network_need_model_and_weights(own_network, tmp_p
     r = run("lab", "--model", "resnet18", "--weights", str(tmp_path / "none.pt"),
             "--data", str(data), "--out", str(tmp_path))
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+TINY_NET = '''
+import torch.nn.functional as F
+from torch import nn
+
+
+class OneConv(nn.Module):
+    """One conv layer, a functional ReLU, global pooling and a classifier."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 5, padding=2)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(x)).mean(dim=(2, 3)))
+'''
+
+
+def test_lab_on_a_network_of_your_own_says_which_sections_do_not_apply(own_network,
+                                                                        tmp_path):
+    """A function of yours with one conv layer and 5 outputs for 3 classes: the second
+    conv's filters, the confusion matrix and guided backprop (no ReLU before the conv)
+    are skipped, each with its reason; every other figure is written; the default layer
+    is the last one with a spatial output."""
+    import torch
+
+    data, _ = own_network
+    (tmp_path / "my_nets.py").write_text(TINY_NET)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("my_nets", tmp_path / "my_nets.py")
+    my_nets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(my_nets)
+    torch.manual_seed(0)
+    torch.save(my_nets.OneConv(num_classes=5).state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "out"
+    r = run("lab", "--profile", "quick", "--model", "my_nets:OneConv", "--weights",
+            str(tmp_path / "w.pt"), "--num-classes", "5", "--data", str(data),
+            "--size", "32", "48", "--units", "1", "6", "--out", str(out),
+            env_extra={"PYTHONPATH": f"{tmp_path}:{ROOT}", "CNNLAB_SOURCE": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layer"] == "conv" and summary["image_shape"] == [3, 32, 48]
+    assert set(summary["skipped"]) == {"filters_conv2", "confusion", "guided_backprop"}
+    assert "no ReLU runs before layer conv" in summary["skipped"]["guided_backprop"]
+    assert "guided_backprop" not in summary["sanity"]["correlation"]
+    assert "guided_backprop" not in summary["faithfulness"]["black"]
+    assert "1 Conv2d layer" in summary["skipped"]["filters_conv2"]
+    assert "5 outputs and the data 3 classes" in summary["skipped"]["confusion"]
+    assert "[confusion] skipped: the network has 5 outputs" in r.stdout
+    assert summary["accuracy"] is None and "test accuracy not measured" in r.stdout
+    written = {p.name for p in out.glob("*.png")}
+    assert written == set(summary["figures"]) and len(written) == 10
+    assert all((out / name).read_bytes()[:4] == b"\x89PNG" for name in written)
+    page = (out / "index.html").read_text()
+    assert "Sections skipped" in page and "filters_conv2" in page
