@@ -428,6 +428,21 @@ class _GuidedRelus(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def relu_calls(model, images) -> int:
+    """How many ReLU calls (modules or functions) run before the probe's layer gives its
+    output for ``images`` (N, C, H, W); :func:`guided_backprop` needs at least one.
+
+    Args:
+        model: a :class:`cnnlab.Probe`, or a network read at its output.
+        images: uint8 pixels, or floats already normalised.
+    """
+    probe = _probe(model)
+    x, _, _ = prepare_inputs(probe, images, 0)
+    with evaluating(probe.model), torch.no_grad(), _GuidedRelus() as guided:
+        probe.outputs(x)
+    return guided.calls
+
+
 def guided_backprop(model: nn.Module, images, targets, batch_size: int | None = None
                     ) -> np.ndarray:
     """Guided backpropagation (Springenberg et al. 2015).

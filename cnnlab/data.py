@@ -148,6 +148,25 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def resized(self, size) -> Split:
+        """The images resized to ``size`` = (H, W) (bilinear, antialiased), uint8 kept.
+
+        Raises:
+            ValueError: ``size`` is not two whole numbers of at least 8.
+        """
+        size = tuple(size) if isinstance(size, (tuple, list)) else (size,)
+        if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 8
+                                     for s in size):
+            raise ValueError(f"size={size!r} must be (H, W), whole numbers of at least 8 "
+                             "pixels, e.g. (64, 64).")
+        if tuple(self.images.shape[-2:]) == size:
+            return self
+        x = torch.nn.functional.interpolate(self.images.float(), size=size, mode="bilinear",
+                                            antialias=True, align_corners=False)
+        images = x.round().clamp(0, 255).to(torch.uint8)
+        return Split(images, self.labels, self.classes,
+                     f"{self.source} (resized to {size[0]}x{size[1]})")
+
     def subset(self, n: int | None, seed: int = 0) -> Split:
         """A random subset of ``n`` images (the same for the same seed); ``None`` or
         ``n >= len(self)`` returns the whole split."""

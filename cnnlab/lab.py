@@ -4,7 +4,9 @@
 folder, a PNG per figure, ``summary.json`` (accuracy, per-class accuracy,
 the fraction of dead units, t-SNE trustworthiness, section 6's sanity
 correlations and faithfulness areas, the seconds of every stage) and ``index.html`` showing
-them all. ``cnnlab lab`` calls it.
+them all. ``cnnlab lab`` calls it. On a trained network of your own (a :class:`Network`,
+``cnnlab lab --model``) every section reads it through a :class:`cnnlab.Probe` at a named
+layer; a section that cannot apply is skipped with a line saying why.
 """
 
 from __future__ import annotations
@@ -18,22 +20,27 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import torch
+from torch import nn
 
 from ._io import atomic_write
-from .activations import (extract_features, feature_extractor, firing_stats, plot_firing,
-                          plot_top_k, top_k)
+from .activations import extract_features, firing_stats, plot_firing, plot_top_k, top_k
 from .config import LabConfig, using
-from .data import Split
+from .data import MEAN, STD, Split
 from .device import get_device
 from .embedding import embed, plot_embedding, trustworthiness_score
-from .filters import activation_maps, plot_activation_maps, plot_filters
+from .filters import activation_maps, conv_weight, plot_activation_maps, plot_filters
 from .metrics import plot_confusion
-from .occlusion import plot_occlusion, top_k_occlusion
-from .sanity import (FILLS, cascading_randomization, faithfulness, plot_faithfulness,
-                     plot_randomization)
-from .train import evaluate, train_or_load
-from .views import plot_unit_views, unit_views
+from .model import unit_layer
+from .occlusion import plot_occlusion, scaled_occluder, top_k_occlusion
+from .probe import Probe, last_spatial_layer
+from .attribution import relu_calls
+from .sanity import (FILLS, SANITY_METHODS, cascading_randomization, faithfulness,
+                     plot_faithfulness, plot_randomization)
+from .train import evaluate, predict, train_or_load
+from .views import MAP_VIEWS, plot_unit_views, unit_views
 
 #: The figures of the lab, in notebook order: file stem -> caption.
 FIGURES = {
@@ -81,6 +88,52 @@ def _save(fig, path: Path) -> None:
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
 
+#: Captions of the lab's figures on a network of your own (``cnnlab lab --model``).
+NETWORK_FIGURES = {
+    "filters_conv1": "The filters of the first conv layer ({conv1}).",
+    "filters_conv2": "The filters of the second conv layer ({conv2}), input channel 0 in grey.",
+    "activation_maps": "The feature maps of layer {maps_layer} for one test image.",
+    "firing": "How often each of the {units} units of layer {layer} fires (is positive) on "
+    "the test images (a conv layer's channels averaged over positions), and its largest "
+    "value.",
+    "top_k": "The test images that excite each chosen unit of layer {layer} most, best first.",
+    "occlusion": "The same images, dimmed where hiding a {occluder}x{occluder} patch changed "
+    "the unit least.",
+    "tsne": "t-SNE map of the {units}-d units of layer {layer} on the test images, one "
+    "colour per class.",
+    "confusion": "Confusion matrix on the test images, with per-class accuracy.",
+    "unit_views": "One unit, every view: each chosen unit's best test images, then occlusion, "
+    "gradient, SmoothGrad, Integrated Gradients, Grad-CAM and the contribution map "
+    "(gradient x activation) on its best image, and an image synthesized to excite it.",
+    "randomization": "The sanity check (cascading randomization) over the conv and Linear "
+    "layers that layer {layer} reads, from the top down.",
+    "faithfulness_black": "Deletion and insertion curves with a black fill.",
+    "faithfulness_blur": "Deletion and insertion curves with a blurred copy as the fill.",
+}
+
+
+@dataclass
+class Network:
+    """A network of your own for :func:`run_lab`, with its trained weights loaded.
+
+    Attributes:
+        model: the network, taking images (N, C, H, W) normalised with ``mean``, ``std``.
+        name: how it was named (``"resnet18"``, ``"mypkg.nets:small"``), for the summary.
+        layer: the layer whose units the lab reads, a name from ``named_modules()``;
+            None = the last layer with a spatial output
+            (:func:`cnnlab.probe.last_spatial_layer`).
+        mean, std: the per-channel normalisation it was trained with (None: 0.5).
+        weights: the file the weights came from, for the summary.
+    """
+
+    model: nn.Module
+    name: str
+    layer: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    weights: str = ""
+
+
 def run_lab(
     config: LabConfig,
     train: Split,
@@ -90,6 +143,7 @@ def run_lab(
     retrain: bool = False,
     device: torch.device | None = None,
     progress: bool = True,
+    network: Network | None = None,
 ) -> dict:
     """Run every section of the lab and write its figures to ``out``.
 
@@ -102,19 +156,68 @@ def run_lab(
         retrain: train even when a matching checkpoint exists.
         device: where to compute (default: :func:`cnnlab.device.get_device`).
         progress: show progress bars.
+        network: a trained network of your own, read at its :class:`Network` layer;
+            None = the course network (trained or reused), read at its 128 units.
+            A section that does not apply to it is skipped with a line saying why
+            (``summary["skipped"]``).
 
     Returns:
         The summary written to ``summary.json``.
     """
     with using(config):  # every default below is this config's, not $CNNLAB_PROFILE's
-        return _run_lab(config, train, test, out, checkpoint, retrain, device, progress)
+        return _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
+                        network)
 
 
-def _run_lab(config, train, test, out, checkpoint, retrain, device, progress) -> dict:
+def conv_layers(model: nn.Module) -> list[str]:
+    """The names of the ``Conv2d`` layers of ``model``, in ``named_modules()`` order."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def maps_layer(model: nn.Module) -> str:
+    """Where the lab draws activation maps: after the first conv layer's ReLU when a
+    ``ReLU`` module comes right after it in ``named_modules()`` (``"1"`` in the course
+    network), else the first conv layer itself (``"conv1"`` in a ResNet).
+
+    Raises:
+        ValueError: the model has no Conv2d.
+    """
+    named = [(name, m) for name, m in model.named_modules() if name]
+    for i, (name, m) in enumerate(named):
+        if isinstance(m, nn.Conv2d):
+            after = named[i + 1] if i + 1 < len(named) else None
+            return after[0] if after and isinstance(after[1], nn.ReLU) else name
+    raise ValueError(f"{type(model).__name__} has no Conv2d layer: no feature maps to draw.")
+
+
+def lab_units(config_units, n_units: int) -> list[int]:
+    """The profile's units that the layer has; the first ones when it has none of them."""
+    units = [u for u in config_units if u < n_units]
+    return units or list(range(min(len(config_units), n_units)))
+
+
+def tsne_settings(config: LabConfig, n: int, dims: int) -> tuple[int, float]:
+    """``(pca_dims, perplexity)`` for t-SNE of ``n`` points of ``dims`` units: the
+    profile's, unless the data are too few for them (then said in a line): no PCA when
+    there are not more units (or points) than its dimensions, and a perplexity below
+    a third of the points."""
+    pca_dims = config.pca_dims if config.pca_dims < min(n, dims) else 0
+    perplexity = min(config.perplexity, (n - 1) / 3)
+    if (pca_dims, perplexity) != (config.pca_dims, config.perplexity):
+        print(f"[tsne] {n} points of {dims} units: PCA to {pca_dims or 'no'} dimensions "
+              f"(profile: {config.pca_dims}), perplexity {perplexity:.1f} (profile: "
+              f"{config.perplexity})", flush=True)
+    return pca_dims, perplexity
+
+
+def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
+             network) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = device or get_device()
     seconds: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    written: list[str] = []
 
     @contextmanager
     def stage(name: str):
@@ -124,75 +227,140 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress) ->
         seconds[name] = round(time.perf_counter() - start, 3)
         print(f"[{name}] {seconds[name]:.1f} s", flush=True)
 
-    with stage("train"):
-        model, info = train_or_load(config, train, test, checkpoint, retrain, device, progress)
+    def save(fig, stem: str) -> None:
+        _save(fig, out / f"{stem}.png")
+        written.append(stem)
+
+    def skip(stem: str, why: str) -> None:
+        skipped[stem] = why
+        print(f"[{stem}] skipped: {why}", flush=True)
+
+    image_shape = tuple(test.images.shape[1:])
+    if network is None:
+        with stage("train"):
+            model, info = train_or_load(config, train, test, checkpoint, retrain, device,
+                                        progress)
+        probe = Probe(model, unit_layer(model))
+        like = None  # the course's CIFAR-10 colours, as the notebook's synthesis
+    else:
+        with stage("load"):
+            model = network.model.to(device).eval()
+            layer = network.layer or last_spatial_layer(model, image_shape)
+            probe = Probe(model, layer, mean=network.mean, std=network.std)
+            info = {"metrics": {}, "reused": True, "checkpoint": network.weights}
+        like = train.images
+        print(f"reading {network.name} at layer {probe.layer!r} on images of shape "
+              f"{image_shape}", flush=True)
     with stage("evaluate"):  # already done when the model was just trained
-        result = info.get("evaluation") or evaluate(model, test, config.precision)
+        result = info.get("evaluation")
+        n_out = predict(model, test.images[:1], config.precision, mean=probe.mean,
+                        std=probe.std).shape[1] if result is None else len(test.classes)
+        if n_out == len(test.classes):
+            result = result or evaluate(model, test, config.precision, probe.mean, probe.std)
+        else:
+            skip("confusion", f"the network has {n_out} outputs and the data "
+                 f"{len(test.classes)} classes, so its outputs are not these classes "
+                 "(give --num-classes to match)")
     with stage("filters"):
-        _save(plot_filters(model[0].weight, title="Filters of conv layer 0 (3 input channels)"),
-              out / "filters_conv1.png")
-        _save(plot_filters(model[2].weight, title="Filters of conv layer 2 (input channel 0)"),
-              out / "filters_conv2.png")
-        maps = activation_maps(model, test.images[0], layer=1)
-        _save(plot_activation_maps(
-            maps, title=f"Feature maps after layer 1 for a test {test.classes[test.labels[0]]}"),
-            out / "activation_maps.png")
+        convs = conv_layers(model)
+        for stem, i, what in (("filters_conv1", 0, "{c} input channels"),
+                              ("filters_conv2", 1, "input channel 0")):
+            if i < len(convs):
+                weight = conv_weight(model, convs[i])
+                title = f"Filters of conv layer {convs[i]} ({what})".format(c=weight.shape[1])
+                save(plot_filters(weight, title=title), stem)
+            else:
+                skip(stem, f"the network has {len(convs)} Conv2d layer(s)")
+        if convs:
+            where = maps_layer(model)
+            maps = activation_maps(probe, test.images[0], layer=where)
+            save(plot_activation_maps(maps, title=f"Feature maps after layer {where} for a "
+                                      f"test {test.classes[test.labels[0]]}"),
+                 "activation_maps")
+        else:
+            skip("activation_maps", "the network has no Conv2d layer")
     with stage("features"):
-        extractor = feature_extractor(model)
-        features = extract_features(extractor, test.images, progress=progress,
+        features = extract_features(probe, test.images, progress=progress,
                                     precision=config.precision)
+        units = (list(config.units) if network is None
+                 else lab_units(config.units, features.shape[1]))
     with stage("firing"):
         firing = firing_stats(features)
-        _save(plot_firing(firing, config.units), out / "firing.png")
+        save(plot_firing(firing, units), "firing")
     with stage("top_k"):
         top = top_k(features, config.top_k)
-        _save(plot_top_k(test.images, top, config.units), out / "top_k.png")
+        save(plot_top_k(test.images, top, units), "top_k")
     with stage("occlusion"):
-        omaps = top_k_occlusion(extractor, test.images, top, config.units,
-                                size=config.occluder, stride=config.stride)  # fp32
-        _save(plot_occlusion(test.images, top, config.units, omaps, sigma=config.sigma,
-                             threshold=config.threshold), out / "occlusion.png")
+        # the occluder scaled to the image (the profile's 11 and 4 on 32x32), fp32
+        occluder = scaled_occluder(*image_shape[1:])
+        omaps = top_k_occlusion(probe, test.images, top, units, size=occluder[0],
+                                stride=occluder[1])
+        save(plot_occlusion(test.images, top, units, omaps, sigma=config.sigma,
+                            threshold=config.threshold), "occlusion")
     with stage("tsne"):
         n = min(config.tsne_points or len(test), len(test))
-        emb = embed(features[:n], pca_dims=config.pca_dims, seed=config.seed,
-                    max_iter=config.tsne_iter, perplexity=config.perplexity)
+        pca_dims, perplexity = tsne_settings(config, n, features.shape[1])
+        emb = embed(features[:n], pca_dims=pca_dims, seed=config.seed,
+                    max_iter=config.tsne_iter, perplexity=perplexity)
         trust = trustworthiness_score(features[:n], emb, seed=config.seed)
-        _save(plot_embedding(emb, test.labels[:n].numpy(), test.classes,
-                             title=f"t-SNE of {n} test images (trustworthiness {trust:.3f})"),
-              out / "tsne.png")
+        save(plot_embedding(emb, test.labels[:n].numpy(), test.classes,
+                            title=f"t-SNE of {n} test images (trustworthiness {trust:.3f})"),
+             "tsne")
     with stage("confusion"):
-        _save(plot_confusion(result.confusion, test.classes, result.per_class_accuracy),
-              out / "confusion.png")
+        if result is not None:
+            save(plot_confusion(result.confusion, test.classes, result.per_class_accuracy),
+                 "confusion")
     with stage("unit_views"):
-        views = unit_views(model, test.images, top, config.units, seed=config.seed,
-                           progress=progress, occlusion=omaps)
-        _save(plot_unit_views(views), out / "unit_views.png")
+        methods = list(MAP_VIEWS)
+        if not relu_calls(probe, test.images[:1]):
+            methods.remove("guided_backprop")
+            skip("guided_backprop", f"no ReLU runs before layer {probe.layer}, so guided "
+                 "backprop would be the plain gradient")
+        views = unit_views(probe, test.images, top, units, methods=methods, seed=config.seed,
+                           progress=progress, occlusion=omaps,
+                           method_options={"synthesized": {"like": like}})
+        save(plot_unit_views(views), "unit_views")
     with stage("sanity"):
         # the 2 best images of every unit, as in the notebook: every method is
-        # recomputed for each of the 6 randomized copies of the network
-        randomization = cascading_randomization(extractor, *views.batch(2)[:2],
-                                                seed=config.seed)
-        _save(plot_randomization(randomization), out / "randomization.png")
+        # recomputed for each randomized copy of the network
+        randomization = cascading_randomization(
+            probe, *views.batch(2)[:2], seed=config.seed,
+            methods=[m for m in SANITY_METHODS if m in methods or m not in MAP_VIEWS])
+        save(plot_randomization(randomization), "randomization")
     with stage("faithfulness"):
         images6, targets6, maps6 = views.batch()
-        faithful = {fill: faithfulness(extractor, images6, targets6, maps6, fill=fill,
+        faithful = {fill: faithfulness(probe, images6, targets6, maps6, fill=fill,
                                        seed=config.seed) for fill in FILLS}
         for fill, curves in faithful.items():
-            _save(plot_faithfulness(curves), out / f"faithfulness_{fill}.png")
+            save(plot_faithfulness(curves), f"faithfulness_{fill}")
 
     history = info["metrics"].get("history", [])
+    if network is None:
+        captions = FIGURES
+    else:
+        facts = {"layer": probe.layer, "units": features.shape[1], "occluder": occluder[0],
+                 "maps_layer": maps_layer(model) if convs else "",
+                 "conv1": convs[0] if convs else "", "conv2": convs[1] if len(convs) > 1 else ""}
+        captions = {stem: text.format(**facts) for stem, text in NETWORK_FIGURES.items()}
     summary = {
         "profile": config.profile,
         "config": config.to_dict(),
         "device": str(device),
+        "network": "course" if network is None else network.name,
+        "layer": probe.layer,
+        "mean": list(probe.mean or [MEAN]),
+        "std": list(probe.std or [STD]),
+        "image_shape": list(image_shape),
+        "units": units,
         "train_source": train.source,
         "test_source": test.source,
         "train_images": len(train),
         "test_images": len(test),
         "model_reused": info["reused"],
         "checkpoint": info["checkpoint"],
-        "accuracy": result.accuracy,
-        "per_class_accuracy": dict(zip(test.classes, result.per_class_accuracy.tolist())),
+        "accuracy": None if result is None else result.accuracy,
+        "per_class_accuracy": {} if result is None else dict(
+            zip(test.classes, result.per_class_accuracy.tolist())),
         "training_history": history,
         "feature_shape": list(features.shape),
         "dead_units": firing.dead.tolist(),
@@ -222,7 +390,8 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress) ->
         "seconds": seconds,
         "total_seconds": round(sum(seconds.values()), 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "figures": {f"{stem}.png": caption for stem, caption in FIGURES.items()},
+        "figures": {f"{stem}.png": captions[stem] for stem in captions if stem in written},
+        "skipped": skipped,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "index.html").write_text(render_index(summary))
@@ -256,6 +425,13 @@ def render_index(summary: dict) -> str:
         for m in summary["faithfulness"][fills[0]]
     )
     n_dead = len(summary["dead_units"])
+    accuracy = ("not measured" if summary["accuracy"] is None
+                else f"<b>{summary['accuracy']:.1%}</b>")
+    network = ("the course network" if summary["network"] == "course"
+               else html.escape(summary["network"]))
+    skipped = "".join(f"<li>{html.escape(stem)}: {html.escape(why)}</li>"
+                      for stem, why in summary["skipped"].items())
+    skipped = f"<p>Sections skipped:</p><ul>{skipped}</ul>" if skipped else ""
     figures = "".join(
         f'<figure><img src="{html.escape(name)}" alt="{html.escape(name)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
@@ -272,11 +448,12 @@ td, th {{ padding: 0.15em 0.8em; border-bottom: 1px solid #ddd; }}
 <h1>What does the network learn?</h1>
 <p>Profile <b>{html.escape(summary['profile'])}</b> on {html.escape(summary['device'])};
 {summary['train_images']:,} training and {summary['test_images']:,} test images
-({html.escape(summary['test_source'])}). Test accuracy
-<b>{summary['accuracy']:.1%}</b>; t-SNE trustworthiness {summary['trustworthiness']:.3f}.
+({html.escape(summary['test_source'])}). {network} read at layer
+<b>{html.escape(summary['layer'])}</b>. Test accuracy
+{accuracy}; t-SNE trustworthiness {summary['trustworthiness']:.3f}.
 Dead units (never positive on the test images): <b>{n_dead} of {summary['feature_shape'][1]}
 ({summary['dead_fraction']:.0%})</b>.</p>
-{figures}
+{skipped}{figures}
 <h2>Sanity check: correlation with the trained maps</h2>
 <p>Spearman correlation of |map| with the trained network's, as layers are re-initialized
 from the top down (mean over the chosen units' top images).</p>

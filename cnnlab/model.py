@@ -58,6 +58,22 @@ def build_model(num_classes: int = 10) -> nn.Sequential:
     )
 
 
+def unit_layer(model: nn.Module) -> str:
+    """The name of the layer the lab reads by default: the first ``nn.Linear``
+    (``"13"`` in the course network, the 128 units).
+
+    Raises:
+        ValueError: the model has no ``nn.Linear`` layer.
+    """
+    for name, layer in model.named_modules():
+        if isinstance(layer, nn.Linear):
+            return name
+    raise ValueError(
+        f"{type(model).__name__} has no nn.Linear layer; name the layer to read "
+        "(cnnlab.layers(model, (C, H, W)) lists them)."
+    )
+
+
 def first_linear_index(model: nn.Module) -> int:
     """Index of the first ``nn.Linear`` inside a Sequential (13 for the course network).
 

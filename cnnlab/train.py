@@ -198,11 +198,12 @@ class Evaluation:
 
 
 def predict(model: nn.Module, images: torch.Tensor, precision: str | None = None,
-            batch_size: int = 1000) -> torch.Tensor:
-    """Logits (N, C) float32 on the CPU for uint8 images (N, 3, 32, 32).
+            batch_size: int = 1000, mean=None, std=None) -> torch.Tensor:
+    """Logits (N, C) float32 on the CPU for uint8 images (N, 3, H, W).
 
-    ``precision`` None is the configuration's. The model's train/eval mode is
-    restored afterwards.
+    ``precision`` None is the configuration's; ``mean`` and ``std`` the network's
+    normalisation (None: the course's 0.5, see :func:`cnnlab.data.normalize`). The
+    model's train/eval mode is restored afterwards.
     """
     device = model_device(model)
     plan = choose_precision(device, or_config(precision, "precision"))
@@ -213,24 +214,25 @@ def predict(model: nn.Module, images: torch.Tensor, precision: str | None = None
     try:
         with torch.inference_mode(), plan.autocast():
             for i in range(0, len(images), batch_size):
-                x = normalize(images[i : i + batch_size].to(device)).contiguous(memory_format=fmt)
-                out.append(model(x).float().cpu())
+                x = normalize(images[i : i + batch_size].to(device), mean, std)
+                out.append(model(x.contiguous(memory_format=fmt)).float().cpu())
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
-def evaluate(model: nn.Module, data: Split, precision: str | None = None) -> Evaluation:
+def evaluate(model: nn.Module, data: Split, precision: str | None = None,
+             mean=None, std=None) -> Evaluation:
     """Accuracy, per-class accuracy and confusion matrix of ``model`` on ``data``.
 
     The confusion matrix is scikit-learn's ``confusion_matrix``; ``precision``
-    None is the configuration's.
+    None is the configuration's; ``mean``, ``std`` as for :func:`predict`.
     """
     from sklearn.metrics import confusion_matrix
 
     if len(data) == 0:
         raise ValueError("The evaluation split is empty: nothing to evaluate.")
-    preds = predict(model, data.images, precision).argmax(1).numpy()
+    preds = predict(model, data.images, precision, mean=mean, std=std).argmax(1).numpy()
     truth = data.labels.numpy()
     n_classes = len(data.classes)
     cm = confusion_matrix(truth, preds, labels=np.arange(n_classes))

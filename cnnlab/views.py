@@ -26,13 +26,14 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ._figures import new_figure
-from ._inference import as_image_batch, evaluating, prepare_batch
+from ._inference import as_image_batch
 from ._validate import whole_number
-from .activations import _check_top_indices, check_k, feature_extractor
+from .activations import _check_top_indices, check_k
 from .config import or_config
 from .data import to_display
-from .model import model_device
+from .model import unit_layer
 from .occlusion import masked_images, top_k_occlusion
+from .probe import Probe, input_channels
 
 #: The gradient-based views, in the order the lab shows them (names of
 #: :data:`cnnlab.attribution.METHODS`).
@@ -68,16 +69,19 @@ class UnitViews:
         units: the U units, in order.
         indices: int64 (U, K), ``indices[j, r]`` is the index (into the images
             given to :func:`unit_views`) of unit ``units[j]``'s r-th best image.
-        images: uint8 tensor (U, K, 3, H, W), those images.
+        images: uint8 tensor (U, K, C, H, W), those images.
         activation: float32 (U, K), the unit's value on each of them (before the ReLU).
-        bias: float32 (U,), each unit's bias (the contribution maps sum to
-            ``activation - bias``).
-        occlusion: float32 (U, K, G, G), the occlusion maps (7x7 with the defaults).
+        bias: float32 (U,), each unit's bias when the probe's layer is a ``Linear``
+            (the contribution maps then sum to ``activation - bias``); zeros otherwise.
+        occlusion: float32 (U, K, Gh, Gw), the occlusion maps (7x7 on 32x32 images).
         maps: method name -> float32 (U, K, H, W) maps ((U, K, 8, 8) for
             ``"contribution"``), positive where the region raises the unit.
-        synthesized: uint8 tensor (U, 3, H, W) or None, an image made to excite
+        synthesized: uint8 tensor (U, C, H, W) or None, an image made to excite
             each unit.
         synthesized_activation: float32 (U,) or None, the unit's value on it.
+        exact: whether ``bias`` is the units' ``Linear`` bias (the probe's layer is a
+            ``Linear``, as the course network's 128 units), so that each contribution
+            map sums to ``activation - bias``.
     """
 
     units: list[int]
@@ -89,6 +93,7 @@ class UnitViews:
     maps: dict[str, np.ndarray]
     synthesized: torch.Tensor | None = None
     synthesized_activation: np.ndarray | None = None
+    exact: bool = True
 
     @property
     def k(self) -> int:
@@ -155,22 +160,25 @@ def unit_views(
     """Every view of each unit on its top-K images, as arrays.
 
     Args:
-        model: the course network (or its extractor ``model[:14]``); the views are
-            of the units of its first ``Linear`` layer.
-        images: uint8 (N, 3, H, W), the images ``top_indices`` points into.
+        model: a :class:`cnnlab.Probe` (the views are of its units, on any network
+            and image size), or the course network (or its extractor ``model[:14]``):
+            then the units of its first ``Linear`` layer (:func:`as_probe`).
+        images: uint8 (N, C, H, W), the images ``top_indices`` points into.
         top_indices: (K', D) from :func:`cnnlab.activations.top_k`.
         units: the U units, each in 0..D-1.
         k: top images per unit, 1..K'; None for all K'.
         methods: gradient-based methods to compute (names of :data:`MAP_VIEWS`);
             None for all of them.
-        synthesize: also synthesize an image per unit (:func:`cnnlab.featvis.synthesize`).
+        synthesize: also synthesize an image per unit (:func:`cnnlab.featvis.synthesize`,
+            at the images' size; give ``like=`` training images in
+            ``method_options["synthesized"]`` for their colours).
         size, stride: the occluder's side and step; None for the lab's (11 and 4).
         seed: seed of SmoothGrad's noise and of the synthesis; None for the lab's.
         progress: show progress bars.
         method_options: method name -> keyword arguments for it (e.g.
             ``{"integrated_gradients": {"steps": 16}}``; ``"synthesized"`` for
             :func:`cnnlab.featvis.synthesize`'s, e.g. ``{"steps": 64}``).
-        occlusion: float32 (K', U, G, G), the maps :func:`cnnlab.top_k_occlusion`
+        occlusion: float32 (K', U, Gh, Gw), the maps :func:`cnnlab.top_k_occlusion`
             already gave for these ``top_indices`` and ``units`` (Section 4's), reused
             instead of computed again; None computes them.
 
@@ -187,27 +195,25 @@ def unit_views(
     """
     from . import attribution
 
-    images = as_image_batch(images)
+    probe = as_probe(model)
+    images = as_image_batch(images, channels=input_channels(probe.model))
     top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
     k = top_indices.shape[0] if k is None else check_k(k, top_indices.shape[0])
     methods = _check_methods(methods)
     options = dict(method_options or {})
     seed = or_config(seed, "seed")
-    extractor = feature_extractor(model)
     top = top_indices[: int(k)]  # (K, D)
     indices = np.ascontiguousarray(top[:, units].T)  # (U, K)
     flat = torch.as_tensor(indices.reshape(-1))
-    chosen = images[flat]  # (U*K, 3, H, W)
+    chosen = images[flat]  # (U*K, C, H, W)
     targets = np.repeat(units, k).tolist()
-    linear = extractor[-1]
-    with evaluating(extractor), torch.inference_mode():
-        x = prepare_batch(chosen, model_device(extractor), channels_last=False)
-        values = extractor(x).float().cpu().numpy()
+    values = probe.units(chosen).float().cpu().numpy()
     activation = values[np.arange(len(targets)), targets].reshape(len(units), k)
-    bias = (linear.bias.detach().float().cpu().numpy()[units] if linear.bias is not None
-            else np.zeros(len(units), dtype=np.float32))
+    bias = unit_bias(probe)
+    exact = bias is not None
+    bias = bias[units] if exact else np.zeros(len(units), dtype=np.float32)
     if occlusion is None:
-        occlusion = top_k_occlusion(extractor, images, top, units, size=size, stride=stride,
+        occlusion = top_k_occlusion(probe, images, top, units, size=size, stride=stride,
                                     progress=progress)  # (K, U, G, G)
     else:
         occlusion = _check_occlusion(occlusion, top_indices.shape[0], len(units))[: int(k)]
@@ -216,14 +222,15 @@ def unit_views(
         kwargs = dict(options.get(method, {}))
         if method == "smoothgrad":
             kwargs.setdefault("seed", seed)
-        m = attribution.attribute(method, extractor, chosen, targets, **kwargs)
+        m = attribution.attribute(method, probe, chosen, targets, **kwargs)
         maps[method] = m.reshape(len(units), k, *m.shape[1:])
     synthesized = synthesized_activation = None
     if synthesize:
         from .featvis import synthesize as make
 
-        kwargs = {"seed": seed, "progress": progress, **options.get("synthesized", {})}
-        result = make(extractor, units, **kwargs)
+        kwargs = {"seed": seed, "progress": progress, "image_size": tuple(images.shape[-2:]),
+                  **options.get("synthesized", {})}
+        result = make(probe, units, **kwargs)
         synthesized = result.images
         synthesized_activation = np.asarray(result.activation, dtype=np.float32)
     return UnitViews(
@@ -236,12 +243,27 @@ def unit_views(
         maps=maps,
         synthesized=synthesized,
         synthesized_activation=synthesized_activation,
+        exact=exact,
     )
+
+
+def as_probe(model) -> Probe:
+    """``model`` as a :class:`Probe`: a probe as it is; a network (the course network or
+    its extractor ``model[:14]``) read at its first ``Linear`` (:func:`cnnlab.model.unit_layer`)."""
+    return model if isinstance(model, Probe) else Probe(model, unit_layer(model))
+
+
+def unit_bias(probe: Probe) -> np.ndarray | None:
+    """float32 (D,): the bias of the probe's layer when it is a ``Linear``, else None."""
+    module = probe.module
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        return module.bias.detach().float().cpu().numpy()
+    return None
 
 
 def _check_occlusion(maps, k: int, n_units: int) -> np.ndarray:
     maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim != 4 or maps.shape[:2] != (k, n_units) or maps.shape[2] != maps.shape[3]:
+    if maps.ndim != 4 or maps.shape[:2] != (k, n_units):
         raise ValueError(
             f"occlusion has shape {maps.shape}; expected ({k}, {n_units}, G, G): the maps "
             "cnnlab.top_k_occlusion gave for the same top indices and units. Pass "
@@ -269,6 +291,14 @@ def _check_views(views: UnitViews, names) -> tuple[str, ...]:
             "them (and synthesize=True for 'synthesized'), or leave them out of views."
         )
     return names
+
+
+def _title(views: UnitViews, name: str) -> str:
+    """A column's title; the contribution map's says its grid and whether it is exact."""
+    if name != "contribution":
+        return TITLES[name]
+    h, w = views.maps[name].shape[-2:]
+    return f"contribution\n({h}x{w}{', exact' if views.exact else ''})"
 
 
 def _signed_overlay(ax, picture: np.ndarray, values: np.ndarray) -> None:
@@ -371,7 +401,7 @@ def plot_unit_views(
                 if not np.any(values):
                     ax.set_xlabel("all zero", fontsize=8)
             if i == 0:
-                ax.set_title(TITLES[name], fontsize=9)
+                ax.set_title(_title(views, name), fontsize=9)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])

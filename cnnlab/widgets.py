@@ -689,4 +689,5 @@ def _one_unit(views, unit: int, k: int):
         synthesized=None if views.synthesized is None else views.synthesized[j:j + 1],
         synthesized_activation=(None if views.synthesized_activation is None
                                 else views.synthesized_activation[j:j + 1]),
+        exact=views.exact,
     )

@@ -239,3 +239,19 @@ def test_imagefolder_of_mixed_sizes_or_nothing_is_explained(tmp_path):
         load_imagefolder(tmp_path / "empty", "test")
     with pytest.raises(DataError, match="neither a folder nor"):
         load_imagefolder(tmp_path / "nowhere.zip", "test")
+
+
+def test_resized_keeps_labels_and_resizes_non_square_images():
+    from cnnlab.data import Split
+
+    images = torch.zeros((2, 3, 40, 56), dtype=torch.uint8)
+    images[:, :, :, 28:] = 200  # right half bright
+    split = Split(images, torch.tensor([0, 1]), ("a", "b"), "made here")
+    small = split.resized((20, 28))
+    assert small.images.shape == (2, 3, 20, 28) and small.images.dtype == torch.uint8
+    assert torch.equal(small.labels, split.labels) and small.classes == split.classes
+    assert small.images[..., :13].max() == 0 and small.images[..., 15:].min() == 200
+    assert "resized to 20x28" in small.source
+    assert split.resized((40, 56)) is split
+    with pytest.raises(ValueError, match=r"size=\(4, 4\) must be \(H, W\)"):
+        split.resized((4, 4))

@@ -354,3 +354,13 @@ def test_tiny_functional_net_occlusion_and_filters(tiny, grey):
     assert conv_weight(tiny, "conv1").shape == (4, 1, 3, 3)
     with pytest.raises(ValueError, match="'head' is a Linear.*'conv1', 'conv2'"):
         conv_weight(tiny, "head")
+
+
+def test_relu_calls_count_every_relu_before_the_probes_layer(model, resnet, images, pictures):
+    from cnnlab.attribution import relu_calls
+
+    assert relu_calls(Probe(model, "13"), images[:2]) == 4  # the ReLUs 1, 3, 7 and 9
+    assert relu_calls(Probe(model, "0"), images[:2]) == 0  # the first conv: none before it
+    # the stem's ReLU, then each BasicBlock calls its one ReLU module twice
+    assert relu_calls(Probe(resnet, "layer1"), pictures[:1]) == 1 + 2 * 2
+    assert relu_calls(Probe(resnet, "layer1.0.conv1"), pictures[:1]) == 1

@@ -238,3 +238,40 @@ def test_batch_lays_out_the_views_unit_by_unit():
     assert views.batch()[0].shape == (8, 3, 32, 32)
     with pytest.raises(ValueError, match="n=5 must be an integer from 1 to 4"):
         views.batch(5)
+
+
+def test_unit_views_of_a_probe_inside_a_resnet_on_non_square_images(resnet):
+    """A layer is a name: the views of layer3's channels on 40x56 images, every array
+    against the probe's own values and methods."""
+    from cnnlab.probe import Probe
+
+    probe = Probe(resnet, "layer3", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    images = torch.randint(0, 256, (10, 3, 40, 56), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(2))
+    features = extract_features(probe, images, progress=False, precision="fp32")
+    top = top_k(features, 3)
+    views = unit_views(probe, images, top, [5, 200], k=2, methods=["gradient", "contribution"],
+                       method_options={"synthesized": {"steps": 2, "like": images}})
+    assert views.images.shape == (2, 2, 3, 40, 56)
+    assert np.array_equal(views.indices, top[:2, [5, 200]].T)
+    best = features[views.indices, np.array([[5], [200]])]
+    np.testing.assert_allclose(views.activation, best, rtol=1e-4, atol=1e-5)
+    # layer3 is no Linear: no bias, and the title does not claim an exact split
+    assert not views.exact and not views.bias.any()
+    # the contribution map is read at layer3 itself (3x4 on 40x56), and sums to the unit
+    assert views.maps["contribution"].shape == (2, 2, 3, 4)
+    np.testing.assert_allclose(views.maps["contribution"].sum(axis=(2, 3)), views.activation,
+                               rtol=1e-4, atol=1e-5)
+    grad = attribution.gradient(probe, views.images[1], [200, 200])
+    np.testing.assert_allclose(views.maps["gradient"][1], grad, rtol=1e-5, atol=1e-7)
+    assert views.occlusion.shape[:2] == (2, 2)
+    assert views.synthesized.shape == (2, 3, 40, 56)
+    fig = plot_unit_views(views, n_best=2)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert "contribution\n(3x4)" in titles
+
+
+def test_course_views_claim_the_exact_8x8_contribution(views):
+    assert views.exact and views.maps["contribution"].shape[-2:] == (8, 8)
+    fig = plot_unit_views(views, show=["contribution"], n_best=0)
+    assert fig.axes[0].get_title() == TITLES["contribution"] == "contribution\n(8x8, exact)"
