@@ -30,6 +30,7 @@ from .embedding import embed, plot_embedding, trustworthiness_score
 from .filters import activation_maps, plot_activation_maps, plot_filters
 from .metrics import plot_confusion
 from .occlusion import plot_occlusion, top_k_occlusion
+from .pretrained import load_pretrained
 from .sanity import (FILLS, cascading_randomization, faithfulness, plot_faithfulness,
                      plot_randomization)
 from .train import evaluate, train_or_load
@@ -90,6 +91,7 @@ def run_lab(
     retrain: bool = False,
     device: torch.device | None = None,
     progress: bool = True,
+    pretrained: bool = False,
 ) -> dict:
     """Run every section of the lab and write its figures to ``out``.
 
@@ -102,15 +104,29 @@ def run_lab(
         retrain: train even when a matching checkpoint exists.
         device: where to compute (default: :func:`cnnlab.device.get_device`).
         progress: show progress bars.
+        pretrained: use the course model shipped with cnnlab
+            (:func:`cnnlab.pretrained.load_pretrained`) instead of training; ``config``
+            then sets the analyses only.
 
     Returns:
         The summary written to ``summary.json``.
+
+    Raises:
+        ValueError: ``pretrained`` together with ``checkpoint`` or ``retrain``.
     """
+    given = [f"{k}={v!r}" for k, v in (("checkpoint", checkpoint), ("retrain", retrain)) if v]
+    if pretrained and given:
+        raise ValueError(
+            f"pretrained=True uses the weights shipped with cnnlab, so {' and '.join(given)} "
+            "would do nothing: drop it (--checkpoint, --retrain), or drop pretrained "
+            "(--pretrained) to train.")
     with using(config):  # every default below is this config's, not $CNNLAB_PROFILE's
-        return _run_lab(config, train, test, out, checkpoint, retrain, device, progress)
+        return _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
+                        pretrained)
 
 
-def _run_lab(config, train, test, out, checkpoint, retrain, device, progress) -> dict:
+def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
+             pretrained) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = device or get_device()
@@ -125,7 +141,13 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress) ->
         print(f"[{name}] {seconds[name]:.1f} s", flush=True)
 
     with stage("train"):
-        model, info = train_or_load(config, train, test, checkpoint, retrain, device, progress)
+        if pretrained:
+            model, info = load_pretrained(device)
+            print(f"Using the course model shipped with cnnlab ({info['checkpoint']}): "
+                  "no training.", flush=True)
+        else:
+            model, info = train_or_load(config, train, test, checkpoint, retrain, device,
+                                        progress)
     with stage("evaluate"):  # already done when the model was just trained
         result = info.get("evaluation") or evaluate(model, test, config.precision)
     with stage("filters"):
@@ -190,6 +212,7 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress) ->
         "train_images": len(train),
         "test_images": len(test),
         "model_reused": info["reused"],
+        "pretrained": pretrained,
         "checkpoint": info["checkpoint"],
         "accuracy": result.accuracy,
         "per_class_accuracy": dict(zip(test.classes, result.per_class_accuracy.tolist())),

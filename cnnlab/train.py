@@ -246,6 +246,13 @@ TRAINING_FIELDS = ("train_size", "epochs", "batch_size", "lr", "schedule", "warm
                    "label_smoothing", "seed")
 
 
+def same_recipe(saved: LabConfig | None, config: LabConfig) -> bool:
+    """Whether a checkpoint's config ``saved`` trains the same weights as ``config``
+    (every field of :data:`TRAINING_FIELDS` equal; a checkpoint without one never is)."""
+    return saved is not None and all(
+        getattr(saved, f) == getattr(config, f) for f in TRAINING_FIELDS)
+
+
 def default_checkpoint(config: LabConfig, data_source: str = "") -> Path:
     """``$CNNLAB_CHECKPOINTS/cnnlab-<profile>[-synthetic].pt``; the folder defaults to
     ``~/.cache/cnnlab/checkpoints``, so the command line and a notebook opened from
@@ -289,10 +296,8 @@ def train_or_load(
         except ValueError as exc:
             print(f"Not reusing {path}: {exc}")
         else:
-            saved = info["config"]
-            same = saved is not None and all(
-                getattr(saved, f) == getattr(config, f) for f in TRAINING_FIELDS
-            ) and info["metrics"].get("train_source") == _plain_source(train.source)
+            same = same_recipe(info["config"], config) and (
+                info["metrics"].get("train_source") == _plain_source(train.source))
             if same:
                 print(f"Reusing the model saved in {path} "
                       f"(test accuracy {info['metrics'].get('accuracy', float('nan')):.1%}).")
