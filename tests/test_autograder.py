@@ -56,6 +56,7 @@ pytest.importorskip("nbgrader")
 pytestmark = [pytest.mark.skipif(not SOLUTION.exists(), reason="solutions/ notebook missing"),
               pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux"),
               pytest.mark.timeout(1800)]
+pytestmark.append(pytest.mark.slow)  # the grading fixture grades 17 submissions: ~15 min
 
 sys.path.insert(0, str(ROOT / "autograder"))
 from test_autograder_inert import XSS_ANSWER, XSS_HONEST, add_xss, live_payloads  # noqa: E402

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,6 +37,7 @@ def test_bad_profile_is_a_clear_error(tmp_path):
     assert r.returncode == 2 and "Valid profiles: full, quick, reference" in r.stderr
 
 
+@pytest.mark.slow
 def test_train_on_synthetic_data_writes_model_and_metrics(tmp_path):
     r = run("train", "--profile", "quick", "--synthetic", "--epochs", "1",
             "--checkpoint", str(tmp_path / "m.pt"), "--json", str(tmp_path / "m.json"),
