@@ -4,7 +4,7 @@ The notebook-facing names are re-exported here; each lives in the module of its
 section (``cnnlab.data``, ``cnnlab.model``, ``cnnlab.device``, ``cnnlab.train``,
 ``cnnlab.filters``, ``cnnlab.activations``, ``cnnlab.occlusion``, ``cnnlab.embedding``,
 ``cnnlab.metrics``, ``cnnlab.probe``, ``cnnlab.views``, ``cnnlab.checks``,
-``cnnlab.widgets``, ``cnnlab.lab``).
+``cnnlab.widgets``, ``cnnlab.lab``, ``cnnlab.pretrained``).
 """
 
 __version__ = "0.1.0"
@@ -20,6 +20,7 @@ from .filters import (activation_maps, conv_weight, filter_images, plot_activati
                       plot_filters)
 from .metrics import plot_confusion
 from .model import N_UNITS, build_model, first_linear_index, load_checkpoint, save_checkpoint
+from .pretrained import load_pretrained
 from .probe import Layer, LayerError, Probe, last_spatial_layer, layers
 from .occlusion import occlusion_maps, occlusion_mask, plot_occlusion, top_k_occlusion
 from .train import Evaluation, History, evaluate, seed_everything, train_model, train_or_load
@@ -40,4 +41,5 @@ __all__ = [
     "Firing", "dead_units", "firing_stats", "plot_firing",
     "UnitViews", "plot_unit_views", "unit_views", "attribution_explorer",
     "Layer", "LayerError", "Probe", "conv_weight", "last_spatial_layer", "layers",
+    "load_pretrained",
 ]

@@ -21,6 +21,7 @@ from torch import nn
 
 from ._figures import new_figure
 from ._inference import as_image_batch, evaluating, prepare_batch
+from ._progress import bar
 from ._validate import feature_array, whole_number
 from .config import or_config
 from .device import choose_precision
@@ -78,7 +79,7 @@ def extract_features(
         images: uint8 (N, C, H, W) with values 0..255 (normalised here), or a float
             tensor already normalised (to [-1, 1] for the course network).
         batch_size: images per forward pass.
-        progress: show a tqdm progress bar.
+        progress: show a progress bar (in a terminal or notebook only).
         precision: ``"auto"`` (bf16 autocast and channels_last where the hardware
             is fast at it, :func:`cnnlab.device.choose_precision`) or ``"fp32"``;
             None for the configuration's.
@@ -94,8 +95,6 @@ def extract_features(
     Example:
         >>> feats = extract_features(feature_extractor(model), test.images)  # (10000, 128)
     """
-    from tqdm.auto import tqdm
-
     extractor, mean, std = as_extractor(extractor)
     images = as_image_batch(images, channels=input_channels(extractor))
     batch_size = whole_number(batch_size, "batch_size", advice="The lab uses 128.")
@@ -105,8 +104,8 @@ def extract_features(
     n = images.shape[0]
     out: np.ndarray | None = None
     with evaluating(extractor), torch.inference_mode(), plan.autocast():
-        for start in tqdm(range(0, n, batch_size), disable=not progress,
-                          desc="features", unit="batch"):
+        for start in bar(range(0, n, batch_size), show=progress, desc="features",
+                         unit="batch"):
             x = prepare_batch(images[start : start + batch_size], device, channels_last,
                               mean, std)
             y = extractor(x).float().reshape(x.shape[0], -1).cpu().numpy()

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder for the figures, summary.json and index.html")
     p_lab.add_argument("--units", type=int, nargs="+", metavar="U",
                        help="the units shown in the unit figures (default: the profile's)")
+    p_lab.add_argument("--pretrained", action="store_true",
+                       help="use the course model shipped with cnnlab (the full recipe, "
+                       "seed 0) instead of training: every figure in about a minute")
     own = p_lab.add_argument_group(
         "your own network", "run the lab on a trained network of yours instead of the "
         "course network (--model and --weights; --data then names an ImageFolder)")
@@ -65,7 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
                      "0.485 0.456 0.406 or 0.485,0.456,0.406 (default: 0.5)")
     own.add_argument("--std", nargs="+", metavar="S",
                      help="the per-channel standard deviation, like --mean (default: 0.5)")
+    p_ship = sub.add_parser("ship-weights", help="train the full recipe (seed 0) on the real "
+                            "images and write the course model shipped in the package")
+    p_ship.add_argument("--data", metavar="PATH",
+                        help=f"CIFAR-10 folder or ImageFolder .tar.gz (default: ${DATA_ENV})")
+    p_ship.add_argument("--retrain", action="store_true",
+                        help="train from scratch even when a matching model is cached")
+    p_ship.add_argument("--no-download", action="store_true",
+                        help="never try to download the official release")
+    p_ship.add_argument("--out", metavar="FILE",
+                        help="file to write (default: cnnlab/weights/ in the package)")
     return parser
+
+
+def cmd_ship_weights(args) -> int:
+    from .pretrained import SHIPPED, regenerate
+
+    out = Path(args.out or SHIPPED)
+    metrics = regenerate(args.data, args.retrain, not args.no_download, out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): test accuracy "
+          f"{metrics['accuracy']:.2%} on {metrics['test_source']}")
+    return 0
 
 
 #: The options that only apply to a network of your own.
@@ -163,8 +186,11 @@ def cmd_lab(args) -> int:
                              "--checkpoint).")
         config, device, train, test = _setup(args)
         summary = run_lab(config, train, test, args.out, checkpoint=args.checkpoint,
-                          retrain=args.retrain, device=device)
+                          retrain=args.retrain, device=device, pretrained=args.pretrained)
     else:
+        if args.pretrained:
+            raise ValueError(f"--pretrained is the course network's shipped model: drop it "
+                             f"with --model {args.model}, or drop --model.")
         if args.weights is None:
             raise ValueError(f"--model {args.model} needs --weights FILE, its trained "
                              "state_dict: training a network of your own is not supported "
@@ -191,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"train": cmd_train, "lab": cmd_lab}[args.command](args)
+        return {"train": cmd_train, "lab": cmd_lab,
+                "ship-weights": cmd_ship_weights}[args.command](args)
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._inference import as_image_batch
+from ._progress import bar
 from .attribution import _layout, gradients_on, prepare_inputs
 from .config import or_config
 from .data import normalize
@@ -180,7 +181,8 @@ def synthesize(
         lr: Adam's learning rate; None = ``LabConfig.featvis_lr`` (0.05).
         seed: seeds the starting noise and the random transforms; None =
             ``LabConfig.seed``. The same seed gives the same images.
-        progress: show a tqdm bar over the steps; None = show it.
+        progress: show a progress bar over the steps (in a terminal or notebook only);
+            None = show it.
         image_size: the images' side, or (H, W); None = the size of ``like``, else 32.
         like: uint8 images (N, C, H, W) of the data the network learned from: the
             synthesized images get their channels, size (unless ``image_size``) and
@@ -200,8 +202,6 @@ def synthesize(
         >>> result.images.shape, result.activation.shape
         (torch.Size([3, 3, 32, 32]), (3,))
     """
-    from tqdm.auto import tqdm
-
     steps = or_config(steps, "featvis_steps")
     lr = or_config(lr, "featvis_lr")
     seed = or_config(seed, "seed")
@@ -236,8 +236,8 @@ def synthesize(
         spectrum = spectrum.to(device).requires_grad_(True)
         optimizer = torch.optim.Adam([spectrum], lr=float(lr))
         rows = torch.arange(len(targets), device=device)
-        for _ in tqdm(range(steps), disable=progress is False, desc="synthesis",
-                      unit="step", leave=False):
+        for _ in bar(range(steps), show=progress is not False, desc="synthesis",
+                     unit="step", leave=False):
             pixels = random_transform(spectrum_to_pixels(spectrum, scale, colour, width),
                                       generator)
             value = forward(_layout(normalize(pixels, mean, std)))[rows, t]

@@ -35,6 +35,7 @@ from .filters import activation_maps, conv_weight, plot_activation_maps, plot_fi
 from .metrics import plot_confusion
 from .model import unit_layer
 from .occlusion import plot_occlusion, scaled_occluder, top_k_occlusion
+from .pretrained import load_pretrained
 from .probe import Probe, last_spatial_layer
 from .attribution import relu_calls
 from .sanity import (FILLS, SANITY_METHODS, cascading_randomization, faithfulness,
@@ -144,6 +145,7 @@ def run_lab(
     device: torch.device | None = None,
     progress: bool = True,
     network: Network | None = None,
+    pretrained: bool = False,
 ) -> dict:
     """Run every section of the lab and write its figures to ``out``.
 
@@ -160,13 +162,26 @@ def run_lab(
             None = the course network (trained or reused), read at its 128 units.
             A section that does not apply to it is skipped with a line saying why
             (``summary["skipped"]``).
+        pretrained: use the course model shipped with cnnlab
+            (:func:`cnnlab.pretrained.load_pretrained`) instead of training; ``config``
+            then sets the analyses only.
 
     Returns:
         The summary written to ``summary.json``.
+
+    Raises:
+        ValueError: ``pretrained`` together with ``checkpoint``, ``retrain`` or ``network``.
     """
+    given = [f"{k}={v!r}" for k, v in (("checkpoint", checkpoint), ("retrain", retrain),
+                                       ("network", network and network.name)) if v]
+    if pretrained and given:
+        raise ValueError(
+            f"pretrained=True uses the weights shipped with cnnlab, so {' and '.join(given)} "
+            "would do nothing: drop it (--checkpoint, --retrain, --model), or drop "
+            "pretrained (--pretrained).")
     with using(config):  # every default below is this config's, not $CNNLAB_PROFILE's
         return _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
-                        network)
+                        network, pretrained)
 
 
 def conv_layers(model: nn.Module) -> list[str]:
@@ -211,7 +226,7 @@ def tsne_settings(config: LabConfig, n: int, dims: int) -> tuple[int, float]:
 
 
 def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
-             network) -> dict:
+             network, pretrained) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = device or get_device()
@@ -238,8 +253,13 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
     image_shape = tuple(test.images.shape[1:])
     if network is None:
         with stage("train"):
-            model, info = train_or_load(config, train, test, checkpoint, retrain, device,
-                                        progress)
+            if pretrained:
+                model, info = load_pretrained(device)
+                print(f"Using the course model shipped with cnnlab ({info['checkpoint']}): "
+                      "no training.", flush=True)
+            else:
+                model, info = train_or_load(config, train, test, checkpoint, retrain, device,
+                                            progress)
         probe = Probe(model, unit_layer(model))
         like = None  # the course's CIFAR-10 colours, as the notebook's synthesis
     else:
@@ -357,6 +377,7 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
         "train_images": len(train),
         "test_images": len(test),
         "model_reused": info["reused"],
+        "pretrained": pretrained,
         "checkpoint": info["checkpoint"],
         "accuracy": None if result is None else result.accuracy,
         "per_class_accuracy": {} if result is None else dict(

@@ -24,6 +24,7 @@ from scipy.ndimage import gaussian_filter, zoom
 from torch import nn
 
 from ._inference import as_image_batch, evaluating, prepare_batch
+from ._progress import bar
 from ._validate import is_whole, number_in, whole_number
 from .activations import _check_top_indices, _unit_grid, validate_units
 from .config import or_config
@@ -152,7 +153,7 @@ def occlusion_maps(
             cache: 64 was fastest here, 2048 three times slower).
         precision: ``"fp32"`` (the default: bf16 was 3x faster here but moved the
             argmax of 2 maps in 70) or ``"auto"`` (bf16 autocast where fast).
-        progress: show a tqdm progress bar over the chunks.
+        progress: show a progress bar over the chunks (in a terminal or notebook only).
 
     Returns:
         float32 array (N, U, Gh, Gw): U = len(units) (D if None), Gh and Gw the
@@ -168,8 +169,6 @@ def occlusion_maps(
         >>> maps.shape
         (10, 1, 7, 7)
     """
-    from tqdm.auto import tqdm
-
     extractor, mean, std = as_extractor(extractor)
     images = as_image_batch(images, channels=input_channels(extractor))
     n, channels, height, width = images.shape
@@ -203,8 +202,8 @@ def occlusion_maps(
         base = base[:, picked]
         diffs = np.empty((n * n_pos, len(units)), dtype=np.float32)
         total = n * n_pos
-        for start in tqdm(range(0, total, batch_size), disable=not progress,
-                          desc="occlusion", unit="chunk"):
+        for start in bar(range(0, total, batch_size), show=progress, desc="occlusion",
+                         unit="chunk"):
             pair = torch.arange(start, min(start + batch_size, total), device=device)
             img, pos = pair // n_pos, pair % n_pos
             occluded = torch.where(masks[pos], fill_value, x[img])  # (B, C, H, W)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _progress
 from .config import LabConfig, or_config
 from .data import Split, normalize
 from .device import Precision, choose_precision, get_device
@@ -110,13 +110,12 @@ def train_model(
         config: epochs, batch size, learning rate, schedule, precision, seed.
         eval_data: when given, test accuracy is measured after every epoch
             (its time is not counted in ``seconds``).
-        progress: show a tqdm progress bar with the loss and images/s.
+        progress: show progress: a tqdm bar with the loss and images/s in a terminal or
+            notebook, one line per epoch in a log file (:mod:`cnnlab._progress`).
 
     Returns:
         The :class:`History`. The model is left in eval mode.
     """
-    from tqdm.auto import tqdm
-
     if len(data) == 0:
         raise ValueError("The training split is empty: nothing to train on.")
     device = model_device(model)
@@ -135,10 +134,8 @@ def train_model(
         print(f"Training on {device}: {plan.describe()}.")
     gen = torch.Generator().manual_seed(config.seed)
     history = History()
-    # In a log file (CI, nohup) redraw every 10 s instead of ten times a second.
-    quiet_log = "ipykernel" not in sys.modules and not sys.stderr.isatty()
-    bar = tqdm(total=total, disable=not progress, unit="step", desc="training",
-               mininterval=10.0 if quiet_log else 0.1)
+    # A bar in a terminal or notebook; in a log file one line per epoch (cnnlab._progress).
+    steps = _progress.bar(show=progress, total=total, unit="step", desc="training")
     try:
         for epoch in range(1, config.epochs + 1):
             model.train()
@@ -156,9 +153,9 @@ def train_model(
                 if progress and (i % 25 == 0 or i == steps_per_epoch - 1):
                     done = min(n, (i + 1) * config.batch_size)
                     rate = done / max(time.perf_counter() - start, 1e-9)
-                    bar.set_postfix(epoch=f"{epoch}/{config.epochs}", loss=f"{loss.item():.3f}",
+                    steps.set_postfix(epoch=f"{epoch}/{config.epochs}", loss=f"{loss.item():.3f}",
                                     img_s=f"{rate:,.0f}", refresh=False)
-                bar.update(1)
+                steps.update(1)
             seconds = time.perf_counter() - start
             entry = {
                 "epoch": epoch,
@@ -169,8 +166,13 @@ def train_model(
             if eval_data is not None:
                 entry["test_accuracy"] = evaluate(model, eval_data, config.precision).accuracy
             history.epochs.append(entry)
+            _progress.line(
+                f"training epoch {epoch}/{config.epochs}: loss {entry['loss']:.3f}, "
+                f"{entry['images_per_s']:,.0f} images/s, {seconds:.1f} s"
+                + (f", test accuracy {entry['test_accuracy']:.1%}" if eval_data else ""),
+                show=progress)
     finally:
-        bar.close()
+        steps.close()
         model.eval()
     return history
 
@@ -248,6 +250,13 @@ TRAINING_FIELDS = ("train_size", "epochs", "batch_size", "lr", "schedule", "warm
                    "label_smoothing", "seed")
 
 
+def same_recipe(saved: LabConfig | None, config: LabConfig) -> bool:
+    """Whether a checkpoint's config ``saved`` trains the same weights as ``config``
+    (every field of :data:`TRAINING_FIELDS` equal; a checkpoint without one never is)."""
+    return saved is not None and all(
+        getattr(saved, f) == getattr(config, f) for f in TRAINING_FIELDS)
+
+
 def default_checkpoint(config: LabConfig, data_source: str = "") -> Path:
     """``$CNNLAB_CHECKPOINTS/cnnlab-<profile>[-synthetic].pt``; the folder defaults to
     ``~/.cache/cnnlab/checkpoints``, so the command line and a notebook opened from
@@ -291,10 +300,8 @@ def train_or_load(
         except ValueError as exc:
             print(f"Not reusing {path}: {exc}")
         else:
-            saved = info["config"]
-            same = saved is not None and all(
-                getattr(saved, f) == getattr(config, f) for f in TRAINING_FIELDS
-            ) and info["metrics"].get("train_source") == _plain_source(train.source)
+            same = same_recipe(info["config"], config) and (
+                info["metrics"].get("train_source") == _plain_source(train.source))
             if same:
                 print(f"Reusing the model saved in {path} "
                       f"(test accuracy {info['metrics'].get('accuracy', float('nan')):.1%}).")

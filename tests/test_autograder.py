@@ -56,6 +56,7 @@ pytest.importorskip("nbgrader")
 pytestmark = [pytest.mark.skipif(not SOLUTION.exists(), reason="solutions/ notebook missing"),
               pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux"),
               pytest.mark.timeout(1800)]
+pytestmark.append(pytest.mark.slow)  # the grading fixture grades 17 submissions: ~15 min
 
 sys.path.insert(0, str(ROOT / "autograder"))
 from hostile_files import HOSTILE, make_hostile  # noqa: E402

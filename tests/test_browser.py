@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 SERVER_START_S = 60  # seconds JupyterLab may take to answer
 STEP_MS = 30_000  # longest wait for any one thing in the page
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(150)]
 
 NOTEBOOK_CODE = """\
 import sys

@@ -1,6 +1,7 @@
 """The command line: help, clear errors, and a tiny synthetic training run."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ def test_bad_profile_is_a_clear_error(tmp_path):
     assert r.returncode == 2 and "Valid profiles: full, quick, reference" in r.stderr
 
 
+@pytest.mark.slow
 def test_train_on_synthetic_data_writes_model_and_metrics(tmp_path):
     r = run("train", "--profile", "quick", "--synthetic", "--epochs", "1",
             "--checkpoint", str(tmp_path / "m.pt"), "--json", str(tmp_path / "m.json"),
@@ -45,6 +47,9 @@ def test_train_on_synthetic_data_writes_model_and_metrics(tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["accuracy"] > 0.3 and len(metrics["history"]) == 1
     assert "profile 'quick'" in r.stdout and "test accuracy" in r.stdout
+    # Into a pipe: one plain line per epoch, never a bar's carriage returns.
+    assert "\r" not in r.stdout + r.stderr
+    assert re.findall(r"^training epoch (\d)/1: ", r.stdout, re.MULTILINE) == ["1"]
 
 
 # --- cnnlab lab on a network of your own -------------------------------------------------

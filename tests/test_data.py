@@ -159,6 +159,7 @@ def test_subset_is_reproducible_and_sized():
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL_ARCHIVE.exists(),
                     reason=f"real CIFAR-10 archive not found at {REAL_ARCHIVE}")
 def test_real_archive_gives_official_labels_and_fast_second_load():

@@ -16,6 +16,9 @@ TINY = get_config("quick", train_size=1000, test_size=300, epochs=3, batch_size=
                   units=(0, 5, 127), top_k=4,
                   smoothgrad_samples=4, ig_steps=8, featvis_steps=16, faithfulness_steps=4)
 
+# The module's fixture trains a model and runs every stage of the lab: about 30 s in CI.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def lab_run(tmp_path_factory):

@@ -532,6 +532,7 @@ def _stdout(cell) -> str:
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(EXECUTION_TIMEOUT)
 def test_lesson_with_the_solutions_code_passes(notebook_env, solution, tmp_path, monkeypatch):
     import cnnlab
@@ -567,6 +568,7 @@ def test_lesson_with_the_solutions_code_passes(notebook_env, solution, tmp_path,
         assert figures[cell_id] >= 1, f"{cell_id} shows no figure"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(EXECUTION_TIMEOUT)
 def test_untouched_lesson_fails_every_test_cell(notebook_env, tmp_path, monkeypatch):
     nb = _execute(_read(LESSON), notebook_env, tmp_path, monkeypatch)

@@ -6,7 +6,8 @@
 - The project's home address lives in ``[project.urls]`` only; every other mention (README,
   instructor guide, notebooks, workflows) is checked against it.
 - The sdist and wheel are built offline (``python -m build --no-isolation``), pass
-  ``twine check --strict``, the wheel holds the package only, and it installs into a fresh
+  ``twine check --strict``, the wheel holds the package and its trained course model
+  (``cnnlab/weights/``, also in the sdist) only, and it installs into a fresh
   venv that already has torch (chained to this one by a ``.pth`` file, as the project's
   development venvs are) with pip resolving the dependencies and reinstalling none of them.
 
@@ -19,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import pytest
 from packaging.requirements import Requirement
 
 import cnnlab
+from cnnlab.pretrained import SHIPPED, load_pretrained
 
 try:
     import tomllib
@@ -200,17 +203,34 @@ def test_the_wheel_carries_the_package_only(dist):
     print("\nwheel files:\n  " + "\n  ".join(names))
     info = f"cnnlab-{cnnlab.__version__}.dist-info/"
     modules = sorted(n for n in names if not n.startswith(info))
-    expected = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "cnnlab").rglob("*.py"))
-    assert modules == expected, "the wheel must hold exactly the modules of cnnlab/"
+    shipped = SHIPPED.relative_to(ROOT).as_posix()  # the trained course model
+    expected = sorted([p.relative_to(ROOT).as_posix() for p in (ROOT / "cnnlab").rglob("*.py")]
+                      + [shipped])
+    assert modules == expected, "the wheel must hold exactly the modules of cnnlab/ and its model"
     assert sorted(n[len(info):] for n in names if n.startswith(info)) == [
         "METADATA", "RECORD", "WHEEL", "entry_points.txt", "licenses/LICENSE", "top_level.txt"]
-    for name in names:
+    for name in (n for n in names if n != shipped):
         assert not re.search(r"(^|/)(tests?|solutions|lessons|benchmarks|data)/|\.ipynb$|"
                              r"\.(pt|npz|npy|tar|gz|png|jpg)$", name), name
     assert f"Version: {cnnlab.__version__}" in metadata
     assert f"Requires-Python: {PYPROJECT['project']['requires-python']}" in metadata
     for label, url in PYPROJECT["project"]["urls"].items():
         assert f"Project-URL: {label}, {url}" in metadata
+
+
+def test_the_wheel_and_sdist_carry_the_shipped_model_byte_for_byte(dist, tmp_path):
+    """The trained course model is package data: in the wheel, in the sdist, and loadable
+    from the wheel's copy."""
+    shipped = SHIPPED.relative_to(ROOT).as_posix()
+    with zipfile.ZipFile(_wheel(dist)) as wheel:
+        data = wheel.read(shipped)
+    assert data == SHIPPED.read_bytes()
+    with tarfile.open(dist / f"cnnlab-{cnnlab.__version__}.tar.gz") as sdist:
+        member = sdist.extractfile(f"cnnlab-{cnnlab.__version__}/{shipped}")
+        assert member is not None and member.read() == data
+    (tmp_path / "from-wheel.pt").write_bytes(data)
+    model, info = load_pretrained(path=tmp_path / "from-wheel.pt")
+    assert info["config"].profile == "full" and not model.training
 
 
 def test_the_wheel_installs_beside_an_existing_torch_without_reinstalling_it(dist, tmp_path):

@@ -19,6 +19,7 @@ def synthetic():
     return synthetic_cifar10("train", n=1500, seed=0), synthetic_cifar10("test", n=500, seed=0)
 
 
+@pytest.mark.slow  # about 55 s on the shared 2-core machine
 def test_training_lowers_the_loss_and_beats_chance_on_held_out_data(synthetic):
     train, test = synthetic
     seed_everything(0)

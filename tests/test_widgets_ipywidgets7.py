@@ -33,6 +33,7 @@ def colab_python() -> str:
     pytest.skip(reason)
 
 
+@pytest.mark.slow
 def test_widget_tests_pass_under_colabs_ipywidgets(colab_python):
     version = subprocess.run(
         [colab_python, "-c", "import ipywidgets, cnnlab.widgets; print(ipywidgets.__version__)"],
