@@ -22,7 +22,8 @@ from .metrics import plot_confusion
 from .model import N_UNITS, build_model, first_linear_index, load_checkpoint, save_checkpoint
 from .pretrained import load_pretrained
 from .probe import Layer, LayerError, Probe, last_spatial_layer, layers
-from .occlusion import occlusion_maps, occlusion_mask, plot_occlusion, top_k_occlusion
+from .occlusion import (occluded_images, occlusion_maps, occlusion_mask, plot_occluded,
+                        plot_occlusion, top_k_occlusion)
 from .train import Evaluation, History, evaluate, seed_everything, train_model, train_or_load
 from .views import UnitViews, plot_unit_views, unit_views
 from .widgets import (attribution_explorer, embedding_explorer, filter_explorer,
@@ -33,8 +34,8 @@ __all__ = [
     "activation_maps", "build_model", "choose_precision", "denormalize", "embed", "evaluate",
     "extract_features", "feature_extractor", "filter_images", "first_linear_index",
     "get_config", "get_device", "load_checkpoint", "load_cifar10", "load_imagefolder",
-    "load_lab_data", "normalize", "occlusion_mask", "occlusion_maps", "plot_activation_maps", "plot_confusion",
-    "plot_embedding", "plot_filters", "plot_occlusion", "plot_top_k", "save_checkpoint",
+    "load_lab_data", "normalize", "occluded_images", "occlusion_mask", "occlusion_maps", "plot_activation_maps", "plot_confusion",
+    "plot_embedding", "plot_filters", "plot_occluded", "plot_occlusion", "plot_top_k", "save_checkpoint",
     "seed_everything", "synthetic_cifar10", "to_display", "top_k", "top_k_occlusion",
     "train_model", "train_or_load", "trustworthiness_score", "validate_units",
     "unit_explorer", "occlusion_explorer", "filter_explorer", "embedding_explorer",

@@ -9,7 +9,8 @@ occluded one: large values mark regions the unit needs.
 :func:`occlusion_maps` computes the maps; :func:`occlusion_mask` turns one map
 into a brightness mask for display (scale to [0, 1], resize, smooth, threshold)
 and :func:`plot_occlusion` shows the top-K images of some units through their
-masks.
+masks. :func:`occluded_images` makes the occluded copies of one image that
+:func:`occlusion_maps` feeds the network, and :func:`plot_occluded` draws them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from matplotlib.figure import Figure
 from scipy.ndimage import gaussian_filter, zoom
 from torch import nn
 
+from ._figures import new_figure, set_alt
 from ._inference import as_image_batch, evaluating, prepare_batch
 from ._progress import bar
 from ._validate import is_whole, number_in, whole_number
@@ -111,6 +113,106 @@ def _occluder_masks(height: int, width: int, size: int, stride: int) -> torch.Te
     rows, cols = cover(height), cover(width)
     masks = rows[:, None, :, None] & cols[None, :, None, :]  # (Gh, Gw, H, W)
     return masks.reshape(-1, 1, height, width)
+
+
+def occluded_images(
+    image: torch.Tensor,
+    size: int | None = None,
+    stride: int | None = None,
+    positions: Sequence[int] | None = None,
+    fill: float = 0.0,
+) -> torch.Tensor:
+    """Copies of one image with the occluder at some positions, as the network sees them.
+
+    The patch is the one :func:`occlusion_maps` fills at the same position (the same
+    masks, :func:`_occluder_masks`), painted ``round(255 * fill)`` in every channel.
+
+    Args:
+        image: uint8 (C, H, W), or a batch of one (1, C, H, W).
+        size, stride: as for :func:`occlusion_maps` (None: the configuration's,
+            scaled to the image by :func:`scaled_occluder`).
+        positions: occluder positions, each an index in 0..Gh*Gw-1 in row-major order
+            (position ``r * Gw + c`` is the ``[r, c]`` cell of a map); None for all.
+        fill: the occluder's value in [0, 1]: 0 black (the lab), 1 white.
+
+    Returns:
+        uint8 tensor (P, C, H, W), one occluded copy per position, in order.
+
+    Raises:
+        ValueError: not one uint8 image, bad size, stride, fill or positions.
+
+    Example:
+        >>> occluded_images(test.images[0], 11, 4, positions=[0, 24, 48]).shape
+        torch.Size([3, 3, 32, 32])
+    """
+    image = torch.as_tensor(image)
+    if image.ndim == 3:
+        image = image[None]
+    image = as_image_batch(image, what="image", channels=None)
+    if image.shape[0] != 1 or image.dtype != torch.uint8:
+        raise ValueError(
+            f"image must be one uint8 image (C, H, W), got a {image.dtype} batch of "
+            f"shape {tuple(image.shape)}. Pass one image of the data set, e.g. "
+            "test.images[0]."
+        )
+    _, _, height, width = image.shape
+    size, stride = scaled_occluder(height, width, size, stride)
+    masks = _occluder_masks(height, width, size, stride)  # (P, 1, H, W), validates
+    fill = number_in(fill, "fill", 0, 1, advice="0 is black (the lab's choice), 1 white.")
+    if positions is None:
+        positions = range(masks.shape[0])
+    positions = [int(p) if is_whole(p) else p for p in positions]
+    bad = [p for p in positions if not is_whole(p) or not 0 <= p < masks.shape[0]]
+    if bad or not positions:
+        raise ValueError(
+            f"positions {bad or list(positions)} are not occluder positions: this "
+            f"{height}x{width} image with size={size} and stride={stride} has "
+            f"{masks.shape[0]}, numbered 0 to {masks.shape[0] - 1} row by row. Give a "
+            "non-empty list of them, or None for all."
+        )
+    value = torch.tensor(round(255 * float(fill)), dtype=torch.uint8)
+    return torch.where(masks[positions], value, image)  # (P, C, H, W)
+
+
+def plot_occluded(
+    occluded: torch.Tensor,
+    labels: Sequence[str] | None = None,
+    fig: Figure | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Draw occluded copies of an image side by side, one panel each.
+
+    Args:
+        occluded: uint8 (P, 3, H, W), e.g. from :func:`occluded_images`.
+        labels: a title per panel; None for "position p".
+        fig: figure to draw into (cleared first); a new one if None.
+        title: figure title; a default one if None.
+
+    Returns:
+        The matplotlib Figure: one row of P panels, with alternative text
+        (:func:`cnnlab._figures.alt_text`).
+    """
+    occluded = as_image_batch(occluded, what="occluded")
+    count = occluded.shape[0]
+    labels = [f"position {p}" for p in range(count)] if labels is None else list(labels)
+    if len(labels) != count:
+        raise ValueError(
+            f"labels has {len(labels)} entries for {count} images: give one per image."
+        )
+    fig = new_figure(fig, (1.6 * count, 2.0))
+    pictures = to_display(occluded)
+    for ax, picture, label in zip(fig.subplots(1, count, squeeze=False)[0], pictures,
+                                  labels, strict=True):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title or "The image as the network sees it, the occluder at each position")
+    height, width = occluded.shape[2:]
+    return set_alt(fig, (
+        f"{count} copies of the same {height}x{width} image side by side, each with a "
+        f"square patch painted over at a different place ({', '.join(labels)}), from "
+        "the top left towards the bottom right."
+    ))
 
 
 def occlusion_maps(

@@ -43,10 +43,10 @@ MAP_VIEWS = ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop"
 #: Every view :func:`plot_unit_views` can draw, in its column order.
 VIEWS = ("occlusion", *MAP_VIEWS, "synthesized")
 
-#: What :func:`plot_unit_views` draws when ``views`` is None: the lab's figure
-#: (guided backprop is left to the explorer and the sanity check).
-DEFAULT_VIEWS = ("occlusion", "gradient", "smoothgrad", "integrated_gradients", "grad_cam",
-                 "contribution", "synthesized")
+#: What :func:`plot_unit_views` draws when ``views`` is None: the lab's figure,
+#: guided backprop included (Exercise 9 asks about its sharp maps).
+DEFAULT_VIEWS = ("occlusion", "gradient", "smoothgrad", "integrated_gradients",
+                 "guided_backprop", "grad_cam", "contribution", "synthesized")
 
 #: Column titles.
 TITLES = {

@@ -496,6 +496,19 @@ maps = cnnlab.top_k_occlusion(extractor, test.images, top, units,
                               size=config.occluder, stride=config.stride)
 print("maps has shape", maps.shape, "= (top images, units, positions down, positions across)")
 
+# %% [markdown] id="occluded_images_md" nbgrader={"grade": false, "grade_id": "occluded_images_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Every number in a map comes from one occluded copy of the image: the black square
+# at one position, the rest untouched. Here are five of the 49 copies of the first
+# unit's best image, exactly as the network received them (`cnnlab.occluded_images`
+# makes them with the same masks as `top_k_occlusion`; `cnnlab.plot_occluded` draws
+# them). Position `p` is the map's cell `[p // 7, p % 7]`.
+
+# %% id="occluded_images" nbgrader={"grade": false, "grade_id": "occluded_images", "locked": true, "schema_version": 3, "solution": false, "task": false}
+positions = [0, 10, 24, 38, 48]
+occluded = cnnlab.occluded_images(test.images[top[0, units[0]]], config.occluder,
+                                  config.stride, positions=positions)
+cnnlab.plot_occluded(occluded, labels=[f"cell [{p // 7}, {p % 7}]" for p in positions])
+
 # %% [markdown] id="occlusion_one_md" nbgrader={"grade": false, "grade_id": "occlusion_one_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # To show a map on its image, `cnnlab.occlusion_mask` scales the map to [0, 1],
 # enlarges it to 32×32 pixels (linear interpolation), smooths it (a Gaussian of 2

@@ -9,8 +9,10 @@ from torch import nn
 
 from cnnlab.activations import feature_extractor, top_k
 from cnnlab.data import normalize
-from cnnlab.occlusion import (masked_images, occluder_centres, occlusion_mask,
-                              occlusion_maps, plot_occlusion, top_k_occlusion)
+from cnnlab._figures import alt_text
+from cnnlab.occlusion import (masked_images, occluded_images, occluder_centres,
+                              occlusion_mask, occlusion_maps, plot_occluded, plot_occlusion,
+                              top_k_occlusion)
 
 
 def loop_reference(extractor, images, units, size=11, stride=4):
@@ -343,3 +345,90 @@ def test_top_indices_past_the_images_is_a_clear_error(model, images):
         plot_occlusion(images, top, [0], maps)
     with pytest.raises(ValueError, match="same images the features were computed on"):
         top_k_occlusion(feature_extractor(model), images, top, [0])
+
+
+# --- the occluded images themselves ---------------------------------------------------
+
+
+class Recorder(nn.Module):
+    """Identity 'network' (one output per pixel) that keeps every batch it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return x.reshape(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("shape, size, stride", [((32, 32), 11, 4), ((20, 28), 5, 6)])
+def test_occluded_images_are_the_images_occlusion_maps_feeds_the_network(shape, size, stride):
+    height, width = shape
+    image = torch.randint(1, 256, (3, height, width), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(3))
+    recorder = Recorder()
+    occlusion_maps(recorder, image[None], units=[0], size=size, stride=stride,
+                   batch_size=10_000)
+    fed = recorder.seen[1]  # seen[0] is the unoccluded image
+    grid = [len(occluder_centres(side, size, stride)) for side in shape]
+    assert fed.shape[0] == grid[0] * grid[1]
+    shown = occluded_images(image, size, stride)
+    assert shown.dtype == torch.uint8 and shown.shape == (fed.shape[0], 3, height, width)
+    # the same pixels hidden: occlusion_maps' occluded input is the fill (-1) exactly there
+    hidden = (fed == -1.0).all(dim=1, keepdim=True)
+    assert torch.equal(hidden.expand_as(shown), shown == 0)
+    np.testing.assert_allclose(normalize(shown), fed, atol=1e-6)
+    assert torch.equal(shown[~hidden.expand_as(shown)],
+                       image.expand_as(shown)[~hidden.expand_as(shown)])
+    # position p is the [p // Gw, p % Gw] cell of the maps: its patch sits at those centres
+    p = grid[1] + 1
+    top, left = (int(occluder_centres(side, size, stride)[1]) - size // 2 for side in shape)
+    assert torch.equal(torch.nonzero(hidden[p, 0])[0], torch.tensor([max(top, 0),
+                                                                       max(left, 0)]))
+
+
+def test_occluded_images_picks_positions_and_fill():
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    every = occluded_images(image, 11, 4)
+    picked = occluded_images(image[None], 11, 4, positions=[0, 24, 48])
+    assert torch.equal(picked, every[[0, 24, 48]])
+    white = occluded_images(image, 11, 4, positions=[24], fill=1.0)[0]
+    assert (white[:, 12:23, 12:23] == 255).all()  # position 24 = [3, 3]: centre 17
+    assert torch.equal(white[:, :12], image[:, :12])
+    assert torch.equal(white[:, :, 23:], image[:, :, 23:])
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"positions": [49]}, "numbered 0 to 48"),
+    ({"positions": []}, "non-empty"),
+    ({"fill": 2}, "fill"),
+    ({"size": 40}, "larger than"),
+])
+def test_occluded_images_rejects_bad_arguments(kwargs, words):
+    image = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=words):
+        occluded_images(image, **{"size": 11, "stride": 4, **kwargs})
+
+
+def test_occluded_images_wants_one_uint8_image():
+    with pytest.raises(ValueError, match="one uint8 image"):
+        occluded_images(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="one uint8 image"):
+        occluded_images(torch.zeros(3, 32, 32))
+
+
+def test_plot_occluded_one_panel_per_position_with_alt_text():
+    image = torch.randint(0, 256, (3, 24, 40), dtype=torch.uint8)
+    shown = occluded_images(image, 7, 8, positions=[0, 3, 7])
+    fig = plot_occluded(shown, labels=["a", "b", "c"])
+    assert isinstance(fig, Figure)
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b", "c"]
+    for ax, picture in zip(fig.axes, shown, strict=True):
+        np.testing.assert_allclose(ax.get_images()[0].get_array(),
+                                   picture.permute(1, 2, 0).numpy() / 255.0, atol=1e-6)
+    alt = alt_text(fig)
+    assert alt and "3 copies" in alt and "24x40" in alt
+    with pytest.raises(ValueError, match="one per image"):
+        plot_occluded(shown, labels=["a"])

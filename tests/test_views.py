@@ -275,3 +275,12 @@ def test_course_views_claim_the_exact_8x8_contribution(views):
     assert views.exact and views.maps["contribution"].shape[-2:] == (8, 8)
     fig = plot_unit_views(views, show=["contribution"], n_best=0)
     assert fig.axes[0].get_title() == TITLES["contribution"] == "contribution\n(8x8, exact)"
+
+
+def test_the_lab_figure_shows_guided_backprop_for_exercise_9():
+    views = hand_views()
+    fig = plot_unit_views(views, n_best=1)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert TITLES["guided_backprop"] in titles
+    panel = fig.axes[titles.index(TITLES["guided_backprop"])]
+    np.testing.assert_array_equal(_arrays(panel)[1], views.maps["guided_backprop"][0, 0])
