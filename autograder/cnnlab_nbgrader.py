@@ -177,7 +177,7 @@ class SandboxedExecute(Execute):
         if getattr(self.kc, "reconnect_iopub_if_refused", lambda: False)():
             limit = sandbox.load_settings(COURSE)["max_message_mb"]
             if hasattr(self, "budget"):
-                self.budget._cell(kwargs.get("cell_index"))["lost"] = True
+                self.budget.lost(kwargs.get("cell_index"))
             cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=(
                 f"\n[output lost: the kernel sent a message over the limit of {limit} MB; "
                 "the rest of this cell's output was not received]\n")))
@@ -201,8 +201,8 @@ class OutputBudget:
     """Bytes of output a notebook keeps, per cell and in all, counted as it runs.
 
     Past the budget an output is dropped (a stream keeps the part that fits) and the cell
-    gets one note saying how much was cut; the first output that decides a test's points (error, stderr, result) is kept,
-    shrunk, so the budget never changes a grade."""
+    gets one note saying how much was cut; the first output that decides a test's points
+    (error, stderr, result) is kept, shrunk, so the budget never changes a grade."""
 
     def __init__(self, per_cell: int, total: int):
         self.per_cell, self.total, self.used, self.cells = per_cell, total, 0, {}
@@ -254,6 +254,10 @@ class OutputBudget:
             cells[k]["dropped"] += size
             self._note(nb.cells[k].outputs, cells[k], k in over)
         return False
+
+    def lost(self, cell_index: int) -> None:
+        """A message of the cell refused at the socket (its size never read)."""
+        self._cell(cell_index)["lost"] = True
 
     def _cell(self, cell_index: int) -> dict:
         return self.cells.setdefault(cell_index, {"used": 0, "dropped": 0, "note": None})

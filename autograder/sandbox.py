@@ -305,8 +305,9 @@ def end_cgroups(groups: list[Path]) -> float | None:
 class BoundedKernelClient(AsyncKernelClient):
     """A kernel client whose sockets refuse a message part over ``max_message_bytes``:
     ZMQ drops it, with the connection, before any of it is read into the grader's memory
-    (one ``print`` of a huge string is one message, whatever the output budget says). The
-    connection is made again at once; what the kernel sent in between is lost."""
+    (one ``print`` of a huge string is one message, whatever the output budget says).
+    ZMQ does not connect again after that; :meth:`reconnect_iopub_if_refused` does, after
+    the cell, and what the kernel sent in between is lost."""
 
     max_message_bytes = Integer(DEFAULTS["max_message_mb"] << 20)
     _iopub_events = None
