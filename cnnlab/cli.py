@@ -10,15 +10,20 @@ from pathlib import Path
 from .config import DATA_ENV, PROFILE_ENV, PROFILES
 
 
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    """Where the images come from: ``--data`` and ``--no-download``."""
+    p.add_argument("--data", metavar="PATH",
+                   help=f"data folder, or ImageFolder folder/.tar.gz (default: ${DATA_ENV})")
+    p.add_argument("--no-download", action="store_true",
+                   help="never try to download the official release")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=sorted(PROFILES),
                    help=f"quick, full or reference (default: ${PROFILE_ENV}, else full)")
-    p.add_argument("--data", metavar="PATH",
-                   help=f"data folder, or ImageFolder folder/.tar.gz (default: ${DATA_ENV})")
+    _data_flags(p)
     p.add_argument("--synthetic", action="store_true",
                    help="use made-up images instead of CIFAR-10 (offline smoke runs)")
-    p.add_argument("--no-download", action="store_true",
-                   help="never try to download the official release")
     p.add_argument("--checkpoint", metavar="FILE",
                    help="model file to reuse or write (default: "
                    "~/.cache/cnnlab/checkpoints/cnnlab-<profile>.pt)")
@@ -70,12 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the per-channel standard deviation, like --mean (default: 0.5)")
     p_ship = sub.add_parser("ship-weights", help="train the full recipe (seed 0) on the real "
                             "images and write the course model shipped in the package")
-    p_ship.add_argument("--data", metavar="PATH",
-                        help=f"CIFAR-10 folder or ImageFolder .tar.gz (default: ${DATA_ENV})")
+    _data_flags(p_ship)
     p_ship.add_argument("--retrain", action="store_true",
                         help="train from scratch even when a matching model is cached")
-    p_ship.add_argument("--no-download", action="store_true",
-                        help="never try to download the official release")
     p_ship.add_argument("--out", metavar="FILE",
                         help="file to write (default: cnnlab/weights/ in the package)")
     return parser

@@ -18,15 +18,15 @@ import resource
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ._io import atomic_write
 from .activations import extract_features, firing_stats, plot_firing, plot_top_k, top_k
+from .attribution import relu_calls
 from .config import LabConfig, using
 from .data import MEAN, STD, Split
 from .device import get_device
@@ -37,7 +37,6 @@ from .model import unit_layer
 from .occlusion import plot_occlusion, scaled_occluder, top_k_occlusion
 from .pretrained import load_pretrained
 from .probe import Probe, last_spatial_layer
-from .attribution import relu_calls
 from .sanity import (FILLS, SANITY_METHODS, cascading_randomization, faithfulness,
                      plot_faithfulness, plot_randomization)
 from .train import evaluate, predict, train_or_load
