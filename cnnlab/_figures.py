@@ -17,6 +17,24 @@ def new_figure(fig: Figure | None, figsize: tuple[float, float]) -> Figure:
     return fig
 
 
+#: One colour per class, in hue order: ten colours chosen (by a max-min search over an
+#: sRGB grid) to stay apart for readers with normal colour vision and with each of the
+#: three colour-vision deficiencies at full severity: every pair at least 17 apart in
+#: CAM02-UCS after simulating deuteranopia, protanopia or tritanopia (matplotlib's tab10
+#: has two colours 1.6 apart for protanopes). tests/test_embedding.py checks it with an
+#: independent simulation.
+CLASS_COLOURS = ("#d42a55", "#d4802a", "#2a5500", "#00d4aa", "#0000d4",
+                 "#8080ff", "#d4aaff", "#aa80aa", "#805580", "#552a55")
+#: Marker of classes 0-9, 10-19, ...: beyond ten classes the shape tells them apart.
+CLASS_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def class_style(c: int) -> dict:
+    """The scatter style (colour and marker) of class ``c``."""
+    n = len(CLASS_COLOURS)
+    return {"color": CLASS_COLOURS[c % n], "marker": CLASS_MARKERS[c // n % len(CLASS_MARKERS)]}
+
+
 #: Name of the Figure attribute that holds its alternative text.
 ALT_ATTRIBUTE = "cnnlab_alt"
 

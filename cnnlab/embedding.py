@@ -14,12 +14,12 @@ import numbers
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ._figures import new_figure
+from ._figures import class_style, new_figure
+from ._memo import remembered
 from ._validate import feature_array, whole_number
 from .config import or_config
 
@@ -72,6 +72,7 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
+@remembered
 def embed(
     features,
     pca_dims: int | None = None,
@@ -213,17 +214,17 @@ def plot_embedding(
         title: axes title; a default one if None.
 
     Returns:
-        The matplotlib Figure (colours from the "tab10" colour map).
+        The matplotlib Figure (colours told apart with colour-vision deficiencies too:
+        ``cnnlab._figures.CLASS_COLOURS``; beyond ten classes the marker changes).
     """
     embedding, labels = check_points(embedding, labels, classes)
-    cmap = matplotlib.colormaps["tab10"]
     fig = new_figure(fig, figsize=(7.5, 6.0))
     ax = fig.add_subplot()
     size = 3 if len(labels) > 2000 else 8
     for c, name in enumerate(classes):
         points = embedding[labels == c]
-        ax.scatter(points[:, 0], points[:, 1], s=size, color=cmap(c % cmap.N),
-                   label=name, alpha=0.7, linewidths=0)
+        ax.scatter(points[:, 0], points[:, 1], s=size, label=name, alpha=0.7, linewidths=0,
+                   **class_style(c))
     ax.legend(markerscale=3, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5),
               frameon=False)
     ax.set_xticks([])

@@ -8,6 +8,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from cnnlab import embedding
+from cnnlab._figures import CLASS_COLOURS
 from cnnlab.embedding import embed, plot_embedding, trustworthiness_score
 
 FAST = {"pca_dims": 5, "max_iter": 400, "perplexity": 20.0}
@@ -134,10 +135,56 @@ def test_plot_embedding_colours_and_legend(clusters, clusters_2d):
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == list(names)
-    tab10 = matplotlib.colormaps["tab10"]
     for c, collection in enumerate(ax.collections):
         np.testing.assert_allclose(collection.get_offsets(), clusters_2d[labels == c])
-        np.testing.assert_allclose(collection.get_facecolor()[0][:3], to_rgba(tab10(c))[:3])
+        np.testing.assert_allclose(collection.get_facecolor()[0][:3],
+                                   to_rgba(CLASS_COLOURS[c])[:3])
+
+
+VISIONS = ("normal", "deuteranomaly", "protanomaly", "tritanomaly")
+
+
+def closest_pair(rgb: np.ndarray, vision: str) -> float:
+    """The smallest CAM02-UCS distance between two of the colours ``rgb`` (n, 3) as a
+    reader with ``vision`` sees them (colorspacious's simulation at full severity)."""
+    from colorspacious import cspace_convert
+
+    if vision != "normal":
+        cvd = {"name": "sRGB1+CVD", "cvd_type": vision, "severity": 100}
+        rgb = np.clip(cspace_convert(rgb, cvd, "sRGB1"), 0, 1)
+    ucs = cspace_convert(rgb, "sRGB1", "CAM02-UCS")
+    d = np.linalg.norm(ucs[:, None] - ucs[None], axis=-1)
+    return float(d[~np.eye(len(rgb), dtype=bool)].min())
+
+
+def test_ten_classes_stay_apart_for_colour_blind_readers():
+    """The t-SNE map's ten classes as drawn, under simulated deuteranopia, protanopia and
+    tritanopia: no two closer than 15 (CAM02-UCS); tab10, the usual default, fails."""
+    pytest.importorskip("colorspacious", reason="colorspacious simulates colour blindness")
+    rng = np.random.default_rng(0)
+    fig = plot_embedding(rng.normal(size=(100, 2)), np.arange(100) % 10, [str(c) for c in range(10)])
+    drawn = np.array([c.get_facecolor()[0][:3] for c in fig.axes[0].collections])
+    tab10 = np.array([matplotlib.colormaps["tab10"](c)[:3] for c in range(10)])
+    for vision in VISIONS:
+        assert closest_pair(drawn, vision) >= 15, vision
+    assert min(closest_pair(tab10, v) for v in VISIONS[1:3]) < 5
+
+
+def test_confusion_colours_darken_with_the_count_for_every_reader():
+    """The confusion matrix's colour map keeps its order (lightness falls as the count
+    rises) under every simulated colour-vision deficiency."""
+    colorspacious = pytest.importorskip("colorspacious")
+    from cnnlab.metrics import plot_confusion
+
+    counts = np.arange(100).reshape(10, 10)
+    fig = plot_confusion(counts, [str(c) for c in range(10)])
+    image = next(a for a in fig.axes[0].get_images())
+    ramp = image.cmap(np.linspace(0, 1, 64))[:, :3]
+    for vision in VISIONS:
+        rgb = ramp if vision == "normal" else np.clip(colorspacious.cspace_convert(
+            ramp, {"name": "sRGB1+CVD", "cvd_type": vision, "severity": 100}, "sRGB1"), 0, 1)
+        lightness = colorspacious.cspace_convert(rgb, "sRGB1", "CAM02-UCS")[:, 0]
+        assert np.all(np.diff(lightness) < 0), vision
 
 
 def test_plot_embedding_errors(clusters_2d):
