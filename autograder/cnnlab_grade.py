@@ -35,6 +35,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -112,6 +114,48 @@ def solution_submission(release, source):
     return nb
 
 
+MEMO_SCRIPT = """
+import sys, nbformat
+from nbclient import NotebookClient
+nb = nbformat.read(sys.argv[1], as_version=4)
+NotebookClient(nb, timeout=float(sys.argv[3]), kernel_name="python3",
+               resources={"metadata": {"path": sys.argv[2]}}).execute()
+"""
+
+
+def record_memo(course: Path, settings: dict) -> str:
+    """Run the solution once, outside the sandbox (it is the instructor's own code), in a
+    grading kernel's environment, saving what it computes for the kernels to read
+    (``cnnlab/_memo.py``); returns a line for the progress output. A failure leaves no
+    memo: grading is then only slower."""
+    memo = sandbox.memo_dir(settings)
+    shutil.rmtree(memo, ignore_errors=True)
+    settings = {**settings, "memo": False}
+    release = nbformat.read(course / "release" / A / f"{A}.ipynb", 4)
+    source = nbformat.read(course / "source" / A / f"{A}.ipynb", 4)
+    with tempfile.TemporaryDirectory(prefix="cnnlab-memo-") as tmp:
+        nbformat.write(solution_submission(release, source), Path(tmp) / "solution.ipynb")
+        env = {**sandbox.kernel_environment(settings), "HOME": tmp, "TMPDIR": tmp,
+               "CNNLAB_MEMO_RECORD": str(memo)}
+        limit = settings["submission_timeout"] * 2
+        start = time.monotonic()
+        try:
+            run = subprocess.run([sys.executable, "-c", MEMO_SCRIPT, f"{tmp}/solution.ipynb", tmp,
+                                  str(settings["instructor_cell_timeout"])], cwd=tmp, env=env,
+                                 capture_output=True, text=True, timeout=limit)
+            failed = run.returncode != 0 and (run.stderr.strip().splitlines() or ["?"])[-1]
+        except subprocess.TimeoutExpired:
+            failed = f"it ran past {limit:g} s"
+    entries = sorted(memo.glob("*.pt")) if memo.is_dir() else []
+    if failed or not entries:
+        shutil.rmtree(memo, ignore_errors=True)
+        return (f"not recorded ({failed or 'nothing to save'}): every kernel computes "
+                "everything")
+    size = sum(p.stat().st_size for p in entries) >> 20
+    return (f"{len(entries)} results ({size} MB) in {time.monotonic() - start:.0f} s, "
+            f"read by every kernel whose inputs are the solution's")
+
+
 def setup(args) -> int:
     sandbox.refuse_unsupported_os()
     course = Path(args.course).expanduser().resolve()
@@ -142,7 +186,7 @@ def setup(args) -> int:
     path.write_text(json.dumps(settings, indent=1))
     sandbox.write_kernelspec(course)
 
-    print(f"[1/4] nbgrader generate_assignment {A} in {course}", flush=True)
+    print(f"[1/5] nbgrader generate_assignment {A} in {course}", flush=True)
     run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", A, "--force"],
                          cwd=course, env=_env(), capture_output=True, text=True)
     if run.returncode != 0:
@@ -153,7 +197,7 @@ def setup(args) -> int:
         same = _cells(release) == _cells(lessons)
         print(f"      release {'==' if same else 'DIFFERS FROM'} {lessons}")
 
-    print(f"[2/4] the course model ({args.profile} profile), reused by every submission",
+    print(f"[2/5] the course model ({args.profile} profile), reused by every submission",
           flush=True)
     for k in ("data", "cache"):
         if settings[k]:
@@ -172,13 +216,24 @@ def setup(args) -> int:
     path.write_text(json.dumps(settings, indent=1))
     print(f"      {ckpt} ({'reused' if info['reused'] else 'trained'})")
 
+    print("[3/5] the solution run once: what every kernel with the same inputs would "
+          "compute", flush=True)
+    if args.no_memo:
+        shutil.rmtree(sandbox.memo_dir(settings), ignore_errors=True)
+        line = "skipped (--no-memo): every kernel computes everything"
+    else:
+        line = record_memo(course, _settings(course))
+    settings.update(memo=sandbox.memo_dir(settings).is_dir())
+    path.write_text(json.dumps(settings, indent=1))
+    print(f"      {line}")
+
     settings = _settings(course)
-    print(f"[3/4] self-check: the sandbox ({sandbox.describe_limits(settings)}), then the "
+    print(f"[4/5] self-check: the sandbox ({sandbox.describe_limits(settings)}), then the "
           "solution and the blank release graded", flush=True)
     _sandbox_or_refuse(settings, args.no_sandbox)
     if not args.no_self_check:
         self_check(course, settings, args.no_sandbox)
-    print(f"[4/4] ready. Students get {release}\n      Next: python "
+    print(f"[5/5] ready. Students get {release}\n      Next: python "
           f"{os.path.relpath(Path(__file__).resolve())} grade {course} --submissions DIR")
     return 0
 
@@ -619,6 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kernel-memory", type=int, default=4096, metavar="MB",
                    help="memory limit of one student kernel (4096 MB)")
     s.add_argument("--no-self-check", action="store_true", help="skip grading the solution")
+    s.add_argument("--no-memo", action="store_true",
+                   help="do not save the solution's results for the kernels to read")
     s.add_argument("--allow-inside-git", action="store_true", help=argparse.SUPPRESS)
     for cmd in (s, gr := sub.add_parser("grade", help="collect, autograde, report")):
         cmd.add_argument("--no-sandbox", action="store_true",

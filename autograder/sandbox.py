@@ -125,10 +125,18 @@ def kernel_environment(settings: dict, runtime: str | None = None) -> dict[str, 
     for key, name in (("data", "CNNLAB_DATA"), ("cache", "CNNLAB_CACHE")):
         if settings.get(key):
             env[name] = settings[key]
+    if settings.get("memo"):
+        env["CNNLAB_MEMO"] = str(memo_dir(settings))
     if runtime:
         env["CNNLAB_RUNTIME"] = runtime
     env["PYTHONPATH"] = str(_cnnlab_dir().parent)  # the cnnlab the grader uses, bound alone
     return env
+
+
+def memo_dir(settings: dict) -> Path:
+    """Where setup saves what the solution computed for every kernel to read
+    (cnnlab/_memo.py): inside the checkpoints folder, so bound read-only with the model."""
+    return Path(settings["checkpoints"]) / "memo"
 
 
 def _cnnlab_dir() -> Path:

@@ -21,6 +21,7 @@ from torch import nn
 
 from ._figures import new_figure
 from ._inference import as_image_batch, evaluating, prepare_batch
+from ._memo import remembered
 from ._progress import bar
 from ._validate import feature_array, whole_number
 from .config import or_config
@@ -63,6 +64,7 @@ def feature_extractor(model: nn.Sequential, upto: int | None = None) -> nn.Seque
     return model[: upto + 1]
 
 
+@remembered
 def extract_features(
     extractor: nn.Module,
     images: torch.Tensor,

@@ -26,6 +26,7 @@ from torch import nn
 
 from ._figures import new_figure, set_alt
 from ._inference import as_image_batch, evaluating, prepare_batch
+from ._memo import remembered
 from ._progress import bar
 from ._validate import is_whole, number_in, whole_number
 from .activations import _check_top_indices, _unit_grid, validate_units
@@ -315,6 +316,7 @@ def occlusion_maps(
     return np.ascontiguousarray(maps.transpose(0, 3, 1, 2))
 
 
+@remembered
 def top_k_occlusion(
     extractor: nn.Module,
     images: torch.Tensor,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _progress
+from ._memo import remembered
 from .config import LabConfig, or_config
 from .data import Split, normalize
 from .device import Precision, choose_precision, get_device
@@ -223,6 +224,7 @@ def predict(model: nn.Module, images: torch.Tensor, precision: str | None = None
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
+@remembered
 def evaluate(model: nn.Module, data: Split, precision: str | None = None,
              mean=None, std=None) -> Evaluation:
     """Accuracy, per-class accuracy and confusion matrix of ``model`` on ``data``.

@@ -27,6 +27,7 @@ from torch import nn
 
 from ._figures import new_figure
 from ._inference import as_image_batch
+from ._memo import remembered
 from ._validate import whole_number
 from .activations import _check_top_indices, check_k
 from .config import or_config
@@ -142,6 +143,7 @@ def _check_methods(methods) -> tuple[str, ...]:
     return methods
 
 
+@remembered
 def unit_views(
     model: nn.Module,
     images: torch.Tensor,

@@ -456,9 +456,9 @@ def graded(tmp_path_factory):
     ckpt = subprocess.run([sys.executable, "-c", PSEUDO_PRETRAINED, str(base / "model")], env=env,
                           capture_output=True, text=True, check=True, timeout=600
                           ).stdout.strip().splitlines()[-1]
-    _run(["setup", str(course), "--checkpoint", ckpt, "--synthetic", "--kernel-memory", "2048",
+    setup = _run(["setup", str(course), "--checkpoint", ckpt, "--synthetic", "--kernel-memory", "2048",
           "--solutions", str(snap / "solutions" / SOLUTION.name), "--student-cell-timeout", "10",
-          "--instructor-cell-timeout", "120", "--submission-timeout", "240"], env, timeout=900)
+          "--instructor-cell-timeout", "120", "--submission-timeout", "240"], env, timeout=900).stdout
     _release["path"] = course / "release" / A / f"{A}.ipynb"
     watched = [snap / "cnnlab", course / "source", course / "release", course / "checkpoints",
                course / "kernels", *[course / n for n in (
@@ -529,7 +529,7 @@ def graded(tmp_path_factory):
     return dict(course=course, first=first, progress=progress, rows=rows, exported=exported, home=home, snap=snap,
                 base=base, listener=listener, first_report=first_report, xss_listener=xss_listener,
                 before=before, after=after, site=site,
-                report=(course / "reports" / "report.txt").read_text(), env=env)
+                report=(course / "reports" / "report.txt").read_text(), env=env, setup=setup)
 
 
 def _num(x):
@@ -554,6 +554,17 @@ def test_every_case_gets_its_status_points_and_report_line(graded, run, student)
         assert phrase in text, (phrase, text)
     if status == "graded":
         assert row["details"] == "", text  # no accusation
+
+
+def test_setup_saved_the_solutions_results_for_the_kernels(graded):
+    """Setup's step 3: the solution's slow calls saved, read-only for every kernel (the
+    classes above got their usual points with it: nothing wrong was read back)."""
+    memo = graded["course"] / "checkpoints" / "memo"
+    saved = sorted(memo.glob("*.pt"))
+    assert len(saved) >= 5, graded["setup"]
+    assert re.search(rf"\[3/5\][^\n]*\n\s+{len(saved)} results", graded["setup"]), graded["setup"]
+    settings = json.loads((graded["course"] / "cnnlab_course.json").read_text())
+    assert settings["memo"] is True
 
 
 def test_progress_lines_give_the_status_of_the_report(graded):
