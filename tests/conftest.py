@@ -1,7 +1,17 @@
 """Shared fixtures: a seeded course network, a few made-up uint8 images, and the quick
-model trained once per test session for the tests that run the notebook."""
+model trained once per test session for the tests that run the notebook.
+
+The whole run uses one checkpoint folder of its own (``CNNLAB_CHECKPOINTS``, set before
+anything is collected): the user's saved models are never read or written, and the
+notebook kernels, the browser's and nbval's all reuse the one model trained here. The
+lesson's kernels also share one memo (``cnnlab/_memo.py``, as the grader's kernels do):
+the first kernel to run a cell's calls computes them, later kernels with exactly the
+same inputs read the results."""
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,14 +40,34 @@ def lesson_source() -> str:
     return "" if real else "synthetic"
 
 
+SESSION: dict[str, Path] = {}
+
+
+def pytest_configure(config):
+    folder = Path(tempfile.mkdtemp(prefix="cnnlab-test-checkpoints-"))
+    SESSION.update(checkpoints=folder, memo=folder / "memo")
+    os.environ["CNNLAB_CHECKPOINTS"] = str(folder)
+
+
+def pytest_unconfigure(config):
+    if "checkpoints" in SESSION:
+        shutil.rmtree(SESSION["checkpoints"], ignore_errors=True)
+
+
+def lesson_kernel_memo() -> dict[str, str]:
+    """The environment that gives a lesson kernel the run's shared memo."""
+    memo = str(SESSION["memo"])
+    return {"CNNLAB_MEMO": memo, "CNNLAB_MEMO_RECORD": memo}
+
+
 @pytest.fixture(scope="session")
-def quick_checkpoints(tmp_path_factory):
+def quick_checkpoints():
     """A checkpoint folder holding the quick-profile model, trained here once with the
     notebook's own calls, and that checkpoint's path: the notebook runs and the browser
     tests all reuse it instead of training it each."""
     import cnnlab
 
-    folder = tmp_path_factory.mktemp("quick-checkpoints")
+    folder = SESSION["checkpoints"]
     with pytest.MonkeyPatch.context() as patch:
         for key, value in {"CNNLAB_PROFILE": "quick", "CNNLAB_CHECKPOINTS": str(folder),
                            "CNNLAB_SOURCE": lesson_source()}.items():

@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import lesson_source
+from conftest import lesson_kernel_memo, lesson_source
 from test_browser import (
     CHROMIUM,
     CHROMIUM_FLAGS,
@@ -120,6 +120,7 @@ def trained(playwright_api, quick_checkpoints):
         "CNNLAB_CHECKPOINTS": str(checkpoints),
         "CNNLAB_SOURCE": lesson_source(),
         "TQDM_DISABLE": "1",
+        **lesson_kernel_memo(),
     }
     return env, Path(checkpoint)
 

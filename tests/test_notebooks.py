@@ -29,7 +29,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import lesson_source
+from conftest import lesson_kernel_memo, lesson_source
 
 import cnnlab
 
@@ -484,6 +484,7 @@ def _kernel_environment(checkpoints: Path) -> dict:
         "PYTHONPATH": os.pathsep.join(
             [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
         "TQDM_DISABLE": "1",
+        **lesson_kernel_memo(),
     }
     env["CNNLAB_SOURCE"] = lesson_source()
     return env
