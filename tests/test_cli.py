@@ -12,11 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args, env_extra=None, cwd=None):
+    """``python -m cnnlab ARGS``; its default checkpoint folder is a fresh one (the run's
+    shared folder holds the lesson's model, which a lab on other data would replace)."""
     import os
+    import tempfile
 
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True,
-                          text=True, cwd=cwd or ROOT, env=env, timeout=600)
+    with tempfile.TemporaryDirectory(prefix="cnnlab-cli-checkpoints-") as checkpoints:
+        env = {**os.environ, "CNNLAB_CHECKPOINTS": checkpoints, **(env_extra or {})}
+        return subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True,
+                              text=True, cwd=cwd or ROOT, env=env, timeout=600)
 
 
 def test_help_of_each_command():
