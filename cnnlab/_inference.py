@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._pixels import normalize
 from ._validate import is_whole as is_whole  # re-exported for the analyses
 from .config import or_config
-from .data import normalize
 from .device import choose_precision
 
 
@@ -76,7 +76,7 @@ def prepare_batch(
 
     uint8 (N, C, H, W) is normalised on the device (moving uint8 is four times
     cheaper than float) with ``mean`` and ``std`` (None: the course's, to [-1, 1];
-    see :func:`cnnlab.data.normalize`); a float tensor is taken as already
+    see :func:`cnnlab._pixels.normalize`); a float tensor is taken as already
     normalised. Returns float32, ``channels_last`` when asked.
     """
     x = images.to(device, non_blocking=True)

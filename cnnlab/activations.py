@@ -21,12 +21,12 @@ from torch import nn
 
 from ._figures import new_figure
 from ._inference import as_image_batch, evaluating, prepare_batch
+from ._pixels import to_display
 from ._progress import bar
 from ._validate import feature_array, whole_number
 from .config import or_config
-from .device import choose_precision
-from .model import first_linear_index, model_device
-from .probe import as_extractor, input_channels
+from .device import choose_precision, model_device
+from .probe import as_extractor, first_linear_index, input_channels
 
 
 def feature_extractor(model: nn.Sequential, upto: int | None = None) -> nn.Sequential:
@@ -295,7 +295,6 @@ def plot_top_k(
     Returns:
         The matplotlib Figure.
     """
-    from .data import to_display
 
     images = as_image_batch(images)
     top_indices, units = _check_top_indices(top_indices, units, images.shape[0])

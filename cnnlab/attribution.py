@@ -45,9 +45,9 @@ from torch.overrides import TorchFunctionMode
 
 from ._inference import (as_image_batch, evaluating, is_whole, prepare_batch,
                          use_channels_last)
+from ._pixels import MEAN, STD
 from .config import or_config
-from .data import CLASSES, MEAN, STD
-from .model import model_device
+from .device import model_device
 from .probe import Probe, find_layer, input_channels, last_spatial_layer
 
 #: The methods :func:`attribute` knows, in the order the lab shows them.
@@ -79,8 +79,9 @@ def gradients_on(model: nn.Module) -> Iterator[None]:
 
 
 def _kind(n_out: int) -> str:
-    """What a target of a model with ``n_out`` outputs is called."""
-    return "class" if n_out == len(CLASSES) else "unit"
+    """What a target of a model with ``n_out`` outputs is called: a class when there are
+    as many as the configuration's ``classes``, else a unit."""
+    return "class" if n_out == len(or_config(None, "classes")) else "unit"
 
 
 def _probe(model) -> Probe:
@@ -129,7 +130,8 @@ def _targets(targets, n: int, n_out: int) -> torch.Tensor:
     kind = _kind(n_out)
     valid = f"a {kind} number from 0 to {n_out - 1}"
     if kind == "class":
-        valid += " (" + ", ".join(f"{i} {c}" for i, c in enumerate(CLASSES)) + ")"
+        names = or_config(None, "classes")
+        valid += " (" + ", ".join(f"{i} {c}" for i, c in enumerate(names)) + ")"
     if isinstance(targets, (torch.Tensor, np.ndarray)):
         targets = targets.tolist()  # a 0-d array gives a plain number
     if isinstance(targets, (str, bytes)):

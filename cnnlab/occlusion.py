@@ -26,13 +26,12 @@ from torch import nn
 
 from ._figures import new_figure, set_alt
 from ._inference import as_image_batch, evaluating, prepare_batch
+from ._pixels import MEAN, STD, normalize, to_display
 from ._progress import bar
 from ._validate import is_whole, number_in, whole_number
 from .activations import _check_top_indices, _unit_grid, validate_units
 from .config import or_config
-from .data import MEAN, STD, normalize, to_display
-from .device import choose_precision
-from .model import model_device
+from .device import choose_precision, model_device
 from .probe import as_extractor, input_channels
 
 #: The image side the configuration's ``occluder`` and ``stride`` are for (CIFAR-10's).

@@ -41,7 +41,7 @@ from ._inference import (
 )
 from .attribution import BLACK, METHODS, _black, attribute, prepare_inputs
 from .config import or_config
-from .model import model_device
+from .device import model_device
 from .occlusion import occlusion_maps
 from .probe import Probe, layers
 

@@ -27,13 +27,12 @@ from torch import nn
 
 from ._figures import new_figure
 from ._inference import as_image_batch
+from ._pixels import to_display
 from ._validate import whole_number
 from .activations import _check_top_indices, check_k
 from .config import or_config
-from .data import to_display
-from .model import unit_layer
 from .occlusion import masked_images, top_k_occlusion
-from .probe import Probe, input_channels
+from .probe import Probe, input_channels, unit_layer
 
 #: The gradient-based views, in the order the lab shows them (names of
 #: :data:`cnnlab.attribution.METHODS`).
@@ -249,7 +248,7 @@ def unit_views(
 
 def as_probe(model) -> Probe:
     """``model`` as a :class:`Probe`: a probe as it is; a network (the course network or
-    its extractor ``model[:14]``) read at its first ``Linear`` (:func:`cnnlab.model.unit_layer`)."""
+    its extractor ``model[:14]``) read at its first ``Linear`` (:func:`cnnlab.probe.unit_layer`)."""
     return model if isinstance(model, Probe) else Probe(model, unit_layer(model))
 
 

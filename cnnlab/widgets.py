@@ -43,6 +43,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from ._pixels import to_display
 from ._validate import feature_array, whole_number
 from .activations import check_k, plot_top_k, top_k, validate_units
 from .config import or_config
@@ -509,7 +510,6 @@ def embedding_explorer(
     Example:
         >>> embedding_explorer(xy, test.labels, CLASSES, test.images)
     """
-    from .data import to_display
 
     ipw = _ipywidgets()
     classes = list(classes)
