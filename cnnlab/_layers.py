@@ -13,8 +13,8 @@ and fails on one that runs up):
   know a :class:`cnnlab.Probe`, tensors and the configuration (class names, units,
   sizes come from there), nothing of CIFAR-10 or of the course network's layout.
 - ``drawing``: figure plumbing shared by the plot functions; no computation.
-- ``base``: the configuration, devices and precision, pixels and their
-  normalisation, argument checks, files and progress bars.
+- ``base``: the configuration, devices and precision, the registry of methods,
+  pixels and their normalisation, argument checks, files and progress bars.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "analyses": ("views", "sanity", "featvis", "occlusion", "attribution", "activations",
                  "filters", "embedding", "metrics", "probe", "_inference"),
     "drawing": ("_figures",),
-    "base": ("config", "device", "_pixels", "_validate", "_io", "_progress", "_layers"),
+    "base": ("config", "device", "_methods", "_pixels", "_validate", "_io", "_progress", "_layers"),
 }
 
 

@@ -45,20 +45,15 @@ from torch.overrides import TorchFunctionMode
 
 from ._inference import (as_image_batch, evaluating, is_whole, prepare_batch,
                          use_channels_last)
+from ._methods import method_names, registered
 from ._pixels import MEAN, STD
 from .config import or_config
 from .device import model_device
 from .probe import Probe, find_layer, input_channels, last_spatial_layer
 
-#: The methods :func:`attribute` knows, in the order the lab shows them.
-METHODS = (
-    "gradient",
-    "smoothgrad",
-    "integrated_gradients",
-    "guided_backprop",
-    "grad_cam",
-    "contribution",
-)
+#: The methods :func:`attribute` knows, in the order the lab shows them (the gradient
+#: methods of the registry, :mod:`cnnlab._methods`).
+METHODS = method_names("gradient")
 
 #: The black image the occluder and Integrated Gradients use, in normalised units.
 BLACK = (0.0 - MEAN) / STD
@@ -647,15 +642,8 @@ def contribution_map(model: nn.Module, images, targets, batch_size: int | None =
     return _to_numpy(torch.cat(maps))
 
 
-#: Method name -> function, for :func:`attribute`.
-_FUNCTIONS = {
-    "gradient": gradient,
-    "smoothgrad": smoothgrad,
-    "integrated_gradients": integrated_gradients,
-    "guided_backprop": guided_backprop,
-    "grad_cam": grad_cam,
-    "contribution": contribution_map,
-}
+#: Method name -> function, for :func:`attribute` (the registry names the function).
+_FUNCTIONS = {name: globals()[registered(name).function] for name in METHODS}
 
 
 def attribute(method: str, model: nn.Module, images, targets, **kwargs) -> np.ndarray:

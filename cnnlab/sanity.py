@@ -39,7 +39,8 @@ from ._inference import (
     prepare_batch,
     use_channels_last,
 )
-from .attribution import BLACK, METHODS, _black, attribute, prepare_inputs
+from ._methods import REGISTRY, choose, method_names
+from .attribution import BLACK, _black, attribute, prepare_inputs
 from .config import or_config
 from .device import model_device
 from .occlusion import occlusion_maps
@@ -48,20 +49,10 @@ from .probe import Probe, layers
 
 #: Everything :func:`cascading_randomization` can compare: the gradient methods,
 #: occlusion, and the model-independent control.
-SANITY_METHODS = (*METHODS, "occlusion", "edges")
+SANITY_METHODS = method_names("gradient", "occlusion", "control")
 
-#: What each name is called in the figures.
-LABELS = {
-    "gradient": "gradient",
-    "smoothgrad": "SmoothGrad",
-    "integrated_gradients": "Integrated Gradients",
-    "guided_backprop": "guided backprop",
-    "grad_cam": "Grad-CAM",
-    "contribution": "contribution map",
-    "occlusion": "occlusion",
-    "edges": "edge detector (control)",
-    "random": "random ranking",
-}
+#: What each method is called in the figures (the registry's labels).
+LABELS = {m.name: m.label for m in REGISTRY}
 
 
 # --- maps of every kind ---------------------------------------------------------------
@@ -167,18 +158,6 @@ class Randomization:
         return float(self.correlation[self.methods.index(method), self.layers.index(layer)])
 
 
-def _check_methods(methods, valid: Sequence[str]) -> list[str]:
-    methods = list(valid) if methods is None else (
-        [methods] if isinstance(methods, str) else list(methods))
-    unknown = [m for m in methods if m not in valid]
-    if unknown or not methods:
-        raise ValueError(
-            f"methods={methods!r}: {'unknown ' + repr(unknown) if unknown else 'empty'}. "
-            f"Choose from {', '.join(valid)}."
-        )
-    return methods
-
-
 def weight_layers(model, input_size=None) -> list[tuple[str, nn.Module]]:
     """The conv and Linear layers of a network, top (output side) first, with names.
 
@@ -243,7 +222,7 @@ def cascading_randomization(
         >>> r.layers
         ['trained', '13 Linear', '8 Conv2d', '6 Conv2d', '2 Conv2d', '0 Conv2d']
     """
-    methods = _check_methods(methods, SANITY_METHODS)
+    methods = list(choose(methods, SANITY_METHODS, empty=False))
     seed = or_config(seed, "seed")
     if not is_whole(seed):
         raise TypeError(f"seed={seed!r} must be an integer.")

@@ -43,6 +43,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from ._methods import registered
 from ._pixels import to_display
 from ._validate import feature_array, whole_number
 from .activations import check_k, plot_top_k, top_k, validate_units
@@ -616,7 +617,7 @@ def attribution_explorer(
     Example:
         >>> attribution_explorer(model, test.images, features, units=config.units)
     """
-    from .views import TITLES, VIEWS, UnitViews, plot_unit_views, unit_views
+    from .views import VIEWS, UnitViews, plot_unit_views, unit_views
 
     ipw = _ipywidgets()
     features = _features_of(images, features)
@@ -639,7 +640,7 @@ def attribution_explorer(
     else:
         unit_control = ipw.SelectionSlider(options=visited, value=first,
                                            description="unit", continuous_update=False)
-    menu = [("every view", "all")] + [(TITLES[v].replace("\n", " "), v) for v in VIEWS]
+    menu = [("every view", "all")] + [(registered(v).title.replace("\n", " "), v) for v in VIEWS]
     if not synthesize:
         menu = [item for item in menu if item[1] != "synthesized"]
     method_control = ipw.Dropdown(options=menu, value="all", description="method")
