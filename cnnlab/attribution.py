@@ -44,7 +44,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ._inference import (as_image_batch, evaluating, is_whole, prepare_batch,
-                         use_channels_last)
+                         Runner)
 from ._methods import method_names, registered
 from ._pixels import MEAN, STD
 from .config import or_config
@@ -185,9 +185,7 @@ def _layout(x: torch.Tensor) -> torch.Tensor:
     the CPU under ``precision="auto"``): about 25 % faster for these small convs on
     the CPU. The values are the same computation, laid out differently.
     """
-    if x.ndim == 4 and use_channels_last(x.device):
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
+    return Runner(x.device).layout(x)
 
 
 def _to_numpy(maps: torch.Tensor) -> np.ndarray:
