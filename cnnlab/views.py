@@ -118,6 +118,21 @@ class UnitViews:
             )
         return self.units.index(unit)
 
+    def of_unit(self, unit: int, k: int | None = None) -> UnitViews:
+        """The views of one of the units, on its first ``k`` images (None: all K)."""
+        j, k = self.row(unit), self.k if k is None else k
+        pick = (slice(j, j + 1), slice(0, k))
+        return UnitViews(
+            units=[unit], indices=self.indices[pick], images=self.images[pick],
+            activation=self.activation[pick], bias=self.bias[j:j + 1],
+            occlusion=self.occlusion[pick],
+            maps={name: m[pick] for name, m in self.maps.items()},
+            synthesized=None if self.synthesized is None else self.synthesized[j:j + 1],
+            synthesized_activation=(None if self.synthesized_activation is None
+                                    else self.synthesized_activation[j:j + 1]),
+            exact=self.exact,
+        )
+
 
 def unit_views(
     model: nn.Module,
