@@ -4,7 +4,9 @@ The notebook-facing names are re-exported here; each lives in the module of its
 section (``cnnlab.data``, ``cnnlab.model``, ``cnnlab.device``, ``cnnlab.train``,
 ``cnnlab.filters``, ``cnnlab.activations``, ``cnnlab.occlusion``, ``cnnlab.embedding``,
 ``cnnlab.metrics``, ``cnnlab.probe``, ``cnnlab.views``, ``cnnlab.checks``,
-``cnnlab.widgets``, ``cnnlab.lab``, ``cnnlab.pretrained``).
+``cnnlab.widgets``, ``cnnlab.lab``, ``cnnlab.pretrained``). Their layers (the course,
+the explorers, the analyses, drawing, the base) and the one way imports run between
+them are listed in ``cnnlab/_layers.py``.
 """
 
 __version__ = "0.1.0"

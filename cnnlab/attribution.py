@@ -47,7 +47,7 @@ from ._inference import (as_image_batch, evaluating, is_whole, prepare_batch,
                          Runner)
 from ._methods import method_names, registered
 from ._pixels import MEAN, STD
-from .config import or_config
+from .config import CLASSES, or_config
 from .device import model_device
 from .probe import Probe, find_layer, input_channels, last_spatial_layer
 
@@ -75,8 +75,8 @@ def gradients_on(model: nn.Module) -> Iterator[None]:
 
 def _kind(n_out: int) -> str:
     """What a target of a model with ``n_out`` outputs is called: a class when there are
-    as many as the configuration's ``classes``, else a unit."""
-    return "class" if n_out == len(or_config(None, "classes")) else "unit"
+    as many as the lab's classes (:data:`cnnlab.config.CLASSES`), else a unit."""
+    return "class" if n_out == len(CLASSES) else "unit"
 
 
 def _probe(model) -> Probe:
@@ -125,8 +125,7 @@ def _targets(targets, n: int, n_out: int) -> torch.Tensor:
     kind = _kind(n_out)
     valid = f"a {kind} number from 0 to {n_out - 1}"
     if kind == "class":
-        names = or_config(None, "classes")
-        valid += " (" + ", ".join(f"{i} {c}" for i, c in enumerate(names)) + ")"
+        valid += " (" + ", ".join(f"{i} {c}" for i, c in enumerate(CLASSES)) + ")"
     if isinstance(targets, (torch.Tensor, np.ndarray)):
         targets = targets.tolist()  # a 0-d array gives a plain number
     if isinstance(targets, (str, bytes)):

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from ._validate import whole_number
 from .device import check_precision, choose_precision
 
-#: CIFAR-10's class names in label order (the data section's ``CLASSES``), the
-#: default of :attr:`LabConfig.classes`.
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
+#: The names of the lab's classes (CIFAR-10's) in label order: the data section's
+#: ``CLASSES``, and what the analyses call a network's outputs when there are as many.
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+           "truck")
 
 PROFILE_ENV = "CNNLAB_PROFILE"
 DATA_ENV = "CNNLAB_DATA"
@@ -51,8 +51,6 @@ class LabConfig:
     precision: str = "auto"  # "auto" (bf16/fp16 where the hardware is fast at it), "fp32";
     #                          what "auto" means on a device: cnnlab.device.choose_precision
     # --- analyses ---------------------------------------------------------
-    classes: tuple[str, ...] = CIFAR10_CLASSES  # names of the network's outputs, in order;
-    #                         what the analyses call a target when it is a class
     top_k: int = 10  # images shown per unit
     units: tuple[int, ...] = (1, 2, 4, 14, 23, 29, 127)  # units of the 128-d layer shown
     occluder: int = 11  # side of the square occluder, in pixels
@@ -120,16 +118,15 @@ class LabConfig:
     def to_dict(self) -> dict:
         """Plain-type dict (safe for ``torch.load(weights_only=True)`` and JSON)."""
         d = dataclasses.asdict(self)
-        d["units"], d["classes"] = list(self.units), list(self.classes)
+        d["units"] = list(self.units)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> LabConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
-        for name in ("units", "classes"):
-            if name in kwargs:
-                kwargs[name] = tuple(kwargs[name])
+        if "units" in kwargs:
+            kwargs["units"] = tuple(kwargs["units"])
         return cls(**kwargs)
 
 

@@ -37,11 +37,8 @@ from ._pixels import channel_stat as channel_stat
 from ._pixels import denormalize as denormalize
 from ._pixels import normalize as normalize
 from ._pixels import to_display as to_display
-from .config import CIFAR10_CLASSES, DATA_ENV
-
-#: CIFAR-10 class names in label order.
-CLASSES = CIFAR10_CLASSES
-
+from .config import CLASSES as CLASSES  # re-exported: the public name
+from .config import DATA_ENV
 
 # ---------------------------------------------------------------------------
 # Loading
