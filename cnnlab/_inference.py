@@ -18,23 +18,73 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._pixels import normalize
+from ._progress import bar
 from ._validate import is_whole as is_whole  # re-exported for the analyses
 from .config import or_config
-from .data import normalize
-from .device import choose_precision
+from .device import choose_precision, model_device
 
 
-def inference_context(
-    device: torch.device, precision: str | None = None
-) -> contextlib.AbstractContextManager:
-    """Autocast for fast inference on ``device`` (see :func:`choose_precision`), or a
-    no-op; ``precision`` None is the configuration's."""
-    return choose_precision(device, or_config(precision, "precision")).autocast()
+class Runner:
+    """How the analyses run a network on one device: precision and memory layout,
+    decided once (by :func:`cnnlab.device.choose_precision`), then used by every batch.
+
+    Args:
+        device: where the network and its inputs are.
+        precision: ``"auto"`` or ``"fp32"``; None is the configuration's.
+
+    Attributes:
+        device, plan (the :class:`cnnlab.device.Precision`).
+    """
+
+    def __init__(self, device: torch.device, precision: str | None = None) -> None:
+        self.device = device
+        self.plan = choose_precision(device, or_config(precision, "precision"))
+
+    @classmethod
+    def of(cls, module: nn.Module, precision: str | None = None) -> Runner:
+        """A runner on the device of ``module``'s parameters."""
+        return cls(model_device(module), precision)
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """An image batch (N, C, H, W) in the plan's memory layout (same values);
+        other shapes unchanged."""
+        if x.ndim == 4 and self.plan.channels_last:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare(self, images: torch.Tensor, mean=None, std=None) -> torch.Tensor:
+        """:func:`prepare_batch` on this device, in this layout."""
+        return prepare_batch(images, self.device, self.plan.channels_last, mean, std)
+
+    @contextlib.contextmanager
+    def inference(self, *modules: nn.Module) -> Iterator[None]:
+        """Eval mode (restored after), no autograd, and the plan's autocast."""
+        with evaluating(*modules), torch.inference_mode(), self.plan.autocast():
+            yield
+
+    def batched(self, forward, n: int, batch_size: int, progress: bool = False,
+                desc: str = "batches") -> torch.Tensor:
+        """``forward(start, stop)`` for consecutive batches of ``n`` items, concatenated.
+
+        Args:
+            forward: maps a range of item numbers to a tensor (stop - start, ...).
+            n: how many items; batch_size: items per call.
+            progress: show a progress bar (desc names it).
+
+        Returns:
+            The outputs, concatenated along the first dimension (an empty 1-D tensor
+            on the device when ``n`` is 0).
+        """
+        if n == 0:
+            return torch.empty(0, device=self.device)
+        starts = bar(range(0, n, batch_size), show=progress, desc=desc, unit="batch")
+        return torch.cat([forward(start, min(start + batch_size, n)) for start in starts])
 
 
 def use_channels_last(device: torch.device, precision: str | None = None) -> bool:
-    """Whether inputs should be laid out ``channels_last`` (see :func:`choose_precision`)."""
-    return choose_precision(device, or_config(precision, "precision")).channels_last
+    """Whether :class:`Runner` lays inputs out ``channels_last`` on ``device``."""
+    return Runner(device, precision).plan.channels_last
 
 
 def as_image_batch(images, what: str = "images", channels: int | None = 3) -> torch.Tensor:
@@ -76,7 +126,7 @@ def prepare_batch(
 
     uint8 (N, C, H, W) is normalised on the device (moving uint8 is four times
     cheaper than float) with ``mean`` and ``std`` (None: the course's, to [-1, 1];
-    see :func:`cnnlab.data.normalize`); a float tensor is taken as already
+    see :func:`cnnlab._pixels.normalize`); a float tensor is taken as already
     normalised. Returns float32, ``channels_last`` when asked.
     """
     x = images.to(device, non_blocking=True)

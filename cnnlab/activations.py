@@ -20,14 +20,12 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ._figures import new_figure
-from ._inference import as_image_batch, evaluating, prepare_batch
+from ._inference import Runner, as_image_batch
 from ._memo import remembered
-from ._progress import bar
+from ._pixels import to_display
 from ._validate import feature_array, whole_number
 from .config import or_config
-from .device import choose_precision
-from .model import first_linear_index, model_device
-from .probe import as_extractor, input_channels
+from .probe import as_extractor, first_linear_index, input_channels
 
 
 def feature_extractor(model: nn.Sequential, upto: int | None = None) -> nn.Sequential:
@@ -100,21 +98,15 @@ def extract_features(
     extractor, mean, std = as_extractor(extractor)
     images = as_image_batch(images, channels=input_channels(extractor))
     batch_size = whole_number(batch_size, "batch_size", advice="The lab uses 128.")
-    device = model_device(extractor)
-    plan = choose_precision(device, or_config(precision, "precision"))
-    channels_last = plan.channels_last
-    n = images.shape[0]
-    out: np.ndarray | None = None
-    with evaluating(extractor), torch.inference_mode(), plan.autocast():
-        for start in bar(range(0, n, batch_size), show=progress, desc="features",
-                         unit="batch"):
-            x = prepare_batch(images[start : start + batch_size], device, channels_last,
-                              mean, std)
-            y = extractor(x).float().reshape(x.shape[0], -1).cpu().numpy()
-            if out is None:
-                out = np.empty((n, y.shape[1]), dtype=np.float32)
-            out[start : start + y.shape[0]] = y
-    return out
+    runner = Runner.of(extractor, precision)
+
+    def forward(start: int, stop: int) -> torch.Tensor:
+        x = runner.prepare(images[start:stop], mean, std)
+        return extractor(x).float().reshape(stop - start, -1).cpu()
+
+    with runner.inference(extractor):
+        return runner.batched(forward, images.shape[0], batch_size, progress,
+                              "features").numpy()
 
 
 def validate_units(units, n_units: int, name: str = "units") -> list[int]:
@@ -297,7 +289,6 @@ def plot_top_k(
     Returns:
         The matplotlib Figure.
     """
-    from .data import to_display
 
     images = as_image_batch(images)
     top_indices, units = _check_top_indices(top_indices, units, images.shape[0])

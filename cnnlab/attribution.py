@@ -40,25 +40,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from torch.overrides import TorchFunctionMode
 
-from ._inference import (as_image_batch, evaluating, is_whole, prepare_batch,
-                         use_channels_last)
-from .config import or_config
-from .data import CLASSES, MEAN, STD
-from .model import model_device
+from ._inference import Runner, as_image_batch, evaluating, is_whole, prepare_batch
+from ._methods import method_names, registered
+from ._pixels import MEAN, STD
+from .config import CLASSES, or_config
+from .device import model_device
 from .probe import Probe, find_layer, input_channels, last_spatial_layer
 
-#: The methods :func:`attribute` knows, in the order the lab shows them.
-METHODS = (
-    "gradient",
-    "smoothgrad",
-    "integrated_gradients",
-    "guided_backprop",
-    "grad_cam",
-    "contribution",
-)
+#: The methods :func:`attribute` knows, in the order the lab shows them (the gradient
+#: methods of the registry, :mod:`cnnlab._methods`).
+METHODS = method_names("gradient")
 
 #: The black image the occluder and Integrated Gradients use, in normalised units.
 BLACK = (0.0 - MEAN) / STD
@@ -79,7 +72,8 @@ def gradients_on(model: nn.Module) -> Iterator[None]:
 
 
 def _kind(n_out: int) -> str:
-    """What a target of a model with ``n_out`` outputs is called."""
+    """What a target of a model with ``n_out`` outputs is called: a class when there are
+    as many as the lab's classes (:data:`cnnlab.config.CLASSES`), else a unit."""
     return "class" if n_out == len(CLASSES) else "unit"
 
 
@@ -188,9 +182,7 @@ def _layout(x: torch.Tensor) -> torch.Tensor:
     the CPU under ``precision="auto"``): about 25 % faster for these small convs on
     the CPU. The values are the same computation, laid out differently.
     """
-    if x.ndim == 4 and use_channels_last(x.device):
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
+    return Runner(x.device).layout(x)
 
 
 def _to_numpy(maps: torch.Tensor) -> np.ndarray:
@@ -645,15 +637,8 @@ def contribution_map(model: nn.Module, images, targets, batch_size: int | None =
     return _to_numpy(torch.cat(maps))
 
 
-#: Method name -> function, for :func:`attribute`.
-_FUNCTIONS = {
-    "gradient": gradient,
-    "smoothgrad": smoothgrad,
-    "integrated_gradients": integrated_gradients,
-    "guided_backprop": guided_backprop,
-    "grad_cam": grad_cam,
-    "contribution": contribution_map,
-}
+#: Method name -> function, for :func:`attribute` (the registry names the function).
+_FUNCTIONS = {name: globals()[registered(name).function] for name in METHODS}
 
 
 def attribute(method: str, model: nn.Module, images, targets, **kwargs) -> np.ndarray:

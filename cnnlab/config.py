@@ -19,6 +19,11 @@ from dataclasses import dataclass
 from ._validate import whole_number
 from .device import check_precision, choose_precision
 
+#: The names of the lab's classes (CIFAR-10's) in label order: the data section's
+#: ``CLASSES``, and what the analyses call a network's outputs when there are as many.
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+           "truck")
+
 PROFILE_ENV = "CNNLAB_PROFILE"
 DATA_ENV = "CNNLAB_DATA"
 @dataclass(frozen=True)

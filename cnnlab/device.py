@@ -26,6 +26,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 #: The values of every ``precision`` argument (see :func:`cnnlab.device.choose_precision`).
 PRECISIONS = ("auto", "fp32")
@@ -151,3 +152,10 @@ def choose_precision(device: torch.device | str, precision: str = "auto") -> Pre
             return Precision(kind, torch.bfloat16, last, "CPU with native bf16")
         return Precision(kind, None, last, "CPU without native bf16")
     return Precision(kind, None, contiguous, f"{kind}: fp32")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without any)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")

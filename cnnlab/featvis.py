@@ -31,13 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._inference import as_image_batch
+from ._pixels import normalize
 from ._progress import bar
 from .attribution import _layout, gradients_on, prepare_inputs
 from .config import or_config
-from .data import normalize
-from .model import model_device
+from .device import model_device
 from .probe import Probe, input_channels
-
 
 #: Square root of the RGB covariance of CIFAR-10's 50,000 training images (pixels
 #: in [0, 1]), ``U diag(sqrt(S))`` of its SVD, columns scaled so the longest has norm 1

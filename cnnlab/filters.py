@@ -19,7 +19,7 @@ from torch import nn
 from ._figures import new_figure
 from ._inference import evaluating, prepare_batch
 from ._validate import whole_number
-from .model import model_device
+from .device import model_device
 from .probe import Probe, find_layer, input_channels, run
 
 SCALES = ("global", "per_filter")

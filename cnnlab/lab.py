@@ -37,8 +37,14 @@ from .model import unit_layer
 from .occlusion import plot_occlusion, scaled_occluder, top_k_occlusion
 from .pretrained import load_pretrained
 from .probe import Probe, last_spatial_layer
-from .sanity import (FILLS, SANITY_METHODS, cascading_randomization, faithfulness,
-                     plot_faithfulness, plot_randomization)
+from .sanity import (
+    FILLS,
+    SANITY_METHODS,
+    cascading_randomization,
+    faithfulness,
+    plot_faithfulness,
+    plot_randomization,
+)
 from .train import evaluate, predict, train_or_load
 from .views import MAP_VIEWS, plot_unit_views, unit_views
 

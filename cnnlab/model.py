@@ -15,6 +15,7 @@ The network is a plain ``nn.Sequential`` whose indices the exercises refer to::
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from torch import nn
 
 from ._io import atomic_write
 from .config import LabConfig
+from .device import model_device as model_device  # re-exported: its old home
+from .probe import first_linear_index as first_linear_index  # re-exported
+from .probe import unit_layer as unit_layer  # re-exported
 
 #: Number of units of the first ``nn.Linear`` (the layer the lab analyses; its index
 #: is :func:`first_linear_index`).
@@ -58,56 +62,25 @@ def build_model(num_classes: int = 10) -> nn.Sequential:
     )
 
 
-def unit_layer(model: nn.Module) -> str:
-    """The name of the layer the lab reads by default: the first ``nn.Linear``
-    (``"13"`` in the course network, the 128 units).
-
-    Raises:
-        ValueError: the model has no ``nn.Linear`` layer.
-    """
-    for name, layer in model.named_modules():
-        if isinstance(layer, nn.Linear):
-            return name
-    raise ValueError(
-        f"{type(model).__name__} has no nn.Linear layer; name the layer to read "
-        "(cnnlab.layers(model, (C, H, W)) lists them)."
-    )
-
-
-def first_linear_index(model: nn.Module) -> int:
-    """Index of the first ``nn.Linear`` inside a Sequential (13 for the course network).
-
-    Raises:
-        ValueError: the model has no ``nn.Linear`` child.
-    """
-    for i, layer in enumerate(model.children()):
-        if isinstance(layer, nn.Linear):
-            return i
-    raise ValueError(
-        f"{type(model).__name__} has no nn.Linear layer among its children; "
-        "expected the course network from cnnlab.build_model()."
-    )
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a model without any)."""
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _versions() -> dict:
     import numpy
     import torchvision
 
-    from . import __version__
-
     return {
-        "cnnlab": str(__version__),
+        "cnnlab": _installed_version(),
         "torch": str(torch.__version__),
         "torchvision": str(torchvision.__version__),
         "numpy": str(numpy.__version__),
     }
+
+
+def _installed_version() -> str:
+    """cnnlab's version as installed (``cnnlab.__version__`` when installed from this
+    tree), read from the package metadata so that no module imports the package's face."""
+    try:
+        return importlib.metadata.version("cnnlab")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def save_checkpoint(

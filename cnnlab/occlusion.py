@@ -25,15 +25,13 @@ from scipy.ndimage import gaussian_filter, zoom
 from torch import nn
 
 from ._figures import new_figure, set_alt
-from ._inference import as_image_batch, evaluating, prepare_batch
+from ._inference import Runner, as_image_batch, prepare_batch
 from ._memo import remembered
+from ._pixels import MEAN, STD, normalize, to_display
 from ._progress import bar
 from ._validate import is_whole, number_in, whole_number
 from .activations import _check_top_indices, _unit_grid, validate_units
 from .config import or_config
-from .data import MEAN, STD, normalize, to_display
-from .device import choose_precision
-from .model import model_device
 from .probe import as_extractor, input_channels
 
 #: The image side the configuration's ``occluder`` and ``stride`` are for (CIFAR-10's).
@@ -281,9 +279,8 @@ def occlusion_maps(
     fill = number_in(fill, "fill", 0, 1, advice="It is a pixel value before normalisation: "
                      "0 is black (the lab's choice), 0.5 grey, 1 white.")
     batch_size = whole_number(batch_size, "batch_size", advice="64 was fastest here.")
-    device = model_device(extractor)
-    plan = choose_precision(device, precision)
-    channels_last = plan.channels_last
+    runner = Runner.of(extractor, precision)
+    device = runner.device
     n_pos = masks.shape[0]
     masks = masks.to(device)
     if mean is None and std is None:
@@ -292,13 +289,11 @@ def occlusion_maps(
         fill_value = normalize(torch.full((channels, 1, 1), float(fill)), mean, std).to(device)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return extractor(x).float().reshape(x.shape[0], -1)
+        return extractor(runner.layout(x)).float().reshape(x.shape[0], -1)
 
-    with evaluating(extractor), torch.inference_mode(), plan.autocast():
+    with runner.inference(extractor):
         x = prepare_batch(images, device, False, mean, std)  # (n, C, H, W) normalised
-        base = torch.cat([forward(x[i : i + batch_size]) for i in range(0, n, batch_size)])
+        base = runner.batched(lambda a, b: forward(x[a:b]), n, batch_size)
         n_units = base.shape[1]
         units = list(range(n_units)) if units is None else validate_units(units, n_units)
         picked = torch.tensor(units, device=device)

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from ._inference import evaluating
-from .data import MEAN, STD, channel_stat, normalize
-from .model import model_device
+from ._pixels import MEAN, STD, channel_stat, normalize
+from .device import model_device
 
 #: Module types that only resample or drop what an earlier layer computed.
 RESAMPLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
@@ -84,6 +84,37 @@ def find_layer(model: nn.Module, layer) -> tuple[str, nn.Module]:
     nearest = f"The closest names are {', '.join(map(repr, close))}. " if close else ""
     raise LayerError(f"{type(model).__name__} has no layer named {layer!r}. {nearest}"
                      f"Layer names are dotted paths such as 'layer4.1.conv2': {how}.")
+
+
+def unit_layer(model: nn.Module) -> str:
+    """The name of the layer the lab reads by default: the first ``nn.Linear``
+    (``"13"`` in the course network, the 128 units).
+
+    Raises:
+        ValueError: the model has no ``nn.Linear`` layer.
+    """
+    for name, layer in model.named_modules():
+        if isinstance(layer, nn.Linear):
+            return name
+    raise ValueError(
+        f"{type(model).__name__} has no nn.Linear layer; name the layer to read "
+        "(cnnlab.layers(model, (C, H, W)) lists them)."
+    )
+
+
+def first_linear_index(model: nn.Module) -> int:
+    """Index of the first ``nn.Linear`` inside a Sequential (13 for the course network).
+
+    Raises:
+        ValueError: the model has no ``nn.Linear`` child.
+    """
+    for i, layer in enumerate(model.children()):
+        if isinstance(layer, nn.Linear):
+            return i
+    raise ValueError(
+        f"{type(model).__name__} has no nn.Linear layer among its children; "
+        "expected the course network from cnnlab.build_model()."
+    )
 
 
 @contextlib.contextmanager
@@ -244,7 +275,7 @@ class Probe:
     def __init__(self, model: nn.Module, layer, *, mean=None, std=None) -> None:
         self.model = model
         self.layer, self.module = find_layer(model, layer)
-        # None stays None: data.normalize's own course values (0.5, 0.5)
+        # None stays None: normalize's default (0.5, 0.5)
         self.mean = None if mean is None else _stat(mean, "mean")
         self.std = None if std is None else _stat(std, "std")
         self.extractor = Extractor(model, self.layer, self.mean, self.std)

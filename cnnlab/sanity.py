@@ -31,37 +31,20 @@ from scipy.stats import rankdata
 from torch import nn
 
 from ._figures import new_figure
-from ._inference import (
-    as_image_batch,
-    evaluating,
-    inference_context,
-    is_whole,
-    prepare_batch,
-    use_channels_last,
-)
-from .attribution import BLACK, METHODS, _black, attribute, prepare_inputs
+from ._inference import Runner, as_image_batch, is_whole, prepare_batch
+from ._methods import REGISTRY, choose, method_names
+from .attribution import BLACK, _black, attribute, prepare_inputs
 from .config import or_config
-from .model import model_device
+from .device import model_device
 from .occlusion import occlusion_maps
 from .probe import Probe, layers
 
-
 #: Everything :func:`cascading_randomization` can compare: the gradient methods,
 #: occlusion, and the model-independent control.
-SANITY_METHODS = (*METHODS, "occlusion", "edges")
+SANITY_METHODS = method_names("gradient", "occlusion", "control")
 
-#: What each name is called in the figures.
-LABELS = {
-    "gradient": "gradient",
-    "smoothgrad": "SmoothGrad",
-    "integrated_gradients": "Integrated Gradients",
-    "guided_backprop": "guided backprop",
-    "grad_cam": "Grad-CAM",
-    "contribution": "contribution map",
-    "occlusion": "occlusion",
-    "edges": "edge detector (control)",
-    "random": "random ranking",
-}
+#: What each method is called in the figures (the registry's labels).
+LABELS = {m.name: m.label for m in REGISTRY}
 
 
 # --- maps of every kind ---------------------------------------------------------------
@@ -167,18 +150,6 @@ class Randomization:
         return float(self.correlation[self.methods.index(method), self.layers.index(layer)])
 
 
-def _check_methods(methods, valid: Sequence[str]) -> list[str]:
-    methods = list(valid) if methods is None else (
-        [methods] if isinstance(methods, str) else list(methods))
-    unknown = [m for m in methods if m not in valid]
-    if unknown or not methods:
-        raise ValueError(
-            f"methods={methods!r}: {'unknown ' + repr(unknown) if unknown else 'empty'}. "
-            f"Choose from {', '.join(valid)}."
-        )
-    return methods
-
-
 def weight_layers(model, input_size=None) -> list[tuple[str, nn.Module]]:
     """The conv and Linear layers of a network, top (output side) first, with names.
 
@@ -243,7 +214,7 @@ def cascading_randomization(
         >>> r.layers
         ['trained', '13 Linear', '8 Conv2d', '6 Conv2d', '2 Conv2d', '0 Conv2d']
     """
-    methods = _check_methods(methods, SANITY_METHODS)
+    methods = list(choose(methods, SANITY_METHODS, empty=False))
     seed = or_config(seed, "seed")
     if not is_whole(seed):
         raise TypeError(f"seed={seed!r} must be an integer.")
@@ -417,7 +388,7 @@ def faithfulness(
     probe = copy.deepcopy(model) if isinstance(model, Probe) else None
     net = probe.model if probe else copy.deepcopy(model)
     device = model_device(net)
-    channels_last = use_channels_last(device, precision)
+    runner = Runner(device, precision)
     rank_t = torch.from_numpy(rank).to(device)
     counts_t = torch.from_numpy(counts).to(device)
     black = BLACK if probe is None else _black(probe, x.shape[1], device)
@@ -426,28 +397,29 @@ def faithfulness(
     total = n_rows * n * inner  # one (row, image, inner point) per masked image
 
     def run(batch: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-        if channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = runner.layout(batch)
         out = net(batch) if probe is None else probe.outputs(batch)[0]
         return out.float()[torch.arange(len(which)), t[which]]
 
     values = {}
-    with evaluating(net), torch.inference_mode(), inference_context(device, precision):
+    with runner.inference(net):
         # Both curves of every row start or end at f(image) and f(fill image): computed
         # once per image instead of once per row and curve (a sixth of the passes).
         whole = torch.arange(n, device=device)
-        ends = [torch.cat([run(source[s : s + batch_size], whole[s : s + batch_size])
-                           for s in range(0, n, batch_size)])
+        ends = [runner.batched(lambda a, b, source=source: run(source[a:b], whole[a:b]),
+                               n, batch_size)
                 for source in (x, base)]
         for kind in ("deletion", "insertion"):
-            out = torch.empty(total, device=device)
-            for start in range(0, total, batch_size):
-                idx = torch.arange(start, min(start + batch_size, total), device=device)
+
+            def masked(start: int, stop: int, kind=kind) -> torch.Tensor:
+                idx = torch.arange(start, stop, device=device)
                 row, img = idx // (n * inner), (idx // inner) % n
                 point = idx % inner + 1
                 top = (rank_t[row, img] < counts_t[point, None]).view(-1, 1, height, width)
                 keep_fill = top if kind == "deletion" else ~top
-                out[idx] = run(torch.where(keep_fill, base[img], x[img]), img)
+                return run(torch.where(keep_fill, base[img], x[img]), img)
+
+            out = runner.batched(masked, total, batch_size)
             first, last = ends if kind == "deletion" else ends[::-1]
             curve = torch.empty(n_rows, n, steps + 1, device=device)
             curve[:, :, 0], curve[:, :, -1] = first, last

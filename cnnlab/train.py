@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _progress
+from ._inference import Runner
 from ._memo import remembered
-from .config import LabConfig, or_config
+from .config import LabConfig
 from .data import Split, normalize
 from .device import Precision, choose_precision, get_device
 from .model import model_device
@@ -208,20 +209,16 @@ def predict(model: nn.Module, images: torch.Tensor, precision: str | None = None
     normalisation (None: the course's 0.5, see :func:`cnnlab.data.normalize`). The
     model's train/eval mode is restored afterwards.
     """
-    device = model_device(model)
-    plan = choose_precision(device, or_config(precision, "precision"))
-    fmt = plan.memory_format
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        with torch.inference_mode(), plan.autocast():
-            for i in range(0, len(images), batch_size):
-                x = normalize(images[i : i + batch_size].to(device), mean, std)
-                out.append(model(x.contiguous(memory_format=fmt)).float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 0)
+    if len(images) == 0:
+        return torch.empty(0, 0)
+    runner = Runner.of(model, precision)
+
+    def forward(start: int, stop: int) -> torch.Tensor:
+        x = normalize(images[start:stop].to(runner.device), mean, std)
+        return model(runner.layout(x)).float().cpu()
+
+    with runner.inference(model):
+        return runner.batched(forward, len(images), batch_size)
 
 
 @remembered

@@ -28,38 +28,27 @@ from torch import nn
 from ._figures import new_figure
 from ._inference import as_image_batch
 from ._memo import remembered
+from ._methods import choose, method_names, registered
+from ._pixels import to_display
 from ._validate import whole_number
 from .activations import _check_top_indices, check_k
 from .config import or_config
-from .data import to_display
-from .model import unit_layer
 from .occlusion import masked_images, top_k_occlusion
-from .probe import Probe, input_channels
+from .probe import Probe, input_channels, unit_layer
 
-#: The gradient-based views, in the order the lab shows them (names of
-#: :data:`cnnlab.attribution.METHODS`).
-MAP_VIEWS = ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop",
-             "grad_cam", "contribution")
+#: The gradient-based views, in the order the lab shows them (the registry's gradient
+#: methods, :data:`cnnlab.attribution.METHODS`).
+MAP_VIEWS = method_names("gradient")
 
 #: Every view :func:`plot_unit_views` can draw, in its column order.
-VIEWS = ("occlusion", *MAP_VIEWS, "synthesized")
+VIEWS = method_names("occlusion", "gradient", "synthesis")
 
-#: What :func:`plot_unit_views` draws when ``views`` is None: the lab's figure,
-#: guided backprop included (Exercise 9 asks about its sharp maps).
-DEFAULT_VIEWS = ("occlusion", "gradient", "smoothgrad", "integrated_gradients",
-                 "guided_backprop", "grad_cam", "contribution", "synthesized")
+#: What :func:`plot_unit_views` draws when ``views`` is None: the lab's figure, every
+#: view (guided backprop included: Exercise 9 asks about its sharp maps).
+DEFAULT_VIEWS = VIEWS
 
-#: Column titles.
-TITLES = {
-    "occlusion": "occlusion",
-    "gradient": "gradient",
-    "smoothgrad": "SmoothGrad",
-    "integrated_gradients": "Integrated\nGradients",
-    "guided_backprop": "guided\nbackprop",
-    "grad_cam": "Grad-CAM",
-    "contribution": "contribution\n(8x8, exact)",
-    "synthesized": "synthesized",
-}
+#: Column titles (the registry's).
+TITLES = {name: registered(name).title for name in VIEWS}
 
 
 @dataclass(frozen=True)
@@ -130,17 +119,20 @@ class UnitViews:
             )
         return self.units.index(unit)
 
-
-def _check_methods(methods) -> tuple[str, ...]:
-    if isinstance(methods, str):
-        methods = (methods,)
-    methods = MAP_VIEWS if methods is None else tuple(methods)
-    unknown = [m for m in methods if m not in MAP_VIEWS]
-    if unknown:
-        raise ValueError(
-            f"methods {unknown} are not known. Choose among {', '.join(MAP_VIEWS)}."
+    def of_unit(self, unit: int, k: int | None = None) -> UnitViews:
+        """The views of one of the units, on its first ``k`` images (None: all K)."""
+        j, k = self.row(unit), self.k if k is None else k
+        pick = (slice(j, j + 1), slice(0, k))
+        return UnitViews(
+            units=[unit], indices=self.indices[pick], images=self.images[pick],
+            activation=self.activation[pick], bias=self.bias[j:j + 1],
+            occlusion=self.occlusion[pick],
+            maps={name: m[pick] for name, m in self.maps.items()},
+            synthesized=None if self.synthesized is None else self.synthesized[j:j + 1],
+            synthesized_activation=(None if self.synthesized_activation is None
+                                    else self.synthesized_activation[j:j + 1]),
+            exact=self.exact,
         )
-    return methods
 
 
 @remembered
@@ -201,7 +193,7 @@ def unit_views(
     images = as_image_batch(images, channels=input_channels(probe.model))
     top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
     k = top_indices.shape[0] if k is None else check_k(k, top_indices.shape[0])
-    methods = _check_methods(methods)
+    methods = choose(methods, MAP_VIEWS)
     options = dict(method_options or {})
     seed = or_config(seed, "seed")
     top = top_indices[: int(k)]  # (K, D)
@@ -220,12 +212,12 @@ def unit_views(
     else:
         occlusion = _check_occlusion(occlusion, top_indices.shape[0], len(units))[: int(k)]
     maps = {}
-    for method in methods:
-        kwargs = dict(options.get(method, {}))
-        if method == "smoothgrad":
+    for name in methods:
+        kwargs = dict(options.get(name, {}))
+        if registered(name).seeded:
             kwargs.setdefault("seed", seed)
-        m = attribution.attribute(method, probe, chosen, targets, **kwargs)
-        maps[method] = m.reshape(len(units), k, *m.shape[1:])
+        m = attribution.attribute(name, probe, chosen, targets, **kwargs)
+        maps[name] = m.reshape(len(units), k, *m.shape[1:])
     synthesized = synthesized_activation = None
     if synthesize:
         from .featvis import synthesize as make
@@ -251,7 +243,7 @@ def unit_views(
 
 def as_probe(model) -> Probe:
     """``model`` as a :class:`Probe`: a probe as it is; a network (the course network or
-    its extractor ``model[:14]``) read at its first ``Linear`` (:func:`cnnlab.model.unit_layer`)."""
+    its extractor ``model[:14]``) read at its first ``Linear`` (:func:`cnnlab.probe.unit_layer`)."""
     return model if isinstance(model, Probe) else Probe(model, unit_layer(model))
 
 
@@ -278,12 +270,7 @@ def _check_views(views: UnitViews, names) -> tuple[str, ...]:
     if names is None:  # the lab's views, those that were computed
         return tuple(v for v in DEFAULT_VIEWS if v in views.maps or v == "occlusion"
                      or (v == "synthesized" and views.synthesized is not None))
-    if isinstance(names, str):
-        names = (names,)
-    names = tuple(names)
-    unknown = [v for v in names if v not in VIEWS]
-    if unknown:
-        raise ValueError(f"views {unknown} are not known. Choose among {', '.join(VIEWS)}.")
+    names = choose(names, VIEWS, "views")
     missing = [v for v in names if v in MAP_VIEWS and v not in views.maps]
     if "synthesized" in names and views.synthesized is None:
         missing.append("synthesized")

@@ -1,34 +1,19 @@
 """Slider explorers: the lab's figures, redrawn in place as a student moves a control.
 
 Each explorer is its controls plus ``ipywidgets.interactive_output(draw, controls)``:
-at every move ipywidgets clears the Output (``clear_output(wait=True)``, so
-figures never pile up) and calls ``draw``, which displays the Figure of the
-static plot function, unchanged:
+at every move the Output is cleared and ``draw`` displays the Figure of the static plot
+function (:func:`~cnnlab.activations.plot_top_k`, :func:`~cnnlab.occlusion.plot_occlusion`,
+:func:`~cnnlab.filters.plot_filters`, :func:`~cnnlab.embedding.plot_embedding`,
+:func:`~cnnlab.views.plot_unit_views`), unchanged. The arguments are checked by the
+functions that compute and draw; an explorer checks only what it needs to build its
+controls. Slow results (occlusion passes, a unit's views) are computed once per
+setting and cached; a draw that raises shows "Could not draw: ..." in the Output, and
+the next move draws again. Only core ipywidgets is used (JupyterLab, Notebook 7, VS
+Code, Colab), imported when an explorer is built.
 
-- :func:`unit_explorer`: one unit's top-K images (:func:`~cnnlab.activations.plot_top_k`),
-  or seen through their occlusion masks (:func:`~cnnlab.occlusion.plot_occlusion`);
-- :func:`occlusion_explorer`: occluder size, stride, threshold and smoothing of
-  :func:`~cnnlab.occlusion.plot_occlusion`;
-- :func:`filter_explorer`: the filters of each conv layer (:func:`~cnnlab.filters.plot_filters`);
-- :func:`embedding_explorer`: the t-SNE map (:func:`~cnnlab.embedding.plot_embedding`)
-  with classes switched on and off and one point's image.
-
-Occlusion passes are slow: they are computed once per setting and kept in a dict;
-moves that only change how a result is shown (threshold, smoothing) only redraw.
-An error raised while drawing is shown in the Output as "Could not draw: ...",
-and the next move draws again.
-
-Only core ipywidgets are used, so the explorers run in JupyterLab, Notebook 7,
-VS Code and Colab. ipywidgets is imported when an explorer is built, not when
-``cnnlab`` is imported: without it, the explorers raise an ImportError saying how
-to install it, and the static figures still work.
-
-Besides its controls, every returned box carries these attributes:
-
-- ``output``: the ``ipywidgets.Output`` that ``interactive_output`` draws in;
-- ``figure``: the last Figure drawn (``None`` while an error message is shown);
-- ``error``: the exception of the last failed draw, ``None`` after a good one;
-- ``n_draws``: how many figures have been drawn so far.
+Every returned box carries ``output`` (the ``ipywidgets.Output`` drawn in), ``figure``
+(the last Figure drawn, None while an error is shown), ``error`` (the exception of the
+last failed draw) and ``n_draws`` (figures drawn so far).
 """
 
 from __future__ import annotations
@@ -43,6 +28,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from ._methods import registered
+from ._pixels import to_display
 from ._validate import feature_array, whole_number
 from .activations import check_k, plot_top_k, top_k, validate_units
 from .config import or_config
@@ -163,6 +150,26 @@ def _slider(ipw, description: str, value, low, high, step=1):
                            continuous_update=False, readout_format=".2f")
 
 
+def _unit_control(ipw, units, visited: list[int], first: int, n_units: int):
+    """A slider over every unit (``units`` None), or over the listed ones."""
+    if units is None:
+        return _slider(ipw, "unit", first, 0, n_units - 1)
+    return ipw.SelectionSlider(options=visited, value=first, description="unit",
+                               continuous_update=False)
+
+
+def _computed(box, status, cache: dict, key, message: str, compute: Callable):
+    """``cache[key]``, computed first (with ``message`` shown meanwhile) if missing."""
+    if key not in cache:
+        status.value = message
+        try:
+            cache[key] = compute()
+        finally:
+            status.value = ""
+        box.n_computed += 1
+    return cache[key]
+
+
 def _features_of(images, features) -> np.ndarray:
     """``features`` checked to be (N, D) with one row per image of ``images``."""
     features = feature_array(features)
@@ -191,40 +198,32 @@ def unit_explorer(
 ) -> ipywidgets.VBox:
     """A slider over the units, showing one unit's top-K images at a time.
 
-    The figure is ``plot_top_k(images, top_k(features, K), [unit])``. With an
-    ``extractor``, a toggle shows the same images through their occlusion masks
-    (``plot_occlusion``); a unit's maps are computed the first time they are
-    asked for, then kept.
+    The figure is ``plot_top_k(images, top_k(features, K), [unit])``; with an
+    ``extractor``, a toggle shows them through their occlusion masks
+    (``plot_occlusion``), each unit's maps computed once.
 
     Args:
-        images: uint8 (N, 3, H, W), the images the features were computed from.
+        images: uint8 (N, C, H, W), the images the features were computed from.
         features: (N, D) activations, e.g. ``extract_features(extractor, images)``.
         units: the units the slider visits, each in 0..D-1; None for all D.
-        k: images shown at first (the K slider goes from 1 to ``max_k``); None
-            for the configuration's ``top_k`` (10).
-        extractor: the network the features came from, e.g. ``model[:14]``;
-            needed for the occlusion masks (the toggle is disabled without it).
+        k: images shown at first (the K slider runs 1..``max_k``); None: ``top_k``.
+        extractor: the network the features came from (a :class:`cnnlab.Probe` or
+            ``model[:14]``); without it the mask toggle is disabled.
         max_k: largest K the slider offers (at most N).
-        size, stride: occluder side and step in pixels; None for the
-            configuration's (11 and 4).
-        threshold, sigma: mask threshold in [0, 1] and Gaussian smoothing in
-            pixels; None for the configuration's (0.5 and 2).
-        precision: ``"auto"`` or ``"fp32"``, for the occlusion passes.
+        size, stride, threshold, sigma, precision: of the occlusion masks
+            (:func:`cnnlab.occlusion.top_k_occlusion`, :func:`~cnnlab.occlusion.plot_occlusion`),
+            checked when the masks are drawn; None for the configuration's.
 
     Returns:
-        An ``ipywidgets.VBox`` to display. Besides ``output``, ``figure``,
-        ``error`` and ``n_draws`` (see the module docstring) it has
-        ``unit_slider`` (its ``.value`` is a unit number), ``k_slider``,
-        ``mask_toggle``, ``top_indices`` (the (max_k, D) int64 array of
-        ``top_k``; the first K rows are ``top_k(features, K)``),
+        The ``ipywidgets.VBox``, with ``unit_slider``, ``k_slider``, ``mask_toggle``,
+        ``top_indices`` ((max_k, D) int64; its first K rows are ``top_k(features, K)``),
         ``mask_cache`` (unit -> (m, 1, G, G) maps of its first m images) and
         ``n_computed`` (occlusion passes run).
 
     Raises:
         ImportError: ipywidgets is not installed.
-        ValueError: ``images`` and ``features`` do not match, a unit is not a
-            unit of the layer, ``k``/``max_k`` is out of range, or an occlusion
-            setting is invalid (size larger than the image, stride 0, ...).
+        ValueError: ``images`` and ``features`` do not match, a unit is not a unit of
+            the layer, or ``k``/``max_k`` is out of range.
 
     Example:
         >>> unit_explorer(test.images, features, extractor=model[:14])
@@ -235,18 +234,10 @@ def unit_explorer(
     k = check_k(or_config(k, "top_k"), n)
     max_k = min(max(whole_number(max_k, "max_k", advice="The default is 20."), k), n)
     visited = list(range(n_units)) if units is None else validate_units(units, n_units)
-    size, stride = or_config(size, "occluder"), or_config(stride, "stride")
-    occluder_centres(int(images.shape[-1]), size, stride)  # checks size and stride
-    sigma, threshold, _ = check_mask_settings(sigma, threshold)
     _warn_outside_kernel("unit_explorer", "plot_top_k")
 
     top = top_k(features, max_k)  # (max_k, D); its first K rows are top_k(features, K)
-    if units is None:
-        unit_slider = _slider(ipw, "unit", 0, 0, n_units - 1)
-    else:
-        unit_slider = ipw.SelectionSlider(
-            options=visited, value=visited[0], description="unit", continuous_update=False
-        )
+    unit_slider = _unit_control(ipw, units, visited, visited[0], n_units)
     k_slider = _slider(ipw, "K", k, 1, max_k)
     mask_toggle = ipw.ToggleButton(
         value=False,
@@ -264,18 +255,13 @@ def unit_explorer(
                    top_indices=top, mask_cache=mask_cache, n_computed=0)
 
     def unit_maps(unit: int, kk: int) -> np.ndarray:
-        cached = mask_cache.get(unit)
-        if cached is not None and cached.shape[0] >= kk:
-            return cached[:kk]
-        status.value = f"Computing occlusion maps of unit {unit} on {kk} images..."
-        try:
-            maps = top_k_occlusion(extractor, images, top[:kk], [unit], size=size,
-                                   stride=stride, precision=precision)
-        finally:
-            status.value = ""
-        mask_cache[unit] = maps
-        box.n_computed += 1
-        return maps
+        if unit in mask_cache and mask_cache[unit].shape[0] < kk:
+            del mask_cache[unit]  # computed for fewer images
+        return _computed(box, status, mask_cache, unit,
+                         f"Computing occlusion maps of unit {unit} on {kk} images...",
+                         lambda: top_k_occlusion(extractor, images, top[:kk], [unit],
+                                                 size=size, stride=stride,
+                                                 precision=precision))[:kk]
 
     def make_figure(unit, kk, masks: bool) -> Figure:
         if masks:
@@ -306,40 +292,32 @@ def occlusion_explorer(
 ) -> ipywidgets.VBox:
     """Sliders for the occluder's size and stride and the mask's threshold and smoothing.
 
-    The figure is ``plot_occlusion(images, top_k(features, k), units, maps, ...)``
-    with ``maps = top_k_occlusion(extractor, images, top_indices, units, size=,
-    stride=)``. The maps are kept per (size, stride) (about K x U x G^2 floats
-    each, 0.3 MB for the lab's 7 units at stride 1): moving back to a setting
-    seen before, or moving threshold or sigma, only redraws.
-
-    Each new (size, stride) costs about K x U x G^2 forward passes (70 x 49 for
-    the lab's 7 units, K = 10, size 11, stride 4; G grows as the stride shrinks).
+    The figure is ``plot_occlusion(images, top_k(features, k), units, maps, ...)`` with
+    ``maps = top_k_occlusion(extractor, images, top_indices, units, size=, stride=)``,
+    kept per (size, stride): moving back to a setting, or moving threshold or sigma,
+    only redraws. A new (size, stride) costs about K x U x G^2 forward passes.
 
     Args:
-        extractor: the network up to the units, e.g. ``model[:14]``.
-        images: uint8 (N, 3, H, W), the images the features were computed from.
+        extractor: the network up to the units (a :class:`cnnlab.Probe` or ``model[:14]``).
+        images: uint8 (N, C, H, W), the images the features were computed from.
         features: (N, D) activations of those images through ``extractor``.
         units: the units shown, one column each; None for the configuration's.
         k: top images per unit (rows); None for the configuration's ``top_k``.
-        size, stride, threshold, sigma: starting values; None for the
-            configuration's (11, 4, 0.5, 2). The stride slider goes up to half
-            the image.
+        size, stride, threshold, sigma: starting values; None for the configuration's
+            (11, 4, 0.5, 2). The stride slider goes up to half the image.
         dim: brightness of the pixels below the threshold, in [0, 1].
         precision: ``"auto"`` or ``"fp32"``, for the occlusion passes.
 
     Returns:
-        An ``ipywidgets.VBox`` to display. Besides ``output``, ``figure``,
-        ``error`` and ``n_draws`` (see the module docstring) it has
-        ``size_slider``, ``stride_slider``, ``threshold_slider``,
-        ``sigma_slider``, ``top_indices`` ((K, D) int64), ``cache`` (a dict
-        (size, stride) -> (K, U, G, G) maps) and ``n_computed`` (occlusion
-        passes run).
+        The ``ipywidgets.VBox``, with ``size_slider``, ``stride_slider``,
+        ``threshold_slider``, ``sigma_slider``, ``top_indices`` ((K, D) int64),
+        ``cache`` ((size, stride) -> (K, U, G, G) maps) and ``n_computed``.
 
     Raises:
         ImportError: ipywidgets is not installed.
-        ValueError: ``images`` and ``features`` do not match, a unit is not a
-            unit of the layer, ``k`` is out of range, or a starting value is
-            invalid (size larger than the image, stride 0, threshold outside [0, 1]).
+        ValueError: ``images`` and ``features`` do not match, a unit is not a unit of
+            the layer, ``k`` is out of range, or a starting value is invalid (the
+            sliders need valid ones).
 
     Example:
         >>> occlusion_explorer(model[:14], test.images, features, units=[1, 2, 4])
@@ -367,16 +345,11 @@ def occlusion_explorer(
                    top_indices=top, cache=cache, n_computed=0)
 
     def maps_for(key: tuple[int, int]) -> np.ndarray:
-        if key not in cache:
-            status.value = (f"Computing occlusion maps for occluder {key[0]}, stride "
-                            f"{key[1]} ({k} images x {len(units)} units)...")
-            try:
-                cache[key] = top_k_occlusion(extractor, images, top, units, size=key[0],
-                                             stride=key[1], precision=precision)
-            finally:
-                status.value = ""
-            box.n_computed += 1
-        return cache[key]
+        return _computed(box, status, cache, key,
+                         f"Computing occlusion maps for occluder {key[0]}, stride {key[1]} "
+                         f"({k} images x {len(units)} units)...",
+                         lambda: top_k_occlusion(extractor, images, top, units, size=key[0],
+                                                 stride=key[1], precision=precision))
 
     def make_figure(size, stride, threshold, sigma) -> Figure:
         return plot_occlusion(
@@ -396,21 +369,17 @@ def occlusion_explorer(
 def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
     """Pick a conv layer, the input channel shown and the scaling of its filters.
 
-    The figure is ``plot_filters(layer.weight, scale, channel)``, read from the
-    model at every draw (so it follows further training). The channel slider
-    runs over the layer's input channels and is disabled for a layer with 3
-    (its filters are shown in colour).
+    The figure is ``plot_filters(layer.weight, scale, channel)``, read from the model
+    at every draw (so it follows further training). The channel slider runs over the
+    layer's input channels, disabled for a layer with 3 (its filters are in colour).
 
     Args:
-        model: the course network (conv layers at indices 0, 2, 6 and 8), or any
-            module whose children include ``nn.Conv2d`` layers.
+        model: the course network, or any module whose children include ``nn.Conv2d``.
 
     Returns:
-        An ``ipywidgets.VBox`` to display. Besides ``output``, ``figure``,
-        ``error`` and ``n_draws`` (see the module docstring) it has
-        ``layer_dropdown`` (its ``.value`` is the layer's index in the model),
-        ``channel_slider`` and ``scale_buttons`` (``"global"`` or
-        ``"per_filter"``).
+        The ``ipywidgets.VBox``, with ``layer_dropdown`` (its ``.value`` is the layer's
+        index in the model), ``channel_slider`` and ``scale_buttons`` (``"global"``
+        or ``"per_filter"``).
 
     Raises:
         ImportError: ipywidgets is not installed.
@@ -484,32 +453,28 @@ def embedding_explorer(
 ) -> ipywidgets.VBox:
     """The t-SNE map with classes switched on and off, and one point's image.
 
-    The figure is ``plot_embedding`` of the points of the ticked classes; the
-    chosen point is circled on it and its image is shown to the right, titled
-    with its index and class (it is shown even when its class is switched off).
+    The figure is ``plot_embedding`` of the points of the ticked classes, the chosen
+    point circled, its image to the right (shown even when its class is off).
 
     Args:
         embedding: (N, 2) from :func:`cnnlab.embedding.embed`.
         labels: (N,) int class of each point.
         classes: class names in label order (``cnnlab.data.CLASSES``).
-        images: uint8 (N, 3, H, W), the images of the points, same order.
+        images: uint8 (N, C, H, W), the images of the points, same order.
         point: index of the point shown first, 0..N-1.
 
     Returns:
-        An ``ipywidgets.VBox`` to display. Besides ``output``, ``figure``,
-        ``error`` and ``n_draws`` (see the module docstring) it has
-        ``class_boxes`` (one ``Checkbox`` per class, in label order) and
-        ``point_slider``.
+        The ``ipywidgets.VBox``, with ``class_boxes`` (one ``Checkbox`` per class, in
+        label order) and ``point_slider``.
 
     Raises:
         ImportError: ipywidgets is not installed.
-        ValueError: the arrays do not have one row per point, or ``point`` is
-            out of range.
+        ValueError: the arrays do not have one row per point, or ``point`` is out of
+            range.
 
     Example:
         >>> embedding_explorer(xy, test.labels, CLASSES, test.images)
     """
-    from .data import to_display
 
     ipw = _ipywidgets()
     classes = list(classes)
@@ -573,50 +538,39 @@ def attribution_explorer(
 ) -> ipywidgets.VBox:
     """A unit slider, a method menu and an image picker over section 6's views.
 
-    The figure is :func:`cnnlab.views.plot_unit_views` for the unit on the
-    slider: every view (or the one picked in the menu) of the top image picked.
-    A unit's views are computed by :func:`cnnlab.views.unit_views` the first time
-    the slider reaches it (a few seconds: the gradient methods, occlusion and, with
-    ``synthesize``, an image made for the unit), then cached; the units of a
-    ``views`` computed beforehand are not computed again, and the slider starts
-    on the first of them.
-
-    The controls are wired with ``ipywidgets.interactive_output(draw, controls)``:
-    ``draw`` calls the plot function, and a failing draw shows "Could not
-    draw: ..." in place of the figure (the next move draws again).
+    The figure is :func:`cnnlab.views.plot_unit_views` for the unit on the slider:
+    every view (or the one in the menu) of the top image picked. A unit's views are
+    computed by :func:`cnnlab.views.unit_views` when the slider first reaches it (a few
+    seconds), then cached; the units of ``views`` computed beforehand are not computed
+    again, and the slider starts on the first of them.
 
     Args:
-        model: the course network (or its extractor ``model[:14]``).
-        images: uint8 (N, 3, H, W), the images the features were computed from.
-        features: (N, D) activations of those images, e.g.
-            ``extract_features(model[:14], images)``.
+        model: the course network (or ``model[:14]``, or a :class:`cnnlab.Probe`).
+        images: uint8 (N, C, H, W), the images the features were computed from.
+        features: (N, D) activations of those images.
         units: the units the slider visits, each in 0..D-1; None for all D.
-        k: top images per unit the picker offers; None for the configuration's
-            ``top_k`` (10).
-        views: a :class:`cnnlab.views.UnitViews` already computed for some units
-            on the same images and features (with at least ``k`` images), or None.
+        k: top images per unit the picker offers; None: the configuration's ``top_k``.
+        views: a :class:`cnnlab.views.UnitViews` already computed on the same images
+            and features (with at least ``k`` images per unit), or None.
         n_best: best images leading the row.
         synthesize: compute a synthesized image for each unit visited.
         method_options: passed to :func:`cnnlab.views.unit_views`.
 
     Returns:
-        An ``ipywidgets.VBox`` to display. It has ``unit_control`` (its ``.value`` is
-        a unit number), ``method_control`` (``"all"`` or a name of
-        :data:`cnnlab.views.VIEWS`), ``image_control`` (a rank, 0 = the best
-        image), ``output``, ``figure`` (the last Figure drawn, None after a failed
-        draw), ``error`` (the exception of the last failed draw, else None),
-        ``n_draws`` (figures drawn), ``cache`` (unit -> its one-unit views) and
+        The ``ipywidgets.VBox``, with ``unit_control``, ``method_control`` (``"all"``
+        or a name of :data:`cnnlab.views.VIEWS`), ``image_control`` (a rank, 0 = the
+        best image), ``top_indices``, ``cache`` (unit -> its one-unit views) and
         ``n_computed`` (units whose views were computed here).
 
     Raises:
         ImportError: ipywidgets is not installed.
-        ValueError: ``images`` and ``features`` do not match, a unit is not a unit
-            of the layer, or ``k`` is out of range.
+        ValueError: ``images`` and ``features`` do not match, a unit is not a unit of
+            the layer, ``k`` is out of range, or ``views`` is not a UnitViews.
 
     Example:
         >>> attribution_explorer(model, test.images, features, units=config.units)
     """
-    from .views import TITLES, VIEWS, UnitViews, plot_unit_views, unit_views
+    from .views import VIEWS, UnitViews, plot_unit_views, unit_views
 
     ipw = _ipywidgets()
     features = _features_of(images, features)
@@ -634,12 +588,8 @@ def attribution_explorer(
 
     first = next((u for u in (views.units if views is not None else []) if u in visited),
                  visited[0])  # start where nothing needs computing
-    if units is None:
-        unit_control = _slider(ipw, "unit", first, 0, n_units - 1)
-    else:
-        unit_control = ipw.SelectionSlider(options=visited, value=first,
-                                           description="unit", continuous_update=False)
-    menu = [("every view", "all")] + [(TITLES[v].replace("\n", " "), v) for v in VIEWS]
+    unit_control = _unit_control(ipw, units, visited, first, n_units)
+    menu = [("every view", "all")] + [(registered(v).title.replace("\n", " "), v) for v in VIEWS]
     if not synthesize:
         menu = [item for item in menu if item[1] != "synthesized"]
     method_control = ipw.Dropdown(options=menu, value="all", description="method")
@@ -653,18 +603,12 @@ def attribution_explorer(
                    image_control=image_control, top_indices=top, cache=cache, n_computed=0)
 
     def views_of(unit: int) -> UnitViews:
-        if unit not in cache:
-            if views is not None and unit in views.units:
-                cache[unit] = _one_unit(views, unit, k)
-                return cache[unit]
-            status.value = f"Computing every view of unit {unit} on its top {k} images..."
-            try:
-                cache[unit] = unit_views(model, images, top, [unit], synthesize=synthesize,
-                                         method_options=method_options)
-            finally:
-                status.value = ""
-            box.n_computed += 1
-        return cache[unit]
+        if unit not in cache and views is not None and unit in views.units:
+            cache[unit] = views.of_unit(unit, k)
+        return _computed(box, status, cache, unit,
+                         f"Computing every view of unit {unit} on its top {k} images...",
+                         lambda: unit_views(model, images, top, [unit], synthesize=synthesize,
+                                            method_options=method_options))
 
     def make_figure(unit, method, image) -> Figure:
         return plot_unit_views(views_of(int(unit)), units=[int(unit)], image=int(image),
@@ -674,20 +618,3 @@ def attribution_explorer(
     controls = {"unit": unit_control, "method": method_control, "image": image_control}
     rows = [ipw.HBox(list(controls.values())), status]
     return _draw_into(box, ipw, rows, controls, make_figure)
-
-
-def _one_unit(views, unit: int, k: int):
-    """The rows of ``views`` for one unit (first ``k`` images), as a UnitViews."""
-    from .views import UnitViews
-
-    j = views.row(unit)
-    return UnitViews(
-        units=[unit], indices=views.indices[j:j + 1, :k], images=views.images[j:j + 1, :k],
-        activation=views.activation[j:j + 1, :k], bias=views.bias[j:j + 1],
-        occlusion=views.occlusion[j:j + 1, :k],
-        maps={name: m[j:j + 1, :k] for name, m in views.maps.items()},
-        synthesized=None if views.synthesized is None else views.synthesized[j:j + 1],
-        synthesized_activation=(None if views.synthesized_activation is None
-                                else views.synthesized_activation[j:j + 1]),
-        exact=views.exact,
-    )

@@ -1,26 +1,40 @@
 """The package's imports run one way: no module of cnnlab imports, directly or through
-others, a module that imports it back (read from the source with ``ast``, lazy imports
-inside functions included)."""
+others, a module that imports it back, and none imports a module of a layer above its
+own (the layers of :mod:`cnnlab._layers`). Read from the source with ``ast``, lazy
+imports inside functions included."""
 
 import ast
 from pathlib import Path
+
+from cnnlab._layers import LAYERS, depth
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cnnlab"
 
 
 def imports_of(path: Path) -> set[str]:
-    """The cnnlab modules ``path`` imports (relative or absolute), as bare module names."""
+    """The cnnlab modules ``path`` imports (relative or absolute), as bare module names;
+    a name taken from the package itself (``from . import __version__``, ``import
+    cnnlab``) is an import of ``"__init__"``."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:  # from .x import y
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:  # from . import x, y
-                found |= {alias.name for alias in node.names}
-            elif node.module and node.module.startswith("cnnlab."):
-                found.add(node.module.split(".")[1])
+            if node.level == 1:
+                module = node.module or ""
+            elif node.module == "cnnlab" or (node.module or "").startswith("cnnlab."):
+                module = node.module.partition(".")[2]
+            else:
+                continue
+            if module:  # from .x import y
+                found.add(module.split(".")[0])
+            else:  # from . import x, y: modules, or names of the package's face
+                found |= {a.name if (PACKAGE / f"{a.name}.py").exists() else "__init__"
+                          for a in node.names}
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("cnnlab.")}
+            for alias in node.names:
+                if alias.name == "cnnlab":
+                    found.add("__init__")
+                elif alias.name.startswith("cnnlab."):
+                    found.add(alias.name.split(".")[1])
     return found
 
 
@@ -63,9 +77,39 @@ def test_imports_of_reads_every_form(tmp_path):
     source.write_text("from .data import x\nfrom . import model, probe\nimport cnnlab.train\n"
                       "def f():\n    from cnnlab.device import get_device\n")
     assert imports_of(source) == {"data", "model", "probe", "train", "device"}
+    source.write_text("def f():\n    from . import __version__\n    from cnnlab import views\n"
+                      "import cnnlab\nimport numpy\nfrom torch import nn\n")
+    assert imports_of(source) == {"__init__", "views"}
 
 
 def test_no_module_of_cnnlab_imports_itself_back():
     edges = graph()
     assert "config" in edges and "device" in edges["config"]  # the graph was really read
     assert cycle(edges) is None, " -> ".join(cycle(edges))
+
+
+def upward(edges: dict[str, set[str]]) -> list[str]:
+    """Every import of ``edges`` that runs up a layer, as "a (layer) -> b (layer)"."""
+    name = {m: layer for layer, modules in LAYERS.items() for m in modules}
+    return [f"{a} ({name[a]}) -> {b} ({name[b]})" for a in sorted(edges)
+            for b in sorted(edges[a]) if depth(b) < depth(a)]
+
+
+def test_every_module_is_in_exactly_one_layer():
+    listed = [m for modules in LAYERS.values() for m in modules]
+    assert len(listed) == len(set(listed)), "a module is listed in two layers"
+    assert set(listed) == {p.stem for p in PACKAGE.glob("*.py")}
+
+
+def test_the_layer_check_finds_an_import_that_runs_up():
+    assert upward({"probe": {"data", "_pixels"}, "lab": {"probe"}, "widgets": {"views"}}) == [
+        "probe (analyses) -> data (course)"]
+    assert upward({"_figures": {"widgets"}, "model": {"__init__"}}) == [
+        "_figures (drawing) -> widgets (explorers)", "model (course) -> __init__ (face)"]
+
+
+def test_no_import_runs_up_a_layer():
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    edges = {p.stem: (imports_of(p) & modules) - {p.stem} for p in PACKAGE.glob("*.py")}
+    assert "data" in edges["lab"] and "_pixels" in edges["probe"]  # the graph was really read
+    assert upward(edges) == []
