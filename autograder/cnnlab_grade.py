@@ -2,7 +2,8 @@
 """The cnnlab instructor command: what nbgrader has no place for.
 
     python autograder/cnnlab_grade.py setup  COURSE [--data PATH | --synthetic] [--no-sandbox]
-    python autograder/cnnlab_grade.py grade  COURSE [--submissions DIR] [--jobs N] [--no-sandbox]
+    python autograder/cnnlab_grade.py grade  COURSE [--submissions DIR] [--jobs N | --scheduler
+                                              tcp://HOST:PORT] [--no-sandbox]
     python autograder/cnnlab_grade.py report COURSE
     python autograder/cnnlab_grade.py feedback COURSE [--student ID] [--jobs N]
     python autograder/cnnlab_grade.py unpack ARCHIVE DIR
@@ -10,10 +11,13 @@
 ``setup`` makes the nbgrader course folder (configuration, kernelspec, release,
 gradebook, the course model) and checks it: the sandbox must hold (no network, nothing
 of the course visible, read-only Python), the solution must get full marks and the
-blank release none. ``grade`` collects ``DIR/<student>/*.ipynb``, runs ``nbgrader
-autograde`` (configured by ``nbgrader_config.py``: repair, sandboxed kernel, re-check)
-for N submissions at a time, each under a wall-clock limit and with its own copy of the
-gradebook, and merges the results into ``gradebook.db`` from this one process.
+blank release none. ``grade`` collects ``DIR/<student>/*.ipynb`` and grades each
+student as one Dask task, on N local worker processes or on the workers of a running
+Dask cluster: the worker gets the course and the submission over the wire, runs
+``nbgrader autograde`` (configured by ``nbgrader_config.py``: repair, sandboxed kernel,
+re-check) under a wall-clock limit in a private course folder, and sends back the
+autograded notebook and the grades; this process alone writes them into the course
+folder and the gradebook (``gradebook.db``, or ``setup --db-url``'s database).
 ``report`` writes ``reports/grades.csv`` (as ``nbgrader export`` does) and ``report.txt``.
 ``feedback`` runs ``nbgrader generate_feedback`` one student at a time, each under a time
 limit and a size limit, so that one pathological notebook cannot stall the class.
@@ -29,6 +33,8 @@ import contextlib
 import copy
 import datetime as dt
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -75,9 +81,16 @@ def _settings(course: Path) -> dict:
     return sandbox.load_settings(course)
 
 
-def _gradebook(settings: dict, db: Path):
+def db_url(settings: dict) -> str:
+    """The course gradebook's address: ``setup --db-url`` (PostgreSQL...), else
+    ``gradebook.db`` (SQLite) in the course folder."""
+    return settings.get("db_url") or f"sqlite:///{Path(settings['course_root']) / 'gradebook.db'}"
+
+
+def _gradebook(settings: dict, db: Path | None = None):
+    """The course gradebook, or the SQLite file ``db`` (a worker's)."""
     from nbgrader.api import Gradebook
-    return Gradebook(f"sqlite:///{db}", settings["course_id"])
+    return Gradebook(f"sqlite:///{db}" if db else db_url(settings), settings["course_id"])
 
 
 def _env() -> dict:
@@ -181,7 +194,8 @@ def setup(args) -> int:
                 "instructor_cell_timeout": args.instructor_cell_timeout,
                 "student_cell_timeout": args.student_cell_timeout,
                 "submission_timeout": args.submission_timeout,
-                "kernel_memory_mb": args.kernel_memory, "solutions": str(solutions)}
+                "kernel_memory_mb": args.kernel_memory, "solutions": str(solutions),
+                "db_url": args.db_url}
     path = course / sandbox.SETTINGS_FILE
     path.write_text(json.dumps(settings, indent=1))
     sandbox.write_kernelspec(course)
@@ -255,7 +269,7 @@ def self_check(course: Path, settings: dict, no_sandbox: bool) -> None:
         grade_students(course, settings, list(SELF_CHECK), jobs=2, no_sandbox=no_sandbox,
                        quiet=True)
         seconds = (dt.datetime.now() - start).total_seconds()
-        with _gradebook(settings, course / "gradebook.db") as gb:
+        with _gradebook(settings) as gb:
             columns, (sol, blank) = course_lib.grade_rows(gb, settings, list(SELF_CHECK))
         auto, top = columns[2], columns[2].rsplit("_", 1)[1]
         problems = [f"the {n} was {r['status']}: {r['details']}" for n, r in
@@ -276,7 +290,7 @@ def self_check(course: Path, settings: dict, no_sandbox: bool) -> None:
 
 def forget(course: Path, settings: dict, students: list[str]) -> None:
     from nbgrader.api import MissingEntry
-    with _gradebook(settings, course / "gradebook.db") as gb:
+    with _gradebook(settings) as gb:
         for sid in students:
             for remove, arg in ((gb.remove_submission, (A, sid)), (gb.remove_student, (sid,))):
                 try:
@@ -395,7 +409,8 @@ def _autograde(course: Path, sid: str, env: dict, limit: float) -> dict:
         out = {"outcome": "failed", "reason": _why_failed(text)}
     progress = course_lib.runtime_dir(course, sid).parent / f"{sid}.progress.json"
     limits = progress.parent / f"{sid}.{sandbox.LIMITS_FILE}"  # written by run_kernel
-    killed = json.loads(bounds.tail(limits, 4096) or "{}").get("killed")
+    record = json.loads(bounds.tail(limits, 4096) or "{}")
+    killed = record.get("killed")
     if out["outcome"] == "failed" and killed:
         out["reason"] = f"the kernel was stopped: {killed}"
     limits.unlink(missing_ok=True)
@@ -405,6 +420,7 @@ def _autograde(course: Path, sid: str, env: dict, limit: float) -> dict:
     progress.unlink(missing_ok=True)
     shutil.rmtree(course_lib.runtime_dir(course, sid), ignore_errors=True)
     out["worker_peak_mb"] = round(peak / 2**20)
+    out["kernel_peak_mb"] = record.get("peak_rss_mb")
     return out
 
 
@@ -466,59 +482,261 @@ def _why_failed(text: str) -> str:
     return "nbgrader failed: " + bounds.printable((errors or ["no message"])[-1], 200)
 
 
-def _merge(course: Path, settings: dict, sid: str) -> None:
-    """Copy one student's grades from its worker's gradebook into the course gradebook."""
+GRADE_FIELDS = ("auto_score", "manual_score", "extra_credit", "needs_manual_grade")
+COMMENT_FIELDS = ("auto_comment", "manual_comment")
+#: this worker process's sandbox check, made before its first task: the problems found
+_PROBED: dict[str, list[str]] = {}
+
+
+def course_bundle(course: Path, settings: dict) -> dict[str, bytes]:
+    """What a worker needs of the course to grade anyone, by path in the course folder:
+    the grading code and settings, the source and release notebooks, the course model and
+    the solution's saved results (``checkpoints/memo/``), and a gradebook holding the
+    assignment and no student."""
+    names = [*COURSE_FILES, sandbox.SETTINGS_FILE, f"source/{A}/{A}.ipynb",
+             f"release/{A}/{A}.ipynb"]
+    files = {name: (course / name).read_bytes() for name in names}
+    checkpoints = Path(settings["checkpoints"])
+    for p in sorted(checkpoints.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            files[f"checkpoints/{p.relative_to(checkpoints).as_posix()}"] = p.read_bytes()
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "gradebook.db"
+        with _gradebook(settings) as src, _gradebook(settings, db) as dst:
+            _copy_assignment(src, dst)
+        files["gradebook.db"] = db.read_bytes()
+    return files
+
+
+def _copy_assignment(src, dst) -> None:
+    """The assignment's definition (notebooks, cells, points), without any student."""
+    a = src.find_assignment(A)
+    dst.update_or_create_assignment(A, duedate=a.duedate)
+    for nb in a.notebooks:
+        dst.update_or_create_notebook(nb.name, A, kernelspec=nb.kernelspec)
+        for c in nb.grade_cells:
+            dst.update_or_create_grade_cell(c.name, nb.name, A, max_score=c.max_score,
+                                            cell_type=c.cell_type)
+        for c in nb.task_cells:
+            dst.update_or_create_task_cell(c.name, nb.name, A, max_score=c.max_score,
+                                           cell_type=c.cell_type)
+        for c in nb.solution_cells:
+            dst.update_or_create_solution_cell(c.name, nb.name, A)
+        for c in nb.source_cells:
+            dst.update_or_create_source_cell(c.name, nb.name, A, cell_type=c.cell_type,
+                                             locked=c.locked, source=c.source,
+                                             checksum=c.checksum)
+
+
+def _private_course(course: Path, bundle: dict[str, bytes]) -> dict:
+    """The course folder a worker grades in: ``bundle`` written out, the settings pointed
+    at this folder's course model (the data, and its cache when present, stay where the
+    settings name them: the same paths on every worker)."""
+    for name, data in bundle.items():
+        (course / name).parent.mkdir(parents=True, exist_ok=True)
+        (course / name).write_bytes(data)
+    os.chmod(course, 0o700)
+    settings = json.loads(bundle[sandbox.SETTINGS_FILE])
+    settings.update(db_url=None, checkpoints=str(course / "checkpoints"),
+                    checkpoint=str(course / "checkpoints" / Path(settings["checkpoint"]).name))
+    if not (settings.get("cache") and Path(settings["cache"]).is_dir()):
+        settings["cache"] = str(course / "cache")
+    (course / sandbox.SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
+    sandbox.write_kernelspec(course)
+    return sandbox.load_settings(course)
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except (ImportError, ValueError):
+        return "this process"
+
+
+def grade_task(bundle: dict[str, bytes], job: dict) -> dict:
+    """One student graded on a worker, in a private course folder made from ``bundle``.
+
+    ``job``: student, notebook (bytes), status (its grading record), limit (s), jobs,
+    no_sandbox. Returns {"student", "outcome", "status", "log", "autograded": {path:
+    bytes}, "grades": the gradebook rows or None}, or {"refused": why, "worker"} when this
+    worker's sandbox does not hold. Nothing is written outside the private folder, so
+    running a task twice is harmless."""
+    import tempfile
+    sid = job["student"]
+    root = Path(tempfile.mkdtemp(prefix="cnnlab-grade-"))
+    try:
+        course = root / "course"
+        course.mkdir()
+        settings = _private_course(course, bundle)
+        if not job["no_sandbox"]:
+            if "problems" not in _PROBED:
+                try:
+                    _PROBED["problems"] = sandbox.self_check(settings)
+                except sandbox.SandboxError as exc:
+                    _PROBED["problems"] = [str(exc)]
+            if _PROBED["problems"]:
+                return {"refused": "\n".join(_PROBED["problems"]), "worker": _worker_name()}
+        if settings.get("data") and settings.get("source") != "synthetic" and not Path(
+                settings["data"]).exists():
+            return {"refused": f"the course's data {settings['data']} is not on this worker: "
+                    "copy it there at the same path", "worker": _worker_name()}
+        (course / "submitted" / sid / A).mkdir(parents=True)
+        (course / "submitted" / sid / A / f"{A}.ipynb").write_bytes(job["notebook"])
+        course_lib.update_status(course, sid, **job["status"])
+        work = course / "grading" / "work" / sid
+        work.mkdir(parents=True)
+        shutil.copyfile(course / "gradebook.db", work / "gradebook.db")
+        env = {**_env(), "CNNLAB_JOBS": str(job["jobs"]),
+               sandbox.NO_SANDBOX_ENV: "1" if job["no_sandbox"] else "0"}
+        out = _autograde(course, sid, env, job["limit"])
+        out["worker"] = f"{_worker_name()}, in {course}"
+        graded = course / "autograded" / sid
+        result = {"student": sid, "outcome": out, "status": course_lib.read_status(course, sid),
+                  "log": (work / "nbgrader.log").read_bytes(),
+                  "autograded": {str(p.relative_to(graded)): p.read_bytes()
+                                 for p in sorted(graded.rglob("*"))
+                                 if p.is_file() and not p.is_symlink()}, "grades": None}
+        if out["outcome"] == "graded":
+            with _gradebook(settings, work / "gradebook.db") as gb:
+                nb = gb.find_submission_notebook(A, A, sid)
+                result["grades"] = {
+                    "timestamp": gb.find_submission(A, sid).timestamp, "flagged": nb.flagged,
+                    "grades": {g.name: {f: getattr(g, f) for f in GRADE_FIELDS}
+                               for g in nb.grades},
+                    "comments": {c.name: {f: getattr(c, f) for f in COMMENT_FIELDS}
+                                 for c in nb.comments}}
+        return result
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _store(course: Path, settings: dict, result: dict) -> dict:
+    """A worker's result into the course folder and the gradebook (this process only)."""
+    sid, out = result["student"], result["outcome"]
+    work = course / "grading" / "work" / sid
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "nbgrader.log").write_bytes(result["log"])
+    course_lib.update_status(course, sid, **result["status"])
+    shutil.rmtree(course / "autograded" / sid, ignore_errors=True)
+    for name, data in result["autograded"].items():
+        path = course / "autograded" / sid / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    if result["grades"] is not None:
+        _merge(settings, sid, result["grades"])
+    return out
+
+
+def _merge(settings: dict, sid: str, rows: dict) -> None:
+    """One student's grades into the course gradebook, made or overwritten."""
     import warnings
     warnings.filterwarnings("ignore", module="nbgrader")  # SQLAlchemy's autoflush notes
-    with _gradebook(settings, course / "grading" / "work" / sid / "gradebook.db") as src, \
-            _gradebook(settings, course / "gradebook.db") as dst:
-        dst.update_or_create_student(sid)
-        dst.update_or_create_submission(A, sid, timestamp=src.find_submission(A, sid).timestamp)
-        s_nb = src.find_submission_notebook(A, A, sid)
-        for items, find, fields in (
-                (s_nb.grades, dst.find_grade,
-                 ("auto_score", "manual_score", "extra_credit", "needs_manual_grade")),
-                (s_nb.comments, dst.find_comment, ("auto_comment", "manual_comment"))):
-            for item in items:
-                d = find(item.name, A, A, sid)
-                for name in fields:
-                    setattr(d, name, getattr(item, name))
-        dst.find_submission_notebook(A, A, sid).flagged = s_nb.flagged
-        dst.db.commit()
+    with _gradebook(settings) as gb:
+        gb.update_or_create_student(sid)
+        gb.update_or_create_submission(A, sid, timestamp=rows["timestamp"])
+        for kind, find in (("grades", gb.find_grade), ("comments", gb.find_comment)):
+            for name, fields in rows[kind].items():
+                item = find(name, A, A, sid)
+                for field, value in fields.items():
+                    setattr(item, field, value)
+        gb.find_submission_notebook(A, A, sid).flagged = rows["flagged"]
+        gb.db.commit()
+
+
+#: grade_task, found by name when it runs: the scheduler, which unpickles the tasks, need
+#: not import cnnlab_grade (a lambda travels by value, with only ``importlib`` by name)
+_GRADE_TASK = lambda bundle, job: importlib.import_module("cnnlab_grade").grade_task(  # noqa: E731
+    bundle, job)
+
+
+@contextlib.contextmanager
+def _cluster(jobs: int, scheduler: str | None):
+    """A Dask client: on ``jobs`` local worker processes, or on the cluster at
+    ``scheduler`` (``tcp://HOST:PORT``), whose workers must import ``cnnlab_grade``."""
+    import logging
+
+    from distributed import Client, LocalCluster
+    if scheduler is None:
+        with LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True,
+                          memory_limit=0, dashboard_address=None,
+                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(scheduler, timeout=30)
+    except OSError as exc:
+        raise GradingError(f"no Dask scheduler answers at {scheduler} ({exc}). Start one "
+                           "with `dask scheduler`, and workers with `dask worker "
+                           "tcp://HOST:8786 --nthreads 1` (see autograder/README.md).") from None
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=60)
+        except TimeoutError:
+            raise GradingError(f"the Dask scheduler at {scheduler} has no worker after "
+                               "60 s: start some with `dask worker {scheduler} --nthreads 1`"
+                               ) from None
+        found = client.run(lambda: importlib.util.find_spec("cnnlab_grade") is not None)
+        missing = sorted(w for w, ok in found.items() if not ok)
+        if missing:
+            raise GradingError(f"the Dask workers {', '.join(missing)} cannot import "
+                               f"cnnlab_grade: start them with PYTHONPATH={HERE} (this "
+                               "checkout's autograder folder, on their machine)")
+        yield client
 
 
 def grade_students(course: Path, settings: dict, students: list[str], jobs: int = 1,
                    limit: float | None = None, no_sandbox: bool = False,
-                   quiet: bool = False) -> dict[str, dict]:
-    """Autograde ``students``, ``jobs`` at a time; returns student -> outcome.
+                   quiet: bool = False, scheduler: str | None = None) -> dict[str, dict]:
+    """Autograde ``students`` on Dask, one task per student; returns student -> outcome.
 
-    Each runs in its own ``nbgrader autograde`` process on its own copy of the gradebook;
-    this process alone merges the results into ``gradebook.db``, one at a time."""
+    ``jobs`` local worker processes, or the workers of the cluster at ``scheduler``. The
+    workers get the course and the submission over the wire and send back the autograded
+    notebook and the grades; this process alone writes the course folder and the
+    gradebook, once per student, as each task finishes. A task whose worker dies runs
+    again on another."""
+    import uuid
+
+    from distributed import as_completed
     for name in COURSE_FILES:  # the course runs this checkout's grading code
         if not (course / name).is_file() or (course / name).read_bytes() != (
                 HERE / name).read_bytes():  # a course made before a file was added lacks it
             shutil.copy2(HERE / name, course / name)
     sandbox.write_kernelspec(course)
     limit = float(limit or settings["submission_timeout"])
-    env = {**_env(), "CNNLAB_JOBS": str(jobs), sandbox.NO_SANDBOX_ENV: "1" if no_sandbox else "0"}
     outcomes, queue = {}, []
     for sid in students:
         if not (course / "submitted" / sid / A / f"{A}.ipynb").exists():
             outcomes[sid] = {"outcome": "not-run", "reason": course_lib.read_status(
                 course, sid).get("collect_problem") or f"no {A}.ipynb in submitted/{sid}/"}
             continue
-        folder = course / "grading" / "work" / sid
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        shutil.copyfile(course / "gradebook.db", folder / "gradebook.db")
         queue.append(sid)
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        running = {pool.submit(_autograde, course, sid, env, limit): sid for sid in queue}
-        for done in as_completed(running):
+    with contextlib.ExitStack() as stack:
+        if queue:
+            client = stack.enter_context(_cluster(jobs, scheduler))
+            workers = len(client.scheduler_info()["workers"]) if scheduler else jobs
+            bundle = client.scatter([course_bundle(course, settings)], broadcast=True)[0]
+            running = {}
+            for sid in queue:
+                job = {"student": sid, "limit": limit, "jobs": max(1, workers),
+                       "no_sandbox": no_sandbox, "status": course_lib.read_status(course, sid),
+                       "notebook": (course / "submitted" / sid / A / f"{A}.ipynb").read_bytes()}
+                running[client.submit(_GRADE_TASK, bundle, job, retries=2, pure=False,
+                                      key=f"cnnlab-grade-{sid}-{uuid.uuid4().hex}")] = sid
+        for done in as_completed(list(running)) if queue else []:
             sid = running[done]
-            out = outcomes[sid] = done.result()
-            if out["outcome"] == "graded":
-                _merge(course, settings, sid)
+            try:
+                result = done.result()
+            except Exception as exc:  # the cluster's failure, not the submission's
+                raise GradingError(f"grading stopped: the task of {sid} failed on the Dask "
+                                   f"cluster ({type(exc).__name__}: {exc}); the students "
+                                   "not yet written are as before: grade again") from None
+            if "refused" in result:
+                raise GradingError(f"the Dask worker {result['worker']} cannot grade: "
+                                   f"{result['refused']}")
+            out = outcomes[sid] = _store(course, settings, result)
             if not quiet:  # the status the report will give, as soon as it is known
                 if out["outcome"] != "graded":
                     said = f"ungradable ({out['reason']})"
@@ -538,7 +756,7 @@ def grade_students(course: Path, settings: dict, students: list[str], jobs: int 
 # ---------------------------------------------------------------------------
 
 def write_report(course: Path, settings: dict) -> tuple[Path, Path]:
-    with _gradebook(settings, course / "gradebook.db") as gb:
+    with _gradebook(settings) as gb:
         columns, rows = course_lib.grade_rows(gb, settings, submitted_students(course))
     out = course / "reports"
     out.mkdir(exist_ok=True)
@@ -643,9 +861,11 @@ def grade(args) -> int:
     students = args.student or (collected if args.submissions else submitted_students(course))
     if not students:
         raise GradingError(f"No submissions in {course / 'submitted'} (use --submissions DIR).")
-    print(f"Autograding {len(students)} submissions, {args.jobs} at a time", flush=True)
+    where = (f"on the Dask cluster at {args.scheduler}" if args.scheduler else
+             f"{args.jobs} at a time")
+    print(f"Autograding {len(students)} submissions, {where}", flush=True)
     grade_students(course, settings, students, args.jobs, args.submission_timeout,
-                   args.no_sandbox)
+                   args.no_sandbox, scheduler=args.scheduler)
     return report(args)
 
 
@@ -676,6 +896,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-self-check", action="store_true", help="skip grading the solution")
     s.add_argument("--no-memo", action="store_true",
                    help="do not save the solution's results for the kernels to read")
+    s.add_argument("--db-url", metavar="URL", help="the gradebook's database, e.g. postgresql:"
+                   "//USER@HOST/DB (default: gradebook.db, SQLite, in the course folder)")
     s.add_argument("--allow-inside-git", action="store_true", help=argparse.SUPPRESS)
     for cmd in (s, gr := sub.add_parser("grade", help="collect, autograde, report")):
         cmd.add_argument("--no-sandbox", action="store_true",
@@ -683,7 +905,11 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("course")
     gr.add_argument("--submissions", metavar="DIR", help="folder of <student>/<notebook>.ipynb")
     gr.add_argument("--student", action="append", metavar="ID", help="only this student")
-    gr.add_argument("--jobs", type=int, default=1, metavar="N", help="submissions at a time")
+    on = gr.add_mutually_exclusive_group()
+    on.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="submissions at a time, on N local Dask worker processes")
+    on.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                    help="grade on the workers of this running Dask scheduler")
     gr.add_argument("--submission-timeout", type=float, metavar="S",
                     help="override the course's wall-clock limit per submission")
     rep = sub.add_parser("report", help="rewrite reports/grades.csv and report.txt")

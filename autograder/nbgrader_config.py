@@ -37,6 +37,8 @@ c = get_config()  # noqa: F821 (defined by traitlets when it loads this file)
 
 c.CourseDirectory.course_id = settings["course_id"]
 c.CourseDirectory.root = here
+if settings.get("db_url"):  # setup --db-url: one gradebook (PostgreSQL...) for every grader
+    c.CourseDirectory.db_url = settings["db_url"]
 
 # --- the sandboxed kernel -------------------------------------------------------
 os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [here, os.environ.get("JUPYTER_PATH")]))

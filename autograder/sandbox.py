@@ -32,6 +32,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -66,6 +67,26 @@ INSTALL = """bubblewrap (bwrap) is needed to grade safely. Install it:
 (On Ubuntu 23.10 and later AppArmor blocks unprivileged user namespaces: run grading as
 root, or allow them with `sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0`.)
 Then run setup again. To grade without it, at your own risk, pass --no-sandbox."""
+
+USERNS_REFUSED = """bubblewrap may not create the user namespace it needs: unprivileged user
+namespaces are refused here, by one of
+  - a container's seccomp profile (Docker's default; Kubernetes' RuntimeDefault): grade on a
+    VM or lab machine, or give the grading container a profile that allows unshare and
+    clone with CLONE_NEWUSER (Docker: --security-opt seccomp=PROFILE.json; Kubernetes:
+    securityContext.seccompProfile: autograder/README.md, "Grading on many machines");
+  - AppArmor (Ubuntu 23.10 and later, 24.04): sudo sysctl
+    kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile for bwrap;
+  - the kernel: sudo sysctl user.max_user_namespaces=15000 (0 turns them off; older
+    Debian kernels also need kernel.unprivileged_userns_clone=1).
+Then start the worker again. To grade without it, at your own risk, pass --no-sandbox."""
+
+
+def explain_bwrap_failure(stderr: str) -> str:
+    """Why bwrap did not start, from its error output, and how to fix it."""
+    last = (stderr.strip().splitlines() or ["no message"])[-1]
+    namespaces = re.search(r"namespace|uid map|unshare", stderr, re.IGNORECASE)
+    return (f"bubblewrap could not start a sandbox here: {last}\n"
+            + (USERNS_REFUSED if namespaces else INSTALL))
 
 
 class SandboxError(RuntimeError):
@@ -547,8 +568,7 @@ def self_check(settings: dict) -> list[str]:
         shutil.rmtree(runtime, ignore_errors=True)
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith("CNNLAB-PROBE ")]
     if run.returncode != 0 or not lines:
-        return ["bubblewrap could not start a sandbox here: "
-                + (run.stderr.strip().splitlines() or ["no message"])[-1] + "\n" + INSTALL]
+        return [explain_bwrap_failure(run.stderr)]
     seen = json.loads(lines[0][len("CNNLAB-PROBE "):])
     problems = [f"the sandbox {what}" for key, what in (
         ("tcp", "reached a TCP port on 127.0.0.1"), ("dns", "resolved a name"),

@@ -7,8 +7,10 @@ wrong answers, blank notebooks and broken ones: an exception, a missing import, 
 endless loop interrupted at the student-cell limit, a kernel that exits) graded by
 ``grade_students``, each kernel in the bubblewrap sandbox:
 
-- ``--jobs 1`` and ``--jobs 2``: wall seconds for the class, seconds per submission,
-  the speed-up of 2 jobs (goal: at least 1.7x);
+- ``--jobs 1`` and ``--jobs 2`` (a local Dask cluster of 1 and 2 worker processes), and
+  two workers started as ``dask scheduler`` / ``dask worker`` commands (``grade
+  --scheduler``): wall seconds for the class, seconds per submission, the speed-up of 2
+  workers (goal: at least 1.7x);
 - peak memory per kernel (its cgroup's peak where cgroups are used, else the sandbox
   wrapper's ``RUSAGE_CHILDREN`` maximum RSS);
 - the sandbox's overhead: the first ``--subset`` submissions (default 8, to keep the
@@ -18,7 +20,7 @@ endless loop interrupted at the student-cell limit, a kernel that exits) graded 
   re-check; goal: under 10 %);
 - an estimate, stated as one, for 300 students on a 16-core machine: 300 x the seconds
   per submission at ``--jobs 1`` / (16 x the parallel efficiency measured at 2 jobs),
-  and 16 x the peak memory per kernel.
+  and 16 x the peak memory per kernel; the same for 3,000 students on 64 cores.
 
 On what: the data of ``--data`` (CIFAR-10 folder or ImageFolder archive; default
 ``$CNNLAB_DATA``, else made-up images, said so); timings do not depend on the weights.
@@ -34,10 +36,12 @@ installed; about 12 minutes on the project's 2-core CPU):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,14 +87,33 @@ def make_submissions(release, n: int, folder: Path) -> dict[str, str]:
     return kinds
 
 
-def _peaks(course: Path, students) -> list[float]:
-    out = []
-    for sid in students:
-        p = course / "grading" / "runtime" / f"{sid}.limits.json"
-        if p.exists():
-            out.append(json.loads(p.read_text())["peak_rss_mb"])
-            p.unlink()
-    return out
+def _peaks(outcomes: dict) -> list[float]:
+    return [o["kernel_peak_mb"] for o in outcomes.values() if o.get("kernel_peak_mb")]
+
+
+@contextlib.contextmanager
+def dask_cluster(workers: int, log: Path):
+    """``dask scheduler`` and ``workers`` ``dask worker`` commands, as on other machines."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dask = str(Path(sys.executable).parent / "dask")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(ROOT / "autograder"), str(ROOT), os.environ.get("PYTHONPATH")]))}
+    address = f"tcp://127.0.0.1:{port}"
+    with open(log, "wb") as out:
+        procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                   "--no-dashboard"], stdout=out, stderr=out, env=env)]
+        time.sleep(3)
+        procs += [subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard"],
+                                   stdout=out, stderr=out, env=env) for _ in range(workers)]
+        try:
+            yield address
+        finally:
+            for proc in procs[::-1]:
+                proc.terminate()
+                proc.wait(timeout=60)
 
 
 def main(argv=None) -> int:
@@ -123,15 +146,18 @@ def main(argv=None) -> int:
         runs = {}
         for name, jobs, chosen, no_sandbox in (
                 ("jobs 1", 1, students, False), ("jobs 2", 2, students, False),
+                ("scheduler, 2 workers", 2, students, False),
                 ("no-sandbox, jobs 1", 1, students[:args.subset], True)):
-            start = time.perf_counter()
-            out = g.grade_students(course, settings, chosen, jobs=jobs, no_sandbox=no_sandbox,
-                                   quiet=True)
-            wall = time.perf_counter() - start
+            with (dask_cluster(2, base / "dask.log") if name.startswith("scheduler")
+                  else contextlib.nullcontext()) as address:
+                start = time.perf_counter()
+                out = g.grade_students(course, settings, chosen, jobs=jobs, quiet=True,
+                                       no_sandbox=no_sandbox, scheduler=address)
+                wall = time.perf_counter() - start
             runs[name] = {"wall_s": round(wall, 1), "per_submission_s": round(wall / len(chosen), 2),
                           "outcomes": {s: out[s]["outcome"] for s in chosen},
                           "nbgrader_s": {s: out[s].get("seconds") for s in chosen},
-                          "peak_rss_mb": _peaks(course, chosen)}
+                          "peak_rss_mb": _peaks(out)}
             print(f"{name:20s} {len(chosen):3d} submissions in {wall:7.1f} s "
                   f"({wall / len(chosen):.2f} s each), load {os.getloadavg()[0]:.2f}", flush=True)
         sub = [s for s in students[:args.subset]
@@ -139,18 +165,21 @@ def main(argv=None) -> int:
         boxed = sum(runs["jobs 1"]["nbgrader_s"][s] for s in sub)
         bare = sum(runs["no-sandbox, jobs 1"]["nbgrader_s"][s] for s in sub)
         speedup = runs["jobs 1"]["wall_s"] / runs["jobs 2"]["wall_s"]
+        external = runs["jobs 1"]["wall_s"] / runs["scheduler, 2 workers"]["wall_s"]
         peaks = runs["jobs 1"]["peak_rss_mb"] + runs["jobs 2"]["peak_rss_mb"]
         t1 = runs["jobs 1"]["per_submission_s"]
         est = 300 * t1 / (16 * speedup / 2)
+        est_3000 = 3000 * t1 / (64 * speedup / 2)
         summary = {
             "submissions": args.n, "kinds": {k: list(kinds.values()).count(k) for k in set(kinds.values())},
-            "speedup_jobs2": round(speedup, 2),
+            "speedup_jobs2": round(speedup, 2), "speedup_scheduler_2_workers": round(external, 2),
             "sandbox_overhead": round(boxed / bare - 1, 3) if bare else None,
             "overhead_on": len(sub),
             "peak_rss_mb_per_kernel": {"median": statistics.median(peaks) if peaks else None,
                                        "max": max(peaks) if peaks else None},
             "estimate_300_students_16_cores_min": round(est / 60, 1),
             "estimate_memory_16_kernels_gb": round(16 * max(peaks) / 1024, 1) if peaks else None,
+            "estimate_3000_students_64_cores_min": round(est_3000 / 60, 1),
             "limits": g.sandbox.describe_limits(settings),
         }
         print(json.dumps(summary, indent=1))
@@ -160,6 +189,9 @@ def main(argv=None) -> int:
         print(f"ESTIMATE (not measured): 300 students on 16 cores ~ {est / 60:.0f} min, "
               f"assuming the 2-job efficiency holds at 16 jobs; memory ~ "
               f"{summary['estimate_memory_16_kernels_gb']} GB for 16 kernels")
+        print(f"scheduler + 2 workers (dask commands): {external:.2f}x serial; ESTIMATE (not "
+              f"measured): 3,000 students on 64 cores ~ {est_3000 / 60:.0f} min at the same "
+              "efficiency")
         (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
         (ROOT / "benchmarks" / "results" / "bench_autograde.json").write_text(
             json.dumps({"summary": summary, "runs": runs}, indent=1))

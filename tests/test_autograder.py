@@ -611,7 +611,9 @@ def test_nothing_of_the_instructor_changed(graded):
     tried = [ln for ln in lines if " -> " in ln and "Error" in ln]
     wrote = [ln.split(" ", 1)[1] for ln in lines if ln.startswith("WROTE ")]
     assert len(tried) >= 6  # the vandal ran and was refused (other students: not even seen)
-    own = str(graded["course"] / "grading" / "runtime" / "intruder") + "/"  # its exports
+    status = json.loads((graded["course"] / "grading" / "status" / "intruder.json").read_text())
+    where = status["grading"]["worker"].split(", in ")[1]  # the worker's private course
+    own = str(Path(where) / "grading" / "runtime" / "intruder") + "/"  # its exports
     assert all(p.startswith(("/home/student/", f"/tmp/{MARK}", own)) for p in wrote), wrote
 
 

@@ -1,0 +1,310 @@
+"""Grading on Dask, as an instructor runs it: a small class (right, wrong, blank, a forger,
+one whose kernel exits) graded by ``cnnlab_grade.py grade --jobs 1`` (one local worker
+process), then again by ``grade --scheduler`` on a scheduler and two workers started as
+separate ``dask scheduler`` / ``dask worker`` commands, one of them killed while it grades.
+
+Both runs must give every student the same score, status, flag and report line; the
+killed worker's student is graded again elsewhere and every student is written once (the
+gradebook has as many rows after the second run as after the first). A worker whose
+bubblewrap is refused its user namespace (a fake ``bwrap`` failing as Docker's seccomp
+profile makes it fail) refuses to grade with the cause and the fix, not a traceback.
+
+Cost: about five submissions twice (the untrained course model, made-up images); skips,
+saying why, where bubblewrap cannot make a sandbox.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+pytest.importorskip("nbgrader")
+pytest.importorskip("distributed")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "autograder"))
+import sandbox  # noqa: E402
+import test_autograder as lab  # noqa: E402 (its submissions, checkpoint and runner)
+
+A = lab.A
+CLASS = ("right", "wrong", "blank", "forger", "exit")
+pytestmark = [m for m in lab.pytestmark if m.name != "slow"]
+slow = pytest.mark.slow  # the class graded twice: about five minutes on 2 idle cores
+SECCOMP = ("bwrap: No permissions to create new namespace, likely because the kernel does "
+           "not allow non-privileged user namespaces. On e.g. debian this can be enabled "
+           "with 'sysctl kernel.unprivileged_userns_clone=1'.")
+
+
+
+def WRONG():
+    return lab.right(ex1_answer="n_filters = 3", ex5_answer="units = [1, 2, 4, 14, 23, 29, 128]")
+
+
+def _fake_bwrap(folder: Path) -> Path:
+    """A folder whose ``bwrap`` fails the way Docker's default seccomp profile makes it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fake = folder / "bwrap"
+    fake.write_text(f"#!/bin/sh\necho \"{SECCOMP}\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    return folder
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dask(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """``dask ARGS`` in a session of its own (so that it and its workers can be stopped)."""
+    return subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args],
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _cluster(base: Path, env: dict, workers: int, name: str) -> tuple[str, list]:
+    """A scheduler and ``workers`` workers, each its own ``dask`` command."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    procs = [_dask(["scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                    "--no-dashboard"], env, base / f"{name}-scheduler.log")]
+    time.sleep(3)
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(ROOT / "autograder"), env["PYTHONPATH"]])}
+    procs += [_dask(["worker", address, "--nthreads", "1", "--no-dashboard", "--name",
+                     f"{name}-{k}"], env, base / f"{name}-worker-{k}.log")
+              for k in range(workers)]
+    return address, procs
+
+
+def _rows(course: Path) -> dict[str, dict]:
+    with open(course / "reports" / "grades.csv") as f:
+        return {r["student"]: r for r in csv.DictReader(f)}
+
+
+def _gradebook_rows(course: Path) -> dict[str, int]:
+    """Rows per table of the course gradebook (students, submissions, grades, comments)."""
+    import sqlite3
+    with sqlite3.connect(course / "gradebook.db") as db:
+        return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in (
+            "student", "submitted_assignment", "submitted_notebook", "grade", "comment")}
+
+
+def _kill_a_grading_worker(workers: list[subprocess.Popen], timeout: float = 600):
+    """SIGKILL the worker process (under its nanny) that runs ``nbgrader autograde``,
+    a few seconds into it; returns the student it was grading."""
+    import psutil
+    nannies = {p.pid for p in workers}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in psutil.process_iter(["cmdline", "create_time"]):
+            cmd = proc.info["cmdline"] or []
+            if "autograde" not in cmd or time.time() - proc.info["create_time"] < 5:
+                continue
+            try:
+                worker = proc.parent()
+                if worker is None or worker.ppid() not in nannies:
+                    continue
+                worker.kill()
+            except psutil.Error:
+                continue
+            return cmd[cmd.index("--student") + 1]
+        time.sleep(0.5)
+    raise AssertionError("no worker was seen grading")
+
+
+@pytest.fixture(scope="module")
+def class_graded(tmp_path_factory):
+    base = tmp_path_factory.mktemp("dask")
+    course = base / "course"
+    env = {**os.environ,
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.pop("CNNLAB_DATA", None)
+    (base / "probe" / "checkpoints").mkdir(parents=True)
+    problems = sandbox.self_check({**sandbox.DEFAULTS, "checkpoints": str(base / "probe" / "checkpoints"),
+                                   "course_root": str(base / "probe"), "kernel_memory_mb": 2048})
+    if problems:
+        pytest.skip("bubblewrap cannot make the grading sandbox here: " + "; ".join(problems))
+    (base / "model").mkdir()
+    ckpt = subprocess.run([sys.executable, "-c", lab.PSEUDO_PRETRAINED, str(base / "model")], env=env,
+                          capture_output=True, text=True, check=True, timeout=600
+                          ).stdout.strip().splitlines()[-1]
+    solutions = base / "solutions" / lab.SOLUTION.name
+    solutions.parent.mkdir()
+    nbformat.write(lab.add_exercise_8(nbformat.read(lab.SOLUTION, as_version=4)), solutions)
+    setup = ["--checkpoint", ckpt, "--synthetic", "--kernel-memory", "2048", "--solutions",
+             str(solutions), "--student-cell-timeout", "60", "--no-self-check",
+             "--instructor-cell-timeout", "120", "--submission-timeout", "240"]
+    lab._run(["setup", str(course), *setup], env, timeout=600)
+    lab._release["path"] = course / "release" / A / f"{A}.ipynb"
+    subs = base / "submissions"
+    for sid in CLASS:  # wrong without an endless loop: 60 s per cell, few interrupted
+        make = {"wrong": WRONG}.get(sid) or lab.SUBMISSIONS[sid]
+        (subs / sid).mkdir(parents=True)
+        nbformat.write(make(), subs / sid / f"{A}.ipynb")
+
+    serial = lab._run(["grade", str(course), "--submissions", str(subs), "--jobs", "1"], env,
+                      timeout=900).stdout
+    first, first_rows = _rows(course), _gradebook_rows(course)
+    address, procs = _cluster(base, env, 2, "lab")
+    try:
+        grading = subprocess.Popen([sys.executable, str(lab.GRADE), "grade", str(course),
+                                    "--scheduler", address], env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        killed = _kill_a_grading_worker(procs[1:])
+        distributed, errors = grading.communicate(timeout=900)
+        print(distributed, errors[-3000:])
+        assert grading.returncode == 0, distributed[-3000:] + errors[-3000:]
+    finally:
+        _stop(procs)
+    return dict(course=course, base=base, env=env, serial=serial, first=first, setup=setup,
+                submissions=subs,
+                first_rows=first_rows, distributed=distributed, killed=killed,
+                second=_rows(course), second_rows=_gradebook_rows(course))
+
+
+@slow
+def test_serial_grades_are_the_lessons(class_graded):
+    """--jobs 1 (one local Dask worker) grades as test_autograder.py's class run does."""
+    cases = {**lab.CASES, "wrong": ("graded", 3, dict(ex1=0, ex2=1, ex4=2, ex5=0), [])}
+    for sid in CLASS:
+        status, score, per_ex, phrases = cases[sid]
+        row = class_graded["first"][sid]
+        text = row["details"] + " | " + row["notes"]
+        assert row["status"] == status, text
+        for ex, points in per_ex.items():
+            assert lab._num(row[ex]) == points, (sid, ex, text)
+        for phrase in phrases:
+            assert phrase in text, (sid, phrase, text)
+
+
+@slow
+def test_two_dask_workers_grade_as_one(class_graded):
+    """Every score, status, flag and report note equal on the cluster and serially; the
+    re-run added no row to the gradebook."""
+    assert class_graded["second"] == class_graded["first"]
+    assert class_graded["second_rows"] == class_graded["first_rows"]
+    assert class_graded["first_rows"]["submitted_assignment"] == 4  # "exit": no grades
+
+
+@slow
+def test_a_killed_worker_costs_a_rerun_and_each_student_is_written_once(class_graded):
+    lines = [ln for ln in class_graded["distributed"].splitlines()
+             if re.match(r"^  (\S+): (graded|tampered|ungradable)\b", ln)]
+    said = [ln.split(":")[0].strip() for ln in lines]
+    assert sorted(said) == sorted(CLASS), lines  # once each, the killed one included
+    assert class_graded["killed"] in CLASS  # and graded as serially (the test above)
+
+
+@slow
+def test_a_worker_without_user_namespaces_refuses_with_the_fix(class_graded, tmp_path):
+    """The coordinator's sandbox holds, the only worker's does not: it refuses, saying why
+    and what to do, and nothing is graded."""
+    env = class_graded["env"]
+    fake = {**env, "PATH": os.pathsep.join([str(_fake_bwrap(tmp_path / "bin")), env["PATH"]])}
+    address, procs = _cluster(tmp_path, fake, 1, "docker")
+    before = _gradebook_rows(class_graded["course"])
+    try:
+        run = subprocess.run([sys.executable, str(lab.GRADE), "grade", str(class_graded["course"]),
+                              "--scheduler", address, "--student", "right"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        _stop(procs)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    for phrase in ("cannot grade", "No permissions to create new namespace", "seccomp",
+                   "kernel.apparmor_restrict_unprivileged_userns", "user.max_user_namespaces"):
+        assert phrase in run.stderr, (phrase, run.stderr)
+    assert _gradebook_rows(class_graded["course"]) == before
+
+
+def test_bwrap_refused_its_namespace_is_explained(tmp_path, monkeypatch):
+    """The self-check (run by setup, grade and every worker) names the causes and fixes."""
+    monkeypatch.setenv("PATH", os.pathsep.join([str(_fake_bwrap(tmp_path / "bin")),
+                                                 os.environ["PATH"]]))
+    assert shutil.which("bwrap") == str(tmp_path / "bin" / "bwrap")
+    (tmp_path / "checkpoints").mkdir()
+    problems = sandbox.self_check({**sandbox.DEFAULTS, "checkpoints": str(tmp_path / "checkpoints"),
+                                   "course_root": str(tmp_path), "kernel_memory_mb": 512})
+    assert len(problems) == 1 and "No permissions to create new namespace" in problems[0]
+    assert "seccomp" in problems[0] and "user.max_user_namespaces" in problems[0]
+
+
+def _postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian's package, else on PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    initdb = found[-1] if found else shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server of its own: a temporary folder, a free port, run as ``nobody``
+    when the tests run as root (PostgreSQL refuses root); stopped and removed after."""
+    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install psycopg2-binary)")
+    server = _postgres_bin()
+    if server is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    import pwd
+    folder = Path(tempfile.mkdtemp(prefix="cnnlab-pg-"))
+    as_user = []
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+        as_user = ["runuser", "-u", "nobody", "--"]
+    port, data = _free_port(), folder / "data"
+    try:
+        subprocess.run([*as_user, server / "initdb", "-D", data, "-U", "cnnlab", "--auth=trust",
+                        "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*as_user, server / "pg_ctl", "-D", data, "-l", folder / "server.log", "-w",
+                        "-o", f"-p {port} -k {folder} -h 127.0.0.1", "start"], check=True,
+                       capture_output=True, timeout=120)
+        yield f"postgresql+psycopg2://cnnlab@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, server / "pg_ctl", "-D", data, "-m", "fast", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@slow
+def test_a_postgresql_gradebook_grades_as_sqlite(class_graded, postgres, tmp_path):
+    """setup --db-url: the course's gradebook is the PostgreSQL database (no gradebook.db);
+    two local workers grade into it as into SQLite, and nbgrader export reads it."""
+    course, env = tmp_path / "course", class_graded["env"]
+    lab._run(["setup", str(course), "--db-url", postgres, *class_graded["setup"]], env, timeout=600)
+    subs = tmp_path / "submissions"
+    for sid in ("blank", "exit"):
+        shutil.copytree(class_graded["submissions"] / sid, subs / sid)
+    lab._run(["grade", str(course), "--submissions", str(subs), "--jobs", "2"], env, timeout=600)
+    assert not (course / "gradebook.db").exists()
+    rows = _rows(course)
+    for sid in ("blank", "exit"):
+        assert rows[sid] == class_graded["first"][sid]
+    run = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(tmp_path / "e.csv")],
+                         cwd=course, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with open(tmp_path / "e.csv") as f:
+        assert {r["student"]: r for r in csv.DictReader(f)} == rows
