@@ -30,9 +30,12 @@
 #    images synthesized for a unit, beside occlusion, and two tests of which of these
 #    explanations to trust.
 #
-# Nine exercises punctuate the way. Five check themselves: run the cell below your
+# Twelve exercises punctuate the way. Eight check themselves: run the cell below your
 # answer and it prints `Exercise N: correct.` or a hint. Four are short written
-# answers for your instructor.
+# answers for your instructor. Exercises 1 to 9 follow the sections in order;
+# in Exercises 10 to 12 you write the code behind three of the lab's tools, where the
+# lesson meets them: a forward hook (section 2), a ranking of images (section 3) and a
+# gradient by backpropagation (section 6).
 #
 # **Time:** one session of about two hours. The first code cell trains the network:
 # a minute or so on a GPU, a few minutes on a laptop's CPU.
@@ -330,6 +333,49 @@ assert features.shape == (len(test), 128), (
 assert str(features.dtype) == "float32", f"features holds {features.dtype}, not float32"
 ### END HIDDEN TESTS
 
+# %% [markdown] id="ex10_md" nbgrader={"grade": false, "grade_id": "ex10_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 10 (2 points): reach a layer with a forward hook
+#
+# Slicing reached the units because `model` is an `nn.Sequential`. Most networks are
+# not: a ResNet calls its layers from its own `forward`, and no slice stops inside it.
+# The tool that works for every network is a **forward hook**: a function attached to
+# one layer with `layer.register_forward_hook(fn)`. From then on, each time the layer
+# runs, PyTorch calls `fn(layer, inputs, output)`, and `fn` can keep what it needs.
+# `register_forward_hook` returns a *handle*, and `handle.remove()` detaches the hook
+# again; forget it, and your function keeps running on every later forward pass.
+#
+# Capture what the layer of the units, `Linear(4096, 128)`, gives out for the 64 test
+# images `ex10_images` (set in the next cell). Attach a hook that stores the layer's
+# output (in a list, a dict, or a variable of an enclosing function: any will do), run
+# the **whole** network on the batch in eval mode, normalised with `cnnlab.normalize`
+# and moved to `device`, without gradients, then remove the hook. Store the captured
+# tensor in `hooked`. The check compares it with what an extractor gives on the same
+# images, and verifies that no hook is left on the network.
+
+# %% id="ex10_setup" nbgrader={"grade": false, "grade_id": "ex10_setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+ex10_images = test.images[:64]  # a batch of 64 test images, uint8 (64, 3, 32, 32)
+
+# %% id="ex10_answer" nbgrader={"grade": false, "grade_id": "ex10_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# Exercise 10: hooked = the output of the units' layer for ex10_images, caught by a hook.
+hooked = None  # stays None until you answer below
+### BEGIN SOLUTION
+import torch
+
+captured = []
+handle = model[13].register_forward_hook(
+    lambda layer, inputs, output: captured.append(output.detach()))
+model.eval()
+with torch.no_grad():
+    model(cnnlab.normalize(ex10_images).to(device))
+handle.remove()
+hooked = captured[0]
+### END SOLUTION
+
+# %% id="ex10_test" nbgrader={"grade": true, "grade_id": "ex10_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_10(hooked, model, ex10_images)
+
 # %% [markdown] id="class_means_md" nbgrader={"grade": false, "grade_id": "class_means_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # A first look at the units: for each class, how strongly each unit responds to its
 # test images, compared with how it responds on average (in standard deviations).
@@ -398,10 +444,41 @@ cnnlab.plot_firing(firing, units=config.units)
 # too: ten images can have several things in common at once (colour, background,
 # pose), and the images alone do not say which one the unit uses. Section 4 looks
 # into that.
+
+# %% [markdown] id="ex11_md" nbgrader={"grade": false, "grade_id": "ex11_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 11 (2 points): rank the images yourself
 #
-# `cnnlab.top_k(features, k)` (in `cnnlab/activations.py`) returns an array of shape
-# `(k, 128)`: column `u` lists the indices of the `k` test images with the highest
-# activation of unit `u`, the best first.
+# Rank some images by hand first. Take the first 256 test images, `ex11_images` (set in
+# the next cell): their feature vectors are the first 256 rows of `features`. Find the
+# `ex11_k` of them that activate unit `ex11_unit` most, and store their indices (numbers
+# from 0 to 255) in `ranked`, the best image first: a list, a NumPy array or a tensor.
+# NumPy's `np.argsort`, PyTorch's `torch.argsort` and `torch.topk` can all do the sorting;
+# read their documentation to see in which order each one gives its result.
+
+# %% id="ex11_setup" nbgrader={"grade": false, "grade_id": "ex11_setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+ex11_unit = 14  # a unit of the Linear layer
+ex11_k = 10  # how many images to keep
+ex11_images = test.images[:256]  # the first 256 test images: rows 0-255 of features
+
+# %% id="ex11_answer" nbgrader={"grade": false, "grade_id": "ex11_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# Exercise 11: ranked = indices of the ex11_k images of ex11_images that unit ex11_unit
+# likes best, the best first.
+ranked = None  # stays None until you answer below
+### BEGIN SOLUTION
+activation = features[: len(ex11_images), ex11_unit]
+ranked = np.argsort(-activation, kind="stable")[:ex11_k]
+### END SOLUTION
+
+# %% id="ex11_test" nbgrader={"grade": true, "grade_id": "ex11_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_11(ranked, model, ex11_images, ex11_unit, ex11_k)
+
+# %% [markdown] id="topk_helper_md" nbgrader={"grade": false, "grade_id": "topk_helper_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# `cnnlab.top_k(features, k)` (in `cnnlab/activations.py`) ranks every unit at once, over
+# the whole test set. It returns an array of shape `(k, 128)`: column `u` lists the
+# indices of the `k` test images with the highest activation of unit `u`, the best
+# first.
 
 # %% id="topk" nbgrader={"grade": false, "grade_id": "topk", "locked": true, "schema_version": 3, "solution": false, "task": false}
 top = cnnlab.top_k(features, k=config.top_k)
@@ -744,6 +821,49 @@ cnnlab.plot_unit_views(views)
 #   has no such step, so it still shows what pushes the unit down.
 # - The synthesized images are not photographs: they repeat the colours and textures
 #   the unit likes. Do they remind you of its top images?
+
+# %% [markdown] id="ex12_md" nbgrader={"grade": false, "grade_id": "ex12_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 12 (2 points): a gradient map by hand
+#
+# `cnnlab.unit_views` computed the gradient maps for you; now compute one yourself, with
+# autograd. Take unit `ex12_unit` on test image `ex12_index` (both set in the next cell)
+# and find the gradient of the unit's value with respect to the image **as the network
+# receives it**:
+#
+# 1. Make the network's input: the image through `cnnlab.normalize`, with a batch
+#    dimension (`[None]`), on `device`. Ask PyTorch to track gradients for that tensor
+#    with `.requires_grad_()`.
+# 2. In eval mode, run it through the layers up to the units, and take the unit's value
+#    there (before any ReLU).
+# 3. Differentiate that value with respect to the input: `.backward()` and then the
+#    input's `.grad`, or `torch.autograd.grad`.
+#
+# Store the result in `gradient`, one number per colour channel and pixel: shape
+# (3, 32, 32). (The lab's maps add up the three channels; the check accepts that (32, 32)
+# form too.)
+
+# %% id="ex12_setup" nbgrader={"grade": false, "grade_id": "ex12_setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+ex12_unit = 23  # a unit of the Linear layer
+ex12_index = 7  # a test image
+ex12_image = test.images[ex12_index]
+print(f"unit {ex12_unit} on test image {ex12_index}, a {test.classes[test.labels[ex12_index]]}")
+
+# %% id="ex12_answer" nbgrader={"grade": false, "grade_id": "ex12_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# Exercise 12: gradient = d (unit ex12_unit) / d (normalised ex12_image), by autograd.
+gradient = None  # stays None until you answer below
+### BEGIN SOLUTION
+import torch
+
+model.eval()
+network_input = cnnlab.normalize(ex12_image[None]).to(device).requires_grad_()
+model[:14](network_input)[0, ex12_unit].backward()
+gradient = network_input.grad[0]
+### END SOLUTION
+
+# %% id="ex12_test" nbgrader={"grade": true, "grade_id": "ex12_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_12(gradient, model, ex12_image, ex12_unit)
 
 # %% [markdown] id="dead_views_md" nbgrader={"grade": false, "grade_id": "dead_views_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # **The dead units again.** Section 2 found units that are never positive on a test
