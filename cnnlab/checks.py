@@ -106,13 +106,14 @@ def check_exercise_2(answer, model: nn.Module) -> None:
     print("Exercise 2: correct.")
 
 
-def check_exercise_4(extractor, model: nn.Module) -> None:
+def check_exercise_4(extractor, model: nn.Module, quiet: bool = False) -> None:
     """Exercise 4: a feature extractor that ends with the first ``nn.Linear``.
 
     Runs both on a fixed random batch (2, 3, 32, 32) in eval mode (modes are
     restored) and requires the extractor's output to equal ``model[:idx + 1]``'s,
     where ``idx`` is the first ``nn.Linear``. Any slice or copy computing that is
-    accepted.
+    accepted. ``quiet``: print nothing when it is right (the lesson's features cell
+    checks the extractor before it runs 10,000 images through it).
     """
     if extractor is None or extractor is Ellipsis:
         _fail("extractor is still empty: replace None (or ...) with a slice of model.")
@@ -153,19 +154,42 @@ def check_exercise_4(extractor, model: nn.Module) -> None:
                   "past the Linear layer (the layers after it change the values), or does "
                   "not use the model's trained weights. End exactly at the first Linear "
                   "layer.")
-    print("Exercise 4: correct.")
+    if not quiet:
+        print("Exercise 4: correct.")
+
+
+#: Exercise 5's broken list (the 2019 lab's): its last entry counts the units from 1.
+EXERCISE_5_LIST = (1, 2, 4, 14, 23, 29, N_UNITS)
 
 
 def check_exercise_5(units, n_units: int = N_UNITS) -> None:
-    """Exercise 5: a list of unit numbers that are all valid for the layer.
+    """Exercise 5: the colleague's list with its invalid entry corrected.
 
-    The same checks as :func:`cnnlab.activations.validate_units`, with its
-    message turned into an ``AssertionError``.
+    First the checks of :func:`cnnlab.activations.validate_units`, with its message
+    turned into an ``AssertionError``; then the list must be the colleague's,
+    ``EXERCISE_5_LIST`` with the other six units unchanged and its last entry (the
+    layer's size, counted from 1) replaced by the layer's last unit. Any sequence of
+    integers is accepted (list, tuple, NumPy array, tensor). The hints never name
+    the answer.
     """
     try:
-        validate_units(units, n_units)
+        given = validate_units(units, n_units)
     except (TypeError, ValueError) as exc:
         raise AssertionError(str(exc)) from None
+    wanted = [*EXERCISE_5_LIST[:-1], n_units - 1]
+    if len(given) != len(wanted):
+        _fail(f"units has {len(given)} unit{'s' * (len(given) != 1)}, but your colleague's "
+              f"list has {len(wanted)}: change only the entry the error message named, and "
+              "keep the other units as they are.")
+    for i, (got, want) in enumerate(zip(given[:-1], wanted[:-1], strict=True)):
+        if got != want:
+            _fail(f"units[{i}] = {got} is not what your colleague wrote there: change only "
+                  "the entry the error message named, and keep the other units as they "
+                  "are.")
+    if given[-1] != wanted[-1]:
+        _fail(f"units[{len(given) - 1}] = {given[-1]} is a valid unit, but your colleague "
+              f"wrote {n_units} for a reason: which unit did they mean, in a layer whose "
+              "units are numbered from 0?")
     print("Exercise 5: correct.")
 
 

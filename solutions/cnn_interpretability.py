@@ -168,15 +168,14 @@ checks.check_exercise_1(n_filters, model)
 
 # %% [markdown] id="conv1_md" nbgrader={"grade": false, "grade_id": "conv1_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # The layer's weights are a tensor of shape *(filters, input channels, height,
-# width)*. Each of the first layer's filters is a stack of three 3×3 kernels, one
-# for each colour channel of the image (red, green, blue):
+# width)*:
 
 # %% id="conv1_shape" nbgrader={"grade": false, "grade_id": "conv1_shape", "locked": true, "schema_version": 3, "solution": false, "task": false}
 model[0].weight.shape
 
 # %% [markdown] id="plot_conv1_md" nbgrader={"grade": false, "grade_id": "plot_conv1_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# So each of these filters is a tiny 3×3 colour image, and we can draw it as one.
-# `cnnlab.plot_filters` (in `cnnlab/filters.py`) scales the whole weight tensor to
+# `cnnlab.plot_filters` (in `cnnlab/filters.py`) draws each filter as a small picture.
+# It scales the whole weight tensor to
 # [0, 1] once, so that all filters share one scale: mid-grey is a weight in the
 # middle of the range, bright and dark colours are strong weights of either sign.
 
@@ -209,9 +208,8 @@ maps = cnnlab.activation_maps(model, test.images[image_index], layer=1)  # after
 cnnlab.plot_activation_maps(maps, title=f"The 32 feature maps of model[0] for test image {image_index}")
 
 # %% [markdown] id="filters_explore_md" nbgrader={"grade": false, "grade_id": "filters_explore_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# **Now explore.** Pick a conv layer in the menu. For the layers after the first,
-# each filter has many input channels: the `channel` slider chooses which one is
-# drawn. `scale` switches between one scale for the whole layer (`global`, as above)
+# **Now explore.** Pick a conv layer in the menu. For the layers after the first, the
+# `channel` slider changes the picture (Exercise 3 asks what it chooses). `scale` switches between one scale for the whole layer (`global`, as above)
 # and one scale per filter (`per filter`), which shows the pattern of weak filters
 # too. (`cnnlab.widgets.filter_explorer`, in `cnnlab/widgets.py`.) The explorers need
 # a running notebook: in a static copy, such as an HTML export, they show nothing.
@@ -236,8 +234,9 @@ conv2_weights = None  # stays None until you answer below
 ### BEGIN SOLUTION
 conv2_weights = model[2].weight.detach().cpu()
 ### END SOLUTION
-print("conv2_weights has shape", tuple(conv2_weights.shape))
-cnnlab.plot_filters(conv2_weights)
+if conv2_weights is not None:  # drawn once you have answered
+    print("conv2_weights has shape", tuple(getattr(conv2_weights, "shape", ())))
+    cnnlab.plot_filters(conv2_weights, title="The filters of the second conv layer")
 
 # %% id="ex2_test" nbgrader={"grade": true, "grade_id": "ex2_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 from cnnlab import checks
@@ -295,9 +294,7 @@ checks.check_exercise_2(conv2_weights, model)
 #
 # Build `extractor`: the part of `model` that starts at the image and ends **with**
 # the first `Linear` layer, that layer included. Its output must be 128 numbers per
-# image. Count in the printout of the network. (Once your answer passes, compare it
-# with `cnnlab.feature_extractor`, in `cnnlab/activations.py`, which finds that
-# layer by itself.)
+# image. Count in the printout of the network.
 
 # %% id="ex4_answer" nbgrader={"grade": false, "grade_id": "ex4_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 # Exercise 4: extractor = model from the image up to and including the first Linear.
@@ -309,11 +306,16 @@ extractor
 
 # %% [markdown] id="features_md" nbgrader={"grade": false, "grade_id": "features_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # Now run all the test images through it, 128 at a time
-# (`cnnlab.extract_features`, in `cnnlab/activations.py`). Row `i` of `features` is the
+# (`cnnlab.extract_features`, in `cnnlab/activations.py`; the cell checks the extractor
+# first, so a wrong one stops here with a hint). For another network,
+# `cnnlab.feature_extractor` finds the first `Linear` layer by itself. Row `i` of `features` is the
 # feature vector of test image `i`; column `u` holds unit `u`'s response to every
 # test image.
 
 # %% id="features" nbgrader={"grade": false, "grade_id": "features", "locked": true, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_4(extractor, model, quiet=True)  # a wrong extractor stops here
 features = cnnlab.extract_features(extractor, test.images)
 
 # %% id="features_shape" nbgrader={"grade": false, "grade_id": "features_shape", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -418,7 +420,7 @@ fig
 firing = cnnlab.firing_stats(features)
 print(f"{len(firing.dead)} of {features.shape[1]} units never fire on these "
       f"{len(test):,} test images:", firing.dead.tolist())
-cnnlab.plot_firing(firing, units=config.units)
+cnnlab.plot_firing(firing)
 
 # %% [markdown] id="firing_after" nbgrader={"grade": false, "grade_id": "firing_after", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # The red units are **dead** on the test images: their value is zero or less on every
@@ -488,9 +490,9 @@ print("the 3 test images unit 0 likes best:", top[:3, 0])
 # %% [markdown] id="ex5_md" nbgrader={"grade": false, "grade_id": "ex5_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ### Exercise 5 (1 point)
 #
-# A colleague wants to see units 1, 2, 4, 14, 23 and 29, and the very last unit of
-# the layer, and wrote the list below. Run the cell: it fails, and the message says
-# why.
+# A colleague who numbers things from 1 wrote the list below to look at six units and
+# at one more, the one that closes the layer. Run the cell: it fails, and the message
+# says why.
 
 # %% id="ex5_broken" nbgrader={"grade": false, "grade_id": "ex5_broken", "locked": true, "schema_version": 3, "solution": false, "task": false}
 units = [1, 2, 4, 14, 23, 29, 128]
@@ -502,9 +504,9 @@ else:
     display(fig)
 
 # %% [markdown] id="ex5_fix_md" nbgrader={"grade": false, "grade_id": "ex5_fix_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Write the corrected list in the cell below, as `units = [...]`: the same units,
-# with only the wrong entry changed, so that the list still ends with the last unit.
-# (The message comes from `cnnlab.validate_units`, in `cnnlab/activations.py`.)
+# Write the corrected list in the cell below, as `units = [...]`: your colleague's
+# list with only the wrong entry changed, to the unit they meant. (The message comes
+# from `cnnlab.validate_units`, in `cnnlab/activations.py`.)
 
 # %% id="ex5_answer" nbgrader={"grade": false, "grade_id": "ex5_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 # Exercise 5: units = the list above, with the invalid entry fixed.
@@ -767,7 +769,7 @@ cnnlab.plot_confusion(result.confusion, test.classes, result.per_class_accuracy)
 #   image (the occluder's colour) to the image. The map sums to how much the unit
 #   changes between the two.
 # - **Guided backprop**: the gradient again, but with every negative signal stopped at
-#   each ReLU on the way back. It draws sharp, photo-like maps. Keep an eye on it.
+#   each ReLU on the way back. It draws sharp, photo-like maps.
 # - **Grad-CAM**: the 64 feature maps of the last conv layer (16×16 each), weighted by
 #   how much the unit grows with each map, added up, and the negative part set to zero.
 # - **Contribution map**: exact, and coarse. The unit is `Linear(4096, 128)` applied to
@@ -783,8 +785,7 @@ cnnlab.plot_confusion(result.confusion, test.classes, result.per_class_accuracy)
 # looks convincing is not evidence. Where several methods agree, the explanation is
 # probably about the network; where they disagree, at least one of them is telling you
 # about something else. The end of the section tests them: an explanation of what a
-# network *learned* must change when the learning is destroyed. One of these methods
-# barely does.
+# network *learned* must change when the learning is destroyed.
 #
 # `cnnlab.unit_views` (in `cnnlab/views.py`) computes every view of the chosen units on
 # their top images; the methods themselves live in `cnnlab/attribution.py` (the maps) and
@@ -941,7 +942,8 @@ with torch.no_grad():
     feature_maps = model[:12](cnnlab.normalize(ex8_image[None]).to(device)).view(64, 8, 8)
     contribution = (model[13].weight[ex8_unit].view(64, 8, 8) * feature_maps).sum(0)
 ### END SOLUTION
-print("contribution has shape", tuple(contribution.shape))
+if contribution is not None:
+    print("contribution has shape", tuple(getattr(contribution, "shape", ())))
 
 # %% id="ex8_test" nbgrader={"grade": true, "grade_id": "ex8_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 from cnnlab import checks
@@ -988,10 +990,9 @@ sanity.plot_randomization(randomization)
 
 # %% [markdown] id="sanity_look" nbgrader={"grade": false, "grade_id": "sanity_look", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # **What to look for.** Follow each line from the left (the trained network) to the
-# right (every weight random). Most fall towards 0 once the unit's own layer is
-# re-initialised: their maps depend on the weights, as they should. Which line stays
-# high, close to the edge detector's? That method's pretty pictures come mostly from
-# the image, whatever the network learned. Exercise 9 asks about it.
+# right (every weight random). What should happen to a method's line once the unit's
+# own layer is re-initialised, if its maps explain what the network learned? Compare
+# every line with that, and with the edge detector's. Exercise 9 asks about it.
 
 # %% [markdown] id="faithfulness_md" nbgrader={"grade": false, "grade_id": "faithfulness_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ### Another test: do the maps point at what matters?

@@ -302,7 +302,8 @@ SUBMISSIONS = {
                            ex2_answer="conv2_weights = model[2].weight.detach().cpu().numpy()",
                            ex4_answer="import torch\nextractor = torch.nn.Sequential("
                                       "*list(model.children())[:14])",
-                           ex5_answer="units = (1, 2, 4, 14, 23, 29, 0)",
+                           ex5_answer="import numpy as np\nunits = np.array([1, 2, 4, 14, 23, 29, "
+                                      "128])\nunits[units >= 128] -= 1",
                            ex10_answer=HOOK_FORM, ex11_answer=RANK_FORM, ex12_answer=GRAD_FORM),
     "colab": _colab,
     "stripped": _stripped,

@@ -142,9 +142,14 @@ def test_exercise_4_restores_modes_and_accepts_a_train_mode_extractor(model):
 # --- Exercise 5: a valid list of units -------------------------------------------------
 
 
-@pytest.mark.parametrize("units", [[1, 2, 4, 14, 23, 29, 127], [0], range(5), (127, 0)])
-def test_exercise_5_accepts(units):
+SEED_FIXED = [1, 2, 4, 14, 23, 29, 127]  # the 2019 list, its 128 corrected
+
+
+@pytest.mark.parametrize("units", [SEED_FIXED, tuple(SEED_FIXED), np.array(SEED_FIXED),
+                                   torch.tensor(SEED_FIXED), [np.int64(u) for u in SEED_FIXED]])
+def test_exercise_5_accepts_the_seed_list_corrected(units, capsys):
     check_exercise_5(units)
+    assert "Exercise 5: correct." in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -164,10 +169,33 @@ def test_exercise_5_rejects_with_the_validate_units_message(units, words):
         assert word in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "units, words",
+    [
+        ([0], ["1 unit", "7", "only the entry"]),  # any valid list no longer passes
+        ([1, 2, 4, 14, 23, 29], ["6 units", "only the entry"]),
+        ([1, 2, 4, 14, 23, 29, 0], ["units[6] = 0", "wrote 128 for a reason"]),
+        ([1, 2, 4, 14, 23, 29, 126], ["units[6] = 126", "numbered from 0"]),
+        ([1, 2, 4, 14, 23, 30, 127], ["units[5] = 30", "keep the other units"]),
+        ([0, 1, 3, 13, 22, 28, 127], ["units[0] = 0", "keep the other units"]),
+        ([1, 2, 4, 14, 23, 29, 127, 5], ["8 units"]),
+    ],
+)
+def test_exercise_5_wants_the_colleagues_list_with_only_128_corrected(units, words):
+    with pytest.raises(AssertionError) as info:
+        check_exercise_5(units)
+    message = str(info.value)
+    for word in words:
+        assert word in message, message
+    assert "127" not in message  # the hint does not give the answer
+
+
 def test_exercise_5_uses_the_layer_size():
-    check_exercise_5([9], n_units=10)
-    with pytest.raises(AssertionError, match="numbered 0 to 9"):
-        check_exercise_5([10], n_units=10)
+    check_exercise_5([1, 2, 4, 14, 23, 29, 199], n_units=200)
+    with pytest.raises(AssertionError, match="numbered 0 to 199"):
+        check_exercise_5([1, 2, 4, 14, 23, 29, 200], n_units=200)
+    with pytest.raises(AssertionError, match="wrote 200 for a reason"):
+        check_exercise_5(SEED_FIXED, n_units=200)
 
 
 # --- Exercise 8: a unit's contribution map over the Linear layer's 8x8 input ------------

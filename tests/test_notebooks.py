@@ -628,3 +628,6 @@ def test_untouched_lesson_fails_every_test_cell(notebook_env, tmp_path, monkeypa
     for cell_id in TEST_CELLS:  # each check's own hint, not a NameError
         assert errors.get(cell_id, "").startswith("AssertionError"), (cell_id, errors.get(cell_id))
     assert "setup" not in errors, f"the set-up cell failed: {errors['setup']}"
+    # the features cell checks the extractor first: a hint, not a traceback from torch
+    assert errors["features"].startswith("AssertionError: extractor is still empty"), \
+        errors["features"]
