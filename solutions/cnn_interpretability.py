@@ -305,12 +305,11 @@ extractor = model[:14]
 extractor
 
 # %% [markdown] id="features_md" nbgrader={"grade": false, "grade_id": "features_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Now run all the test images through it, 128 at a time
-# (`cnnlab.extract_features`, in `cnnlab/activations.py`; the cell checks the extractor
-# first, so a wrong one stops here with a hint). For another network,
-# `cnnlab.feature_extractor` finds the first `Linear` layer by itself. Row `i` of `features` is the
-# feature vector of test image `i`; column `u` holds unit `u`'s response to every
-# test image.
+# Now run all the test images through it, 128 at a time (`cnnlab.extract_features`,
+# in `cnnlab/activations.py`; the cell checks the extractor first, so a wrong one stops
+# here with a hint). Row `i` of `features` is the feature vector of test image `i`;
+# column `u` holds unit `u`'s response to every test image. (For another network,
+# `cnnlab.feature_extractor` finds the first `Linear` layer by itself.)
 
 # %% id="features" nbgrader={"grade": false, "grade_id": "features", "locked": true, "schema_version": 3, "solution": false, "task": false}
 from cnnlab import checks
