@@ -556,9 +556,10 @@ def check_exercise_12(gradient, model: nn.Module, image, unit: int) -> None:
     summed over the channels as the lab's gradient map
     (:func:`cnnlab.attribution.gradient`), (32, 32) or (1, 32, 32); a tensor or NumPy
     array of any float dtype or device. Checks, in order: shape, finite values,
-    the known slips (another unit, a class score, the pixels in [0, 1] or 0..255
-    instead of the normalised image, the raw image fed to the network, the absolute
-    value, all zero), then equality. The messages never show the gradient.
+    equality with the reference, then the known slips for a hint (all zero, another
+    unit, the pixels in [0, 1] or 0..255 instead of the normalised image, the raw
+    image fed to the network, the sign lost, a class score). The messages never
+    show the gradient.
 
     Args:
         gradient: the student's answer.
