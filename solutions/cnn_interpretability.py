@@ -236,7 +236,7 @@ conv2_weights = model[2].weight.detach().cpu()
 ### END SOLUTION
 if conv2_weights is not None:  # drawn once you have answered
     print("conv2_weights has shape", tuple(getattr(conv2_weights, "shape", ())))
-    cnnlab.plot_filters(conv2_weights, title="The filters of the second conv layer")
+    display(cnnlab.plot_filters(conv2_weights, title="The filters of the second conv layer"))
 
 # %% id="ex2_test" nbgrader={"grade": true, "grade_id": "ex2_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 from cnnlab import checks
