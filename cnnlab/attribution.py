@@ -8,8 +8,8 @@ ask the network directly, through its gradients, and give one map per image:
 - :func:`integrated_gradients`: gradients summed along the straight path from a
   black image to the image, so the map adds up to the change of the target;
 - :func:`guided_backprop`: gradients with every negative signal stopped at each
-  ReLU on the way back (sharp pictures, but it fails the sanity check of
-  :mod:`cnnlab.sanity`: it hardly depends on the weights);
+  ReLU on the way back (sharp pictures; put it through the sanity check of
+  :mod:`cnnlab.sanity` before trusting them);
 - :func:`grad_cam`: a layer's feature maps weighted by their mean gradient;
 - :func:`contribution_map`: gradient x activation at a layer, each position's
   share of the target (exact for the 8x8 positions feeding the course network's
@@ -620,8 +620,8 @@ def contribution_map(model: nn.Module, images, targets, batch_size: int | None =
             feature maps or after the probe's layer.
 
     Example:
-        >>> m = contribution_map(model[:14], test.images[:1], 14)
-        >>> m.sum() + model[13].bias[14].item()  # == model[:14](x)[0, 14]
+        >>> contribution_map(model, test.images[:4], 3).shape  # class 3 (cat)
+        (4, 8, 8)
     """
     probe = _probe(model)
     images = as_image_batch(images, channels=input_channels(probe.model))

@@ -106,13 +106,14 @@ def check_exercise_2(answer, model: nn.Module) -> None:
     print("Exercise 2: correct.")
 
 
-def check_exercise_4(extractor, model: nn.Module) -> None:
+def check_exercise_4(extractor, model: nn.Module, quiet: bool = False) -> None:
     """Exercise 4: a feature extractor that ends with the first ``nn.Linear``.
 
     Runs both on a fixed random batch (2, 3, 32, 32) in eval mode (modes are
     restored) and requires the extractor's output to equal ``model[:idx + 1]``'s,
     where ``idx`` is the first ``nn.Linear``. Any slice or copy computing that is
-    accepted.
+    accepted. ``quiet``: print nothing when it is right (the lesson's features cell
+    checks the extractor before it runs 10,000 images through it).
     """
     if extractor is None or extractor is Ellipsis:
         _fail("extractor is still empty: replace None (or ...) with a slice of model.")
@@ -153,19 +154,42 @@ def check_exercise_4(extractor, model: nn.Module) -> None:
                   "past the Linear layer (the layers after it change the values), or does "
                   "not use the model's trained weights. End exactly at the first Linear "
                   "layer.")
-    print("Exercise 4: correct.")
+    if not quiet:
+        print("Exercise 4: correct.")
+
+
+#: Exercise 5's broken list (the 2019 lab's): its last entry counts the units from 1.
+EXERCISE_5_LIST = (1, 2, 4, 14, 23, 29, N_UNITS)
 
 
 def check_exercise_5(units, n_units: int = N_UNITS) -> None:
-    """Exercise 5: a list of unit numbers that are all valid for the layer.
+    """Exercise 5: the colleague's list with its invalid entry corrected.
 
-    The same checks as :func:`cnnlab.activations.validate_units`, with its
-    message turned into an ``AssertionError``.
+    First the checks of :func:`cnnlab.activations.validate_units`, with its message
+    turned into an ``AssertionError``; then the list must be the colleague's,
+    ``EXERCISE_5_LIST`` with the other six units unchanged and its last entry (the
+    layer's size, counted from 1) replaced by the layer's last unit. Any sequence of
+    integers is accepted (list, tuple, NumPy array, tensor). The hints never name
+    the answer.
     """
     try:
-        validate_units(units, n_units)
+        given = validate_units(units, n_units)
     except (TypeError, ValueError) as exc:
         raise AssertionError(str(exc)) from None
+    wanted = [*EXERCISE_5_LIST[:-1], n_units - 1]
+    if len(given) != len(wanted):
+        _fail(f"units has {len(given)} unit{'s' * (len(given) != 1)}, but your colleague's "
+              f"list has {len(wanted)}: change only the entry the error message named, and "
+              "keep the other units as they are.")
+    for i, (got, want) in enumerate(zip(given[:-1], wanted[:-1], strict=True)):
+        if got != want:
+            _fail(f"units[{i}] = {got} is not what your colleague wrote there: change only "
+                  "the entry the error message named, and keep the other units as they "
+                  "are.")
+    if given[-1] != wanted[-1]:
+        _fail(f"units[{len(given) - 1}] = {given[-1]} is a valid unit, but your colleague "
+              f"wrote {n_units} for a reason: which unit did they mean, in a layer whose "
+              "units are numbered from 0?")
     print("Exercise 5: correct.")
 
 
@@ -307,3 +331,311 @@ def check_exercise_8(contribution, model: nn.Module, image, unit: int) -> None:
     _fail("contribution adds up to the unit's value, but its positions are not right: "
           "the products of weights and feature maps must stay where they are; sum them "
           "over the channels only, without moving, sorting or smoothing them.")
+
+
+# --- Exercises 10-12: the student writes the code (a hook, a gradient, a ranking) -------
+
+
+def _unit_layer(model: nn.Module) -> tuple[int, nn.Module]:
+    """(index, layer) of the units: the first ``nn.Linear`` of the course network."""
+    return _first(model, nn.Linear)
+
+
+def _batch_of_images(images, name: str) -> torch.Tensor:
+    """The set-up's uint8 image batch (N, 3, H, W), or a ValueError (not the answer's)."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.dtype != torch.uint8:
+        raise ValueError(f"{name} must be a batch of test images, a uint8 tensor (N, 3, H, "
+                         f"W) such as test.images[:64], got "
+                         f"{getattr(images, 'shape', type(images).__name__)}.")
+    return images
+
+
+def _empty(answer, name: str, what: str) -> None:
+    if answer is None or answer is Ellipsis:
+        _fail(f"{name} is still empty: replace None (or ...) with {what}.")
+
+
+def _hooks_left(model: nn.Module) -> list[str]:
+    """Names of the modules of ``model`` that still have forward (pre-)hooks."""
+    return [f"model[{name}]" if name.isdigit() else (name or "model")
+            for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to float32 arithmetic (and TF32 on a GPU), relative to ``b``'s scale."""
+    scale = float(b.abs().max()) + 1e-6
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-3, atol=1e-4 * scale))
+
+
+def check_exercise_10(hooked, model: nn.Module, images) -> None:
+    """Exercise 10: the output of the unit layer captured by a forward hook.
+
+    ``hooked`` must equal the extractor's output (N, 128) on ``images`` (normalised,
+    in eval mode), and no forward hook may be left on any module of ``model``.
+    Accepts a tensor or NumPy array of any float dtype or device, with or without
+    gradients. Checks, in order: empty, a hook still registered, a container
+    instead of a tensor, the shape (the layer's input, the class scores, another
+    batch), then the values (after the ReLU, on the raw image, other values).
+
+    Args:
+        hooked: the student's answer.
+        model: the trained course network (its modes are restored afterwards).
+        images: uint8 (N, 3, 32, 32), the set-up's batch (``ex10_images``).
+
+    Raises:
+        AssertionError: the answer is wrong, with a hint.
+        ValueError: ``images`` is not a uint8 batch (a problem of the set-up).
+    """
+    from .data import normalize
+
+    images = _batch_of_images(images, "images")
+    _empty(hooked, "hooked", "the tensor your hook captured")
+    left = _hooks_left(model)
+    if left:
+        _fail(f"A forward hook is still registered on {', '.join(left)}: it would run on "
+              "every later forward pass of the network. Keep the handle that "
+              "register_forward_hook returns and call handle.remove() once the batch has "
+              "run. (Hooks from earlier runs of your cell whose handle is lost: restart "
+              "the kernel and run the notebook again.)")
+    if isinstance(hooked, (list, tuple)):
+        _fail(f"hooked is a {type(hooked).__name__} of {len(hooked)} item(s); give the "
+              "captured output as one tensor (take it out of the list, or join several "
+              "batches with torch.cat).")
+    if isinstance(hooked, dict):
+        _fail("hooked is a dict; give the tensor stored in it, not the dict itself.")
+    answer = _as_float_tensor(hooked, "hooked")
+    idx, linear = _unit_layer(model)
+    n = images.shape[0]
+    x = normalize(images).to(model_device(model))
+    with evaluating(model), torch.inference_mode():
+        layer_input = model[:idx](x)
+        expected = model[: idx + 1](x).double().cpu()
+    shape = tuple(answer.shape)
+    if shape == tuple(layer_input.shape):
+        _fail(f"hooked has shape {shape}: that is what enters the layer (the hook's "
+              "second argument). Capture what the layer gives out: the hook's third "
+              "argument.")
+    if len(shape) == 2 and shape[1] == linear.out_features and shape[0] != n:
+        _fail(f"hooked has {shape[0]} rows, but ex10_images holds {n} images: run the "
+              "network once on exactly that batch while the hook is registered, and "
+              "keep only that run's output.")
+    if shape != tuple(expected.shape):
+        hint = ("one score per class: that is the network's output. Hook the layer of "
+                "the units instead" if shape[-1:] == (model[-1].out_features,) else
+                "one row per image, one column per unit of the Linear layer")
+        _fail(f"hooked has shape {shape}, expected ({n}, {linear.out_features}): {hint}.")
+    if not torch.isfinite(answer).all():
+        _fail("hooked holds NaN or infinite values; store the layer's output as it is.")
+    if _close(answer, expected):
+        print("Exercise 10: correct. Your hook saw what the extractor gives.")
+        return
+    if _close(answer, expected.clamp(min=0)):
+        _fail("hooked is never negative: it was captured after the ReLU that follows "
+              "the layer. Register the hook on the Linear layer itself.")
+    for raw in (images.float(), images.float() / 255):
+        with evaluating(model), torch.inference_mode():
+            probe = model[: idx + 1](raw.to(x.device)).double().cpu()
+        if _close(answer, probe):
+            _fail("hooked was computed on the images as stored, not as the network sees "
+                  "them: pass the batch through cnnlab.normalize first.")
+    _fail("hooked has the right shape but not the layer's values on these images. Run "
+          "the whole network (or the extractor) in eval mode (model.eval(): Dropout "
+          "changes values in training mode) on cnnlab.normalize(ex10_images), on the "
+          "model's device, with the hook on the Linear layer of the units.")
+
+
+def _as_indices(answer, name: str) -> torch.Tensor:
+    """A student's ranking as a 1-D int64 CPU tensor, or a teaching failure."""
+    _empty(answer, name, "the indices of the images")
+    if isinstance(answer, tuple) and len(answer) == 2 and all(
+            isinstance(a, torch.Tensor) for a in answer):
+        _fail(f"{name} is a pair of tensors, as torch.topk returns (values, indices): "
+              "keep its .indices only.")
+    if isinstance(answer, (list, tuple, range)):
+        if not all(isinstance(i, (numbers.Integral, torch.Tensor, np.generic)) for i in answer):
+            _fail(f"{name} holds something other than whole numbers; give image indices "
+                  "(int).")
+        answer = torch.as_tensor(np.array([int(i) for i in answer], dtype=np.int64))
+    answer = _numeric_tensor(answer, name, "the indices").detach().cpu()
+    if answer.dtype.is_floating_point or answer.dtype == torch.bool or answer.is_complex():
+        _fail(f"{name} holds {answer.dtype} values: those look like activations, not "
+              "image numbers. Rank the images and keep their indices (argsort gives "
+              "indices, sort gives values).")
+    if answer.ndim == 2 and 1 in answer.shape:
+        answer = answer.reshape(-1)
+    if answer.ndim != 1:
+        _fail(f"{name} has shape {tuple(answer.shape)}: give one list of image indices "
+              "for the one unit, the best image first.")
+    return answer.long()
+
+
+def check_exercise_11(ranked, model: nn.Module, images, unit: int, k: int) -> None:
+    """Exercise 11: the indices of the ``k`` images of ``images`` that activate
+    ``unit`` most, best first, ranked by the student.
+
+    The reference is :func:`cnnlab.top_k` on :func:`cnnlab.extract_features` of
+    ``images`` (the lesson's ``features`` rows for them). Accepts a list, tuple,
+    NumPy array or tensor of ``k`` integers; an order that differs only between
+    images of (nearly) equal activation passes too.
+
+    Args:
+        ranked: the student's answer.
+        model: the trained course network.
+        images: uint8 (N, 3, 32, 32), the set-up's images (``ex11_images``).
+        unit: the unit, 0..127.
+        k: how many images, 1..N.
+
+    Raises:
+        AssertionError: the answer is wrong, with a hint.
+        ValueError: ``images``, ``unit`` or ``k`` is not valid (the set-up's).
+    """
+    from .activations import check_k, extract_features, feature_extractor, top_k
+
+    images = _batch_of_images(images, "images")
+    n = images.shape[0]
+    k = check_k(k, n)
+    _, linear = _unit_layer(model)
+    validate_units(unit, linear.out_features, name="unit")
+    answer = _as_indices(ranked, "ranked")
+    feats = extract_features(feature_extractor(model), images, progress=False)
+    if len(answer) != k:
+        _fail(f"ranked holds {len(answer)} indices; keep the best ex11_k = {k}, the best "
+              "first.")
+    if int(answer.min()) < 0 or int(answer.max()) >= n:
+        _fail(f"ranked holds {int(answer.max()) if answer.max() >= n else int(answer.min())}"
+              f", which is not an image of ex11_images (0 to {n - 1}). Rank the rows of "
+              "those images only, the first rows of features.")
+    if len(set(answer.tolist())) != k:
+        _fail("ranked names an image more than once; each index must appear once.")
+    reference = top_k(feats, k)
+    scores = torch.from_numpy(feats[:, unit].astype(np.float64))
+    got, best = scores[answer], scores[torch.from_numpy(reference[:, unit])]
+    spread = float(scores.max() - scores.min()) + 1e-6
+    if torch.equal(answer, torch.from_numpy(reference[:, unit])) or bool(
+            ((got - best).abs() <= 1e-3 * spread).all()):
+        print("Exercise 11: correct. Your ranking is cnnlab.top_k's.")
+        return
+    if set(answer.tolist()) == set(reference[:, unit].tolist()):
+        _fail("ranked holds the right images in the wrong order: the best first, so "
+              "sort by activation from the highest down (descending).")
+    lowest = np.argsort(feats[:, unit], kind="stable")[:k]
+    if set(answer.tolist()) == set(lowest.tolist()):
+        _fail("ranked holds the images the unit likes least: argsort sorts from the "
+              "lowest up (ascending). Reverse the order, or sort the negated values, "
+              "before keeping the first ones.")
+    for other in range(feats.shape[1]):
+        if other != unit and set(answer.tolist()) == set(reference[:, other].tolist()):
+            _fail(f"ranked holds another unit's best images: rank by unit {unit}, the "
+                  f"column ex11_unit of the activations.")
+    _fail(f"ranked is not the {k} images that activate unit {unit} most. Take that "
+          "unit's activations on ex11_images (one number per image), sort them from the "
+          "highest down and keep the indices of the first ex11_k.")
+
+
+def _unit_input_gradients(model: nn.Module, x: torch.Tensor, units: list[int]
+                          ) -> torch.Tensor:
+    """d unit / d input of the ``units`` of the first ``Linear`` at one input ``x`` (1, C,
+    H, W): float64 (len(units), C, H, W) on the CPU, in eval mode (modes restored)."""
+    idx, _ = _unit_layer(model)
+    with evaluating(model), torch.inference_mode(False), torch.enable_grad():
+        batch = x.detach().clone().expand(len(units), *x.shape[1:]).clone()
+        batch.requires_grad_(True)
+        out = model[: idx + 1](batch)
+        picked = out.gather(1, torch.tensor(units, device=out.device)[:, None])
+        (grad,) = torch.autograd.grad(picked.sum(), batch)
+    return grad.double().cpu()
+
+
+def check_exercise_12(gradient, model: nn.Module, image, unit: int) -> None:
+    """Exercise 12: the gradient of one unit with respect to the (normalised) input
+    image, computed by the student with autograd.
+
+    Accepts the gradient per colour channel, (3, 32, 32) or (1, 3, 32, 32), or
+    summed over the channels as the lab's gradient map
+    (:func:`cnnlab.attribution.gradient`), (32, 32) or (1, 32, 32); a tensor or NumPy
+    array of any float dtype or device. Checks, in order: shape, finite values,
+    equality with the reference, then the known slips for a hint (all zero, another
+    unit, the pixels in [0, 1] or 0..255 instead of the normalised image, the raw
+    image fed to the network, the sign lost, a class score). The messages never
+    show the gradient.
+
+    Args:
+        gradient: the student's answer.
+        model: the trained course network (its modes are restored afterwards).
+        image: uint8 (3, 32, 32), the test image (``ex12_image``).
+        unit: the unit of ``Linear(4096, 128)``, 0..127.
+
+    Raises:
+        AssertionError: the answer is wrong, with a hint.
+        ValueError: ``image`` or ``unit`` is not valid (the set-up's).
+    """
+    from .data import STD, normalize
+
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(image)
+    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3:
+        raise ValueError(f"image must be one test image, a uint8 tensor (3, H, W) such as "
+                         f"test.images[i], got {getattr(image, 'shape', type(image).__name__)}.")
+    _, linear = _unit_layer(model)
+    validate_units(unit, linear.out_features, name="unit")
+    device = model_device(model)
+    x = normalize(image[None]).to(device)
+    answer = _as_float_tensor(gradient, "gradient")
+    c, h, w = x.shape[1:]
+    shape = tuple(answer.shape)
+    if shape in ((c, h, w), (1, c, h, w)):
+        answer, per_channel = answer.reshape(c, h, w), True
+    elif shape in ((h, w), (1, h, w)):
+        answer, per_channel = answer.reshape(h, w), False
+    else:
+        _fail(f"gradient has shape {shape}; the gradient with respect to the image has "
+              f"the image's shape, ({c}, {h}, {w}) (or its channels summed, ({h}, {w})). "
+              "Take it from the input tensor, not from a layer's weights or output.")
+    if not torch.isfinite(answer).all():
+        _fail("gradient holds NaN or infinite values; compute it by autograd alone.")
+
+    def as_given(grads: torch.Tensor) -> torch.Tensor:  # (..., C, H, W) in the answer's form
+        return grads if per_channel else grads.sum(-3)
+
+    reference = as_given(_unit_input_gradients(model, x, [unit])[0])
+    if _close(answer, reference):
+        print("Exercise 12: correct. Your gradient is the lab's gradient map.")
+        return
+    if not answer.any():
+        _fail("gradient is zero everywhere: the value you differentiated does not depend "
+              "on the pixels there. Differentiate the unit itself, the output of the "
+              "Linear layer before its ReLU (a negative unit after the ReLU is flat).")
+    every = as_given(_unit_input_gradients(model, x, list(range(linear.out_features))))
+    if any(_close(answer, every[u]) for u in range(len(every)) if u != unit):
+        _fail(f"gradient is another unit's: take element [0, {unit}] (ex12_unit) of the "
+              "Linear layer's output before calling backward.")
+    for factor, scale_name in ((1 / STD, "[0, 1]"), (1 / (255 * STD), "0..255")):
+        if _close(answer, reference * factor):
+            _fail(f"gradient is taken with respect to the pixels in {scale_name}, not the "
+                  "normalised image the network receives: make the normalised image the "
+                  "leaf that requires the gradient (normalize first, then "
+                  ".requires_grad_()).")
+    for raw in (image.float() / 255, image.float()):
+        if _close(answer, as_given(_unit_input_gradients(model, raw[None].to(device),
+                                                         [unit])[0])):
+            _fail("gradient was computed with the image as stored fed to the network: "
+                  "pass it through cnnlab.normalize first (and give it a batch dimension "
+                  "with [None]).")
+    if _close(answer, reference.abs()) or _close(answer, -reference):
+        _fail("gradient has lost its sign: keep it as autograd gives it, positive where "
+              "brightening a pixel raises the unit.")
+    with evaluating(model), torch.inference_mode(False), torch.enable_grad():
+        xc = x.detach().clone().requires_grad_(True)
+        scores = model(xc)[0]
+        class_grads = [torch.autograd.grad(scores[j], xc, retain_graph=True)[0][0]
+                       for j in range(scores.shape[0])]
+    for g in class_grads:
+        if _close(answer, as_given(g.double().cpu())):
+            _fail("gradient is that of a class score (the whole network's output); the "
+                  "exercise asks for one unit: stop at the Linear layer of the units.")
+    _fail(f"gradient has the right shape but not the values of d unit {unit} / d image. "
+          "In eval mode, make the normalised image (with a batch dimension) require "
+          "gradients, run it up to the Linear layer of the units, and call backward on "
+          "that unit's value (or use torch.autograd.grad).")

@@ -30,9 +30,12 @@
 #    images synthesized for a unit, beside occlusion, and two tests of which of these
 #    explanations to trust.
 #
-# Nine exercises punctuate the way. Five check themselves: run the cell below your
+# Twelve exercises punctuate the way. Eight check themselves: run the cell below your
 # answer and it prints `Exercise N: correct.` or a hint. Four are short written
-# answers for your instructor.
+# answers for your instructor. Exercises 1 to 9 follow the sections in order;
+# in Exercises 10 to 12 you write the code behind three of the lab's tools, where the
+# lesson meets them: a forward hook (section 2), a ranking of images (section 3) and a
+# gradient by backpropagation (section 6).
 #
 # **Time:** one session of about two hours. The first code cell trains the network:
 # a minute or so on a GPU, a few minutes on a laptop's CPU.
@@ -165,15 +168,14 @@ checks.check_exercise_1(n_filters, model)
 
 # %% [markdown] id="conv1_md" nbgrader={"grade": false, "grade_id": "conv1_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # The layer's weights are a tensor of shape *(filters, input channels, height,
-# width)*. Each of the first layer's filters is a stack of three 3×3 kernels, one
-# for each colour channel of the image (red, green, blue):
+# width)*:
 
 # %% id="conv1_shape" nbgrader={"grade": false, "grade_id": "conv1_shape", "locked": true, "schema_version": 3, "solution": false, "task": false}
 model[0].weight.shape
 
 # %% [markdown] id="plot_conv1_md" nbgrader={"grade": false, "grade_id": "plot_conv1_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# So each of these filters is a tiny 3×3 colour image, and we can draw it as one.
-# `cnnlab.plot_filters` (in `cnnlab/filters.py`) scales the whole weight tensor to
+# `cnnlab.plot_filters` (in `cnnlab/filters.py`) draws each filter as a small picture.
+# It scales the whole weight tensor to
 # [0, 1] once, so that all filters share one scale: mid-grey is a weight in the
 # middle of the range, bright and dark colours are strong weights of either sign.
 
@@ -206,9 +208,8 @@ maps = cnnlab.activation_maps(model, test.images[image_index], layer=1)  # after
 cnnlab.plot_activation_maps(maps, title=f"The 32 feature maps of model[0] for test image {image_index}")
 
 # %% [markdown] id="filters_explore_md" nbgrader={"grade": false, "grade_id": "filters_explore_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# **Now explore.** Pick a conv layer in the menu. For the layers after the first,
-# each filter has many input channels: the `channel` slider chooses which one is
-# drawn. `scale` switches between one scale for the whole layer (`global`, as above)
+# **Now explore.** Pick a conv layer in the menu. For the layers after the first, the
+# `channel` slider changes the picture (Exercise 3 asks what it chooses). `scale` switches between one scale for the whole layer (`global`, as above)
 # and one scale per filter (`per filter`), which shows the pattern of weak filters
 # too. (`cnnlab.widgets.filter_explorer`, in `cnnlab/widgets.py`.) The explorers need
 # a running notebook: in a static copy, such as an HTML export, they show nothing.
@@ -233,8 +234,9 @@ conv2_weights = None  # stays None until you answer below
 ### BEGIN SOLUTION
 conv2_weights = model[2].weight.detach().cpu()
 ### END SOLUTION
-print("conv2_weights has shape", tuple(conv2_weights.shape))
-cnnlab.plot_filters(conv2_weights)
+if conv2_weights is not None:  # drawn once you have answered
+    print("conv2_weights has shape", tuple(getattr(conv2_weights, "shape", ())))
+    display(cnnlab.plot_filters(conv2_weights, title="The filters of the second conv layer"))
 
 # %% id="ex2_test" nbgrader={"grade": true, "grade_id": "ex2_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 from cnnlab import checks
@@ -292,9 +294,7 @@ checks.check_exercise_2(conv2_weights, model)
 #
 # Build `extractor`: the part of `model` that starts at the image and ends **with**
 # the first `Linear` layer, that layer included. Its output must be 128 numbers per
-# image. Count in the printout of the network. (Once your answer passes, compare it
-# with `cnnlab.feature_extractor`, in `cnnlab/activations.py`, which finds that
-# layer by itself.)
+# image. Count in the printout of the network.
 
 # %% id="ex4_answer" nbgrader={"grade": false, "grade_id": "ex4_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 # Exercise 4: extractor = model from the image up to and including the first Linear.
@@ -305,12 +305,16 @@ extractor = model[:14]
 extractor
 
 # %% [markdown] id="features_md" nbgrader={"grade": false, "grade_id": "features_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Now run all the test images through it, 128 at a time
-# (`cnnlab.extract_features`, in `cnnlab/activations.py`). Row `i` of `features` is the
-# feature vector of test image `i`; column `u` holds unit `u`'s response to every
-# test image.
+# Now run all the test images through it, 128 at a time (`cnnlab.extract_features`,
+# in `cnnlab/activations.py`; the cell checks the extractor first, so a wrong one stops
+# here with a hint). Row `i` of `features` is the feature vector of test image `i`;
+# column `u` holds unit `u`'s response to every test image. (For another network,
+# `cnnlab.feature_extractor` finds the first `Linear` layer by itself.)
 
 # %% id="features" nbgrader={"grade": false, "grade_id": "features", "locked": true, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_4(extractor, model, quiet=True)  # a wrong extractor stops here
 features = cnnlab.extract_features(extractor, test.images)
 
 # %% id="features_shape" nbgrader={"grade": false, "grade_id": "features_shape", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -329,6 +333,49 @@ assert features.shape == (len(test), 128), (
 )
 assert str(features.dtype) == "float32", f"features holds {features.dtype}, not float32"
 ### END HIDDEN TESTS
+
+# %% [markdown] id="ex10_md" nbgrader={"grade": false, "grade_id": "ex10_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 10 (2 points): reach a layer with a forward hook
+#
+# Slicing reached the units because `model` is an `nn.Sequential`. Most networks are
+# not: a ResNet calls its layers from its own `forward`, and no slice stops inside it.
+# The tool that works for every network is a **forward hook**: a function attached to
+# one layer with `layer.register_forward_hook(fn)`. From then on, each time the layer
+# runs, PyTorch calls `fn(layer, inputs, output)`, and `fn` can keep what it needs.
+# `register_forward_hook` returns a *handle*, and `handle.remove()` detaches the hook
+# again; forget it, and your function keeps running on every later forward pass.
+#
+# Capture what the layer of the units, `Linear(4096, 128)`, gives out for the 64 test
+# images `ex10_images` (set in the next cell). Attach a hook that stores the layer's
+# output (in a list, a dict, or a variable of an enclosing function: any will do), run
+# the **whole** network on the batch in eval mode, normalised with `cnnlab.normalize`
+# and moved to `device`, without gradients, then remove the hook. Store the captured
+# tensor in `hooked`. The check compares it with what an extractor gives on the same
+# images, and verifies that no hook is left on the network.
+
+# %% id="ex10_setup" nbgrader={"grade": false, "grade_id": "ex10_setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+ex10_images = test.images[:64]  # a batch of 64 test images, uint8 (64, 3, 32, 32)
+
+# %% id="ex10_answer" nbgrader={"grade": false, "grade_id": "ex10_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# Exercise 10: hooked = the output of the units' layer for ex10_images, caught by a hook.
+hooked = None  # stays None until you answer below
+### BEGIN SOLUTION
+import torch
+
+captured = []
+handle = model[13].register_forward_hook(
+    lambda layer, inputs, output: captured.append(output.detach()))
+model.eval()
+with torch.no_grad():
+    model(cnnlab.normalize(ex10_images).to(device))
+handle.remove()
+hooked = captured[0]
+### END SOLUTION
+
+# %% id="ex10_test" nbgrader={"grade": true, "grade_id": "ex10_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_10(hooked, model, ex10_images)
 
 # %% [markdown] id="class_means_md" nbgrader={"grade": false, "grade_id": "class_means_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # A first look at the units: for each class, how strongly each unit responds to its
@@ -372,7 +419,7 @@ fig
 firing = cnnlab.firing_stats(features)
 print(f"{len(firing.dead)} of {features.shape[1]} units never fire on these "
       f"{len(test):,} test images:", firing.dead.tolist())
-cnnlab.plot_firing(firing, units=config.units)
+cnnlab.plot_firing(firing)
 
 # %% [markdown] id="firing_after" nbgrader={"grade": false, "grade_id": "firing_after", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # The red units are **dead** on the test images: their value is zero or less on every
@@ -398,10 +445,41 @@ cnnlab.plot_firing(firing, units=config.units)
 # too: ten images can have several things in common at once (colour, background,
 # pose), and the images alone do not say which one the unit uses. Section 4 looks
 # into that.
+
+# %% [markdown] id="ex11_md" nbgrader={"grade": false, "grade_id": "ex11_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 11 (2 points): rank the images yourself
 #
-# `cnnlab.top_k(features, k)` (in `cnnlab/activations.py`) returns an array of shape
-# `(k, 128)`: column `u` lists the indices of the `k` test images with the highest
-# activation of unit `u`, the best first.
+# Rank some images by hand first. Take the first 256 test images, `ex11_images` (set in
+# the next cell): their feature vectors are the first 256 rows of `features`. Find the
+# `ex11_k` of them that activate unit `ex11_unit` most, and store their indices (numbers
+# from 0 to 255) in `ranked`, the best image first: a list, a NumPy array or a tensor.
+# NumPy's `np.argsort`, PyTorch's `torch.argsort` and `torch.topk` can all do the sorting;
+# read their documentation to see in which order each one gives its result.
+
+# %% id="ex11_setup" nbgrader={"grade": false, "grade_id": "ex11_setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+ex11_unit = 14  # a unit of the Linear layer
+ex11_k = 10  # how many images to keep
+ex11_images = test.images[:256]  # the first 256 test images: rows 0-255 of features
+
+# %% id="ex11_answer" nbgrader={"grade": false, "grade_id": "ex11_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# Exercise 11: ranked = indices of the ex11_k images of ex11_images that unit ex11_unit
+# likes best, the best first.
+ranked = None  # stays None until you answer below
+### BEGIN SOLUTION
+activation = features[: len(ex11_images), ex11_unit]
+ranked = np.argsort(-activation, kind="stable")[:ex11_k]
+### END SOLUTION
+
+# %% id="ex11_test" nbgrader={"grade": true, "grade_id": "ex11_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_11(ranked, model, ex11_images, ex11_unit, ex11_k)
+
+# %% [markdown] id="topk_helper_md" nbgrader={"grade": false, "grade_id": "topk_helper_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# `cnnlab.top_k(features, k)` (in `cnnlab/activations.py`) ranks every unit at once, over
+# the whole test set. It returns an array of shape `(k, 128)`: column `u` lists the
+# indices of the `k` test images with the highest activation of unit `u`, the best
+# first.
 
 # %% id="topk" nbgrader={"grade": false, "grade_id": "topk", "locked": true, "schema_version": 3, "solution": false, "task": false}
 top = cnnlab.top_k(features, k=config.top_k)
@@ -411,9 +489,9 @@ print("the 3 test images unit 0 likes best:", top[:3, 0])
 # %% [markdown] id="ex5_md" nbgrader={"grade": false, "grade_id": "ex5_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ### Exercise 5 (1 point)
 #
-# A colleague wants to see units 1, 2, 4, 14, 23 and 29, and the very last unit of
-# the layer, and wrote the list below. Run the cell: it fails, and the message says
-# why.
+# A colleague who numbers things from 1 wrote the list below to look at six units and
+# at one more, the one that closes the layer. Run the cell: it fails, and the message
+# says why.
 
 # %% id="ex5_broken" nbgrader={"grade": false, "grade_id": "ex5_broken", "locked": true, "schema_version": 3, "solution": false, "task": false}
 units = [1, 2, 4, 14, 23, 29, 128]
@@ -425,9 +503,9 @@ else:
     display(fig)
 
 # %% [markdown] id="ex5_fix_md" nbgrader={"grade": false, "grade_id": "ex5_fix_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Write the corrected list in the cell below, as `units = [...]`: the same units,
-# with only the wrong entry changed, so that the list still ends with the last unit.
-# (The message comes from `cnnlab.validate_units`, in `cnnlab/activations.py`.)
+# Write the corrected list in the cell below, as `units = [...]`: your colleague's
+# list with only the wrong entry changed, to the unit they meant. (The message comes
+# from `cnnlab.validate_units`, in `cnnlab/activations.py`.)
 
 # %% id="ex5_answer" nbgrader={"grade": false, "grade_id": "ex5_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
 # Exercise 5: units = the list above, with the invalid entry fixed.
@@ -690,7 +768,7 @@ cnnlab.plot_confusion(result.confusion, test.classes, result.per_class_accuracy)
 #   image (the occluder's colour) to the image. The map sums to how much the unit
 #   changes between the two.
 # - **Guided backprop**: the gradient again, but with every negative signal stopped at
-#   each ReLU on the way back. It draws sharp, photo-like maps. Keep an eye on it.
+#   each ReLU on the way back. It draws sharp, photo-like maps.
 # - **Grad-CAM**: the 64 feature maps of the last conv layer (16×16 each), weighted by
 #   how much the unit grows with each map, added up, and the negative part set to zero.
 # - **Contribution map**: exact, and coarse. The unit is `Linear(4096, 128)` applied to
@@ -706,8 +784,7 @@ cnnlab.plot_confusion(result.confusion, test.classes, result.per_class_accuracy)
 # looks convincing is not evidence. Where several methods agree, the explanation is
 # probably about the network; where they disagree, at least one of them is telling you
 # about something else. The end of the section tests them: an explanation of what a
-# network *learned* must change when the learning is destroyed. One of these methods
-# barely does.
+# network *learned* must change when the learning is destroyed.
 #
 # `cnnlab.unit_views` (in `cnnlab/views.py`) computes every view of the chosen units on
 # their top images; the methods themselves live in `cnnlab/attribution.py` (the maps) and
@@ -744,6 +821,49 @@ cnnlab.plot_unit_views(views)
 #   has no such step, so it still shows what pushes the unit down.
 # - The synthesized images are not photographs: they repeat the colours and textures
 #   the unit likes. Do they remind you of its top images?
+
+# %% [markdown] id="ex12_md" nbgrader={"grade": false, "grade_id": "ex12_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 12 (2 points): a gradient map by hand
+#
+# `cnnlab.unit_views` computed the gradient maps for you; now compute one yourself, with
+# autograd. Take unit `ex12_unit` on test image `ex12_index` (both set in the next cell)
+# and find the gradient of the unit's value with respect to the image **as the network
+# receives it**:
+#
+# 1. Make the network's input: the image through `cnnlab.normalize`, with a batch
+#    dimension (`[None]`), on `device`. Ask PyTorch to track gradients for that tensor
+#    with `.requires_grad_()`.
+# 2. In eval mode, run it through the layers up to the units, and take the unit's value
+#    there (before any ReLU).
+# 3. Differentiate that value with respect to the input: `.backward()` and then the
+#    input's `.grad`, or `torch.autograd.grad`.
+#
+# Store the result in `gradient`, one number per colour channel and pixel: shape
+# (3, 32, 32). (The lab's maps add up the three channels; the check accepts that (32, 32)
+# form too.)
+
+# %% id="ex12_setup" nbgrader={"grade": false, "grade_id": "ex12_setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+ex12_unit = 23  # a unit of the Linear layer
+ex12_index = 7  # a test image
+ex12_image = test.images[ex12_index]
+print(f"unit {ex12_unit} on test image {ex12_index}, a {test.classes[test.labels[ex12_index]]}")
+
+# %% id="ex12_answer" nbgrader={"grade": false, "grade_id": "ex12_answer", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# Exercise 12: gradient = d (unit ex12_unit) / d (normalised ex12_image), by autograd.
+gradient = None  # stays None until you answer below
+### BEGIN SOLUTION
+import torch
+
+model.eval()
+network_input = cnnlab.normalize(ex12_image[None]).to(device).requires_grad_()
+model[:14](network_input)[0, ex12_unit].backward()
+gradient = network_input.grad[0]
+### END SOLUTION
+
+# %% id="ex12_test" nbgrader={"grade": true, "grade_id": "ex12_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from cnnlab import checks
+
+checks.check_exercise_12(gradient, model, ex12_image, ex12_unit)
 
 # %% [markdown] id="dead_views_md" nbgrader={"grade": false, "grade_id": "dead_views_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # **The dead units again.** Section 2 found units that are never positive on a test
@@ -821,7 +941,8 @@ with torch.no_grad():
     feature_maps = model[:12](cnnlab.normalize(ex8_image[None]).to(device)).view(64, 8, 8)
     contribution = (model[13].weight[ex8_unit].view(64, 8, 8) * feature_maps).sum(0)
 ### END SOLUTION
-print("contribution has shape", tuple(contribution.shape))
+if contribution is not None:
+    print("contribution has shape", tuple(getattr(contribution, "shape", ())))
 
 # %% id="ex8_test" nbgrader={"grade": true, "grade_id": "ex8_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 from cnnlab import checks
@@ -868,10 +989,9 @@ sanity.plot_randomization(randomization)
 
 # %% [markdown] id="sanity_look" nbgrader={"grade": false, "grade_id": "sanity_look", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # **What to look for.** Follow each line from the left (the trained network) to the
-# right (every weight random). Most fall towards 0 once the unit's own layer is
-# re-initialised: their maps depend on the weights, as they should. Which line stays
-# high, close to the edge detector's? That method's pretty pictures come mostly from
-# the image, whatever the network learned. Exercise 9 asks about it.
+# right (every weight random). What should happen to a method's line once the unit's
+# own layer is re-initialised, if its maps explain what the network learned? Compare
+# every line with that, and with the edge detector's. Exercise 9 asks about it.
 
 # %% [markdown] id="faithfulness_md" nbgrader={"grade": false, "grade_id": "faithfulness_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ### Another test: do the maps point at what matters?

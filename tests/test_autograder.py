@@ -71,6 +71,14 @@ RIGHT = {"ex1_answer": "n_filters = model[0].out_channels",
          "ex2_answer": "conv2_weights = model[2].weight.detach().cpu()",
          "ex4_answer": "extractor = model[:14]",
          "ex5_answer": "units = [1, 2, 4, 14, 23, 29, 127]",
+         "ex10_answer": "import torch\nout = []\nh = model[13].register_forward_hook("
+                        "lambda m, i, o: out.append(o))\nmodel.eval()\nwith torch.no_grad():\n"
+                        "    model(cnnlab.normalize(ex10_images).to(device))\nh.remove()\n"
+                        "hooked = out[0]",
+         "ex11_answer": "ranked = np.argsort(-features[:len(ex11_images), ex11_unit])[:ex11_k]",
+         "ex12_answer": "import torch\nmodel.eval()\nx = cnnlab.normalize(ex12_image[None])"
+                        ".to(device).requires_grad_()\nmodel[:14](x)[0, ex12_unit].backward()\n"
+                        "gradient = x.grad[0]",
          "ex8_answer": "import torch\nmodel.eval()\nwith torch.no_grad():\n"
                        "    contribution = (model[13].weight[ex8_unit].view(64, 8, 8) * model[:12]("
                        "cnnlab.normalize(ex8_image[None])).view(64, 8, 8)).sum(0)"}
@@ -253,6 +261,40 @@ for k in range(8):  # 800 MB into the runtime folder, then exit
 os._exit(3)
 """
 
+#: Unusual honest forms of Exercises 10-12: a dict filled by a closure, the extractor run
+#: in inference mode and the hook removed in ``finally``, kept as NumPy; torch.topk's
+#: indices as a list of ints; torch.autograd.grad on an image normalised by hand, its
+#: channels summed (the lab's map) as NumPy
+HOOK_FORM = """
+import torch
+
+def keeper(store):
+    def hook(layer, inputs, output):
+        store["units"] = output.detach().cpu().numpy()
+    return hook
+
+store = {}
+handle = model[13].register_forward_hook(keeper(store))
+try:
+    model.eval()
+    with torch.inference_mode():
+        model[:14](cnnlab.normalize(ex10_images).to(device))
+finally:
+    handle.remove()
+hooked = store["units"]
+"""
+RANK_FORM = """
+import torch
+ranked = torch.topk(torch.as_tensor(features[:256, ex11_unit]), ex11_k).indices.tolist()
+"""
+GRAD_FORM = """
+import torch
+model.eval()
+pixels = ((ex12_image.float() / 255 - 0.5) / 0.5)[None].to(device).requires_grad_(True)
+(g,) = torch.autograd.grad(model[:14](pixels)[0, ex12_unit], pixels)
+gradient = g[0].sum(dim=0).cpu().numpy()
+"""
+
 SUBMISSIONS = {
     # honest, in many forms
     "right": right,
@@ -260,7 +302,9 @@ SUBMISSIONS = {
                            ex2_answer="conv2_weights = model[2].weight.detach().cpu().numpy()",
                            ex4_answer="import torch\nextractor = torch.nn.Sequential("
                                       "*list(model.children())[:14])",
-                           ex5_answer="units = (1, 2, 4, 14, 23, 29, 0)"),
+                           ex5_answer="import numpy as np\nunits = np.array([1, 2, 4, 14, 23, 29, "
+                                      "128])\nunits[units >= 128] -= 1",
+                           ex10_answer=HOOK_FORM, ex11_answer=RANK_FORM, ex12_answer=GRAD_FORM),
     "colab": _colab,
     "stripped": _stripped,
     "unusual": lambda: _scratch(_shell()),
@@ -293,32 +337,42 @@ SUBMISSIONS = {
                             ex2_answer=FILL_RUNTIME),
 }
 
-FULL = dict(ex1=1, ex2=1, ex4=2, ex5=1)
+NEW = dict(ex10=2, ex11=2, ex12=2)  # the hook, the ranking, the gradient (issue 22)
+FULL = dict(ex1=1, ex2=1, ex4=2, ex5=1, **NEW)
+TOP = sum(FULL.values())  # without Exercise 8, counted apart where the notebook has it
 #: student -> (status, autograded points, {exercise: points}, phrases of its report line),
 #: after the first ``grade`` run
 CASES = {
-    "right": ("graded", 5, FULL, []),
-    "forms": ("graded", 5, FULL, []),
-    "colab": ("graded", 5, FULL, ["nbgrader metadata re-attached"]),
-    "stripped": ("graded", 5, FULL, ["nbgrader metadata re-attached"]),
-    "unusual": ("graded", 5, FULL, []),
-    "profile": ("graded", 5, FULL, []),
-    "blank": ("graded", 0, dict(ex1=0, ex2=0, ex4=0, ex5=0), ["left blank"]),
-    "wrong": ("graded", 2, dict(ex1=0, ex2=1, ex4=0, ex5=1),
+    "right": ("graded", TOP, FULL, []),
+    "forms": ("graded", TOP, FULL, []),
+    "colab": ("graded", TOP, FULL, ["nbgrader metadata re-attached"]),
+    "stripped": ("graded", TOP, FULL, ["nbgrader metadata re-attached"]),
+    "unusual": ("graded", TOP, FULL, []),
+    "profile": ("graded", TOP, FULL, []),
+    "blank": ("graded", 0, dict(ex1=0, ex2=0, ex4=0, ex5=0, ex10=0, ex11=0, ex12=0),
+              ["left blank"]),
+    # Exercise 4 interrupted: no features, so no ranking either (ex11); the hook and the
+    # gradient need neither
+    "wrong": ("graded", 6, dict(ex1=0, ex2=1, ex4=0, ex5=1, ex10=2, ex11=0, ex12=2),
               ["ex4_answer interrupted", "ex1_answer raised \\x1b[1A\\x1b[2KErased"]),
     "sigint": ("ungradable", None, {}, ["did not stop when interrupted", "ex1_answer"]),
     "exit": ("ungradable", None, {}, ["the kernel died", "ex2_answer"]),
     "nothing": ("ungradable", None, {}, ["no notebook in the submission folder"]),
-    "intruder": ("graded", 5, FULL, []),
-    "forger": ("tampered", 3, dict(ex1=0, ex2=1, ex4=2, ex5=0),
+    "intruder": ("graded", TOP, FULL, []),
+    "forger": ("tampered", 9, dict(ex1=0, ex2=1, ex4=2, ex5=0, **NEW),
                ["ex5_test passed inside the notebook but the re-check"]),
-    "fixme": ("tampered", 3, dict(ex1=0, ex2=1, ex4=2, ex5=0), ["ex5_test passed"]),
-    "rebind": ("tampered", 2, dict(ex1=1, ex2=0, ex4=0, ex5=1), ["ex2_test passed", "ex4_test passed"]),
-    "exporter": ("tampered", 4, dict(ex1=0, ex2=1, ex4=2, ex5=1), ["no answers came back"]),
-    "edited": ("tampered", 2, dict(ex1=0, ex2=0, ex4=2, ex5=0),
+    "fixme": ("tampered", 9, dict(ex1=0, ex2=1, ex4=2, ex5=0, **NEW), ["ex5_test passed"]),
+    # the rebound random model: the hook, the ranking and the gradient pass inside the
+    # notebook on it, and the re-check on the course model refutes each
+    "rebind": ("tampered", 2, dict(ex1=1, ex2=0, ex4=0, ex5=1, ex10=0, ex11=0, ex12=0),
+               ["ex2_test passed", "ex4_test passed", "ex10_test passed", "ex11_test passed",
+                "ex12_test passed"]),
+    "exporter": ("tampered", TOP - 1, dict(ex1=0, ex2=1, ex4=2, ex5=1, **NEW),
+                 ["no answers came back"]),
+    "edited": ("tampered", 8, dict(ex1=0, ex2=0, ex4=2, ex5=0, **NEW),
                ["edited locked cells ex2_test", "tags of ex1_test", "deleted locked cells ex5_test"]),
-    "xss": ("graded", 5, FULL, ["made inert for the instructor's view: ", "script"]),
-    "flood": ("graded", 5, FULL, ["output of ex1_answer cut", "ex1_answer interrupted"]),
+    "xss": ("graded", TOP, FULL, ["made inert for the instructor's view: ", "script"]),
+    "flood": ("graded", TOP, FULL, ["output of ex1_answer cut", "ex1_answer interrupted"]),
     "filler": ("ungradable", None, {}, ["runtime folder reached", "over the limit of 256 MB",
                                         "ex2_answer"]),
     # links, special files, a sparse file and 300,000 cells (hostile_files.py): refused at
@@ -329,8 +383,8 @@ CASES = {
 LATER = {
     "right": ("ungradable", None, {}, ["changed after it was collected"]),
     "slow": ("ungradable", None, {}, ["time limit of 20 s"]),
-    "fixme": ("graded", 5, FULL, []),
-    "plain": ("graded", 5, FULL, ["nbgrader metadata re-attached"]),
+    "fixme": ("graded", TOP, FULL, []),
+    "plain": ("graded", TOP, FULL, ["nbgrader metadata re-attached"]),
 }
 
 PSEUDO_PRETRAINED = """
@@ -545,7 +599,7 @@ def test_every_case_gets_its_status_points_and_report_line(graded, run, student)
     auto = next(k for k in row if k.startswith("autograded_of_"))
     assert row["status"] == status, text
     ex8 = _num(row.get("ex8")) or 0  # Exercise 8, where the notebook has it
-    if "ex8" in row and score == 5:
+    if "ex8" in row and score == TOP:
         assert ex8 == 2, text  # honest work gets Exercise 8's points too
     assert _num(row[auto]) == (None if score is None else score + ex8), text
     for ex, points in per_ex.items():

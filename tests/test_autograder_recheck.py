@@ -56,7 +56,16 @@ def test_exercises_come_from_the_notebook_metadata(source):
     assert found["ex8_test"].answers == ["contribution"]
     assert found["ex8_test"].args == ["contribution", "model", "ex8_image", "ex8_unit"]
     assert found["ex8_test"].points == 2
-    assert sum(ex.points for ex in found.values()) == 7  # 5 + Exercise 8's 2
+    # Exercises 10-12: the student's code is the answer; the images and units are the
+    # instructor's (set-up cells), so only hooked, ranked and gradient come from the kernel
+    assert found["ex10_test"].args == ["hooked", "model", "ex10_images"]
+    assert found["ex10_test"].answers == ["hooked"]
+    assert found["ex11_test"].args == ["ranked", "model", "ex11_images", "ex11_unit", "ex11_k"]
+    assert found["ex11_test"].answers == ["ranked"]
+    assert found["ex12_test"].args == ["gradient", "model", "ex12_image", "ex12_unit"]
+    assert found["ex12_test"].answers == ["gradient"]
+    assert all(found[f"ex{n}_test"].points == 2 for n in (10, 11, 12))
+    assert sum(ex.points for ex in found.values()) == 13  # 5 + Exercise 8's 2 + 3 x 2
 
 
 def test_trusted_inputs_are_the_instructors_not_the_kernels(source):
@@ -107,3 +116,66 @@ def test_reader_follows_no_link_and_no_fifo(tmp_path):
     assert rc.read_export(target) is not None
     for name in ("link.pt", "fifo.pt", "code.pt", "missing.pt"):
         assert rc.read_export(tmp_path / name) is None
+
+
+class _Images:
+    """Stands for the test set the grader loads: 300 seeded uint8 images."""
+    images = torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(3))
+
+
+def _exported(ns, names):
+    """What the grader's export cell writes for ``names`` of the namespace ``ns``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "export.pt"
+        exec(rc.export_source(path, names), ns)
+        return rc.read_export(path)
+
+
+def test_a_faked_pass_of_each_new_exercise_is_refuted(source):
+    """A kernel in which the checks were replaced (so each test cell "passed") exports
+    the answers it really has: the genuine checks, on the grader's model and the
+    instructor's images, accept the right ones and refute the wrong ones."""
+    import numpy as np
+
+    import cnnlab
+    from cnnlab.data import normalize
+
+    torch.manual_seed(0)
+    model = cnnlab.build_model().eval()
+    found = [ex for ex in rc.exercises(source) if ex.test_id in ("ex10_test", "ex11_test",
+                                                                  "ex12_test")]
+    assert len(found) == 3
+    trusted = rc.trusted_values(source, {"ex10_images", "ex11_images", "ex11_unit", "ex11_k",
+                                         "ex12_image", "ex12_unit"}, model=model,
+                                load_test=lambda: _Images())
+    trusted["model"] = model
+    assert torch.equal(trusted["ex10_images"], _Images.images[:64])
+    assert len(trusted["ex11_images"]) == 256
+
+    with torch.no_grad():
+        units = model[:14](normalize(trusted["ex10_images"]))
+        activation = model[:14](normalize(trusted["ex11_images"]))[:, trusted["ex11_unit"]]
+    x = normalize(trusted["ex12_image"][None]).requires_grad_()
+    model[:14](x)[0, trusted["ex12_unit"]].backward()
+    k = trusted["ex11_k"]
+    right = {"hooked": units, "ranked": list(np.argsort(-activation.numpy())[:k]),
+             "gradient": x.grad[0]}
+    wrong = {"hooked": units.clamp(min=0), "ranked": np.argsort(activation.numpy())[:k],
+             "gradient": 2 * x.grad[0]}
+
+    def judge(ns):
+        exported = {ex.test_id: _exported(dict(ns), ex.answers) for ex in found}
+        return rc.recheck(exported, found, trusted)
+
+    assert judge(right) == {f"ex{n}_test": (True, "") for n in (10, 11, 12)}
+    refuted = judge(wrong)
+    assert refuted["ex10_test"][0] is False and "after the ReLU" in refuted["ex10_test"][1]
+    assert refuted["ex11_test"][0] is False and "likes least" in refuted["ex11_test"][1]
+    assert refuted["ex12_test"][0] is False and "pixels in [0, 1]" in refuted["ex12_test"][1]
+    # answers the export cannot carry as values are refuted, not trusted
+    odd = judge({"hooked": [units], "ranked": torch.topk(activation, k), "gradient": None})
+    assert [odd[f"ex{n}_test"][0] for n in (10, 11, 12)] == [False, False, False]
+    assert "still empty" in odd["ex12_test"][1]

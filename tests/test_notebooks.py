@@ -51,11 +51,20 @@ CONTRACT = {
     "ex3_answer": ("markdown", "written", 2),
     "ex4_answer": ("code", "answer", None),
     "ex4_test": ("code", "test", 2),
+    "ex10_setup": ("code", "locked", None),
+    "ex10_answer": ("code", "answer", None),
+    "ex10_test": ("code", "test", 2),
+    "ex11_setup": ("code", "locked", None),
+    "ex11_answer": ("code", "answer", None),
+    "ex11_test": ("code", "test", 2),
     "ex5_broken": ("code", "locked", None),
     "ex5_answer": ("code", "answer", None),
     "ex5_test": ("code", "test", 1),
     "ex6_answer": ("markdown", "written", 2),
     "ex7_answer": ("markdown", "written", 2),
+    "ex12_setup": ("code", "locked", None),
+    "ex12_answer": ("code", "answer", None),
+    "ex12_test": ("code", "test", 2),
     "ex8_setup": ("code", "locked", None),
     "ex8_answer": ("code", "answer", None),
     "ex8_test": ("code", "test", 2),
@@ -63,6 +72,11 @@ CONTRACT = {
 }
 TEST_CELLS = [cell_id for cell_id, (_, role, _) in CONTRACT.items() if role == "test"]
 ANSWER_CELLS = [cell_id for cell_id, (_, role, _) in CONTRACT.items() if role == "answer"]
+
+
+def _number(cell_id: str) -> str:
+    """The exercise number of a cell id: "ex12_test" -> "12"."""
+    return cell_id[2:].split("_")[0]
 
 #: Packages Colab has preinstalled (a snapshot of a fresh Colab runtime's `pip list`;
 #: refresh it from there). The install line must leave them as they are.
@@ -181,10 +195,17 @@ def test_solution_follows_the_nbgrader_contract(solution):
             assert _role(cell) in (None, "locked"), f"{cell.id} should not be graded"
     auto = sum(_nbgrader(cells[c])["points"] for c in TEST_CELLS)
     manual = sum(_nbgrader(cells[c])["points"] for c, v in CONTRACT.items() if v[1] == "written")
-    assert (auto, manual) == (7, 8)
+    assert (auto, manual) == (13, 8)  # the 2019 seven's 5 + Exercise 8's 2 + 3 x 2
     order = [cell.id for cell in solution.cells]
-    for n in (1, 2, 4, 5, 8):
+    for n in (1, 2, 4, 5, 8, 10, 11, 12):
         assert order.index(f"ex{n}_answer") < order.index(f"ex{n}_test")
+    for n in (10, 11, 12):
+        assert order.index(f"ex{n}_setup") < order.index(f"ex{n}_answer")
+    # where the lesson needs them: the hook after the extractor, the ranking before
+    # cnnlab.top_k, the gradient in section 6
+    assert order.index("ex4_test") < order.index("ex10_answer") < order.index("topk_md")
+    assert order.index("topk_md") < order.index("ex11_answer") < order.index("topk")
+    assert order.index("views_md") < order.index("ex12_answer") < order.index("ex8_answer")
     assert order.index("ex5_broken") < order.index("ex5_answer")
     assert order.index("ex8_setup") < order.index("ex8_answer")
     # Section 6 comes after section 5's last exercise and before the wrap-up.
@@ -198,7 +219,7 @@ def test_test_cells_call_the_checks_through_the_module(solution):
     cells = _by_id(solution)
     for cell_id in TEST_CELLS:
         source = cells[cell_id].source
-        n = cell_id[2]
+        n = _number(cell_id)
         assert "from cnnlab import checks" in source
         assert f"checks.check_exercise_{n}(" in source
     assert "### BEGIN HIDDEN TESTS" in cells["ex4_test"].source
@@ -220,6 +241,32 @@ def test_exercise_8_setup_defines_literal_numbers_for_the_grader(solution):
     assert "checks.check_exercise_8(contribution, model, ex8_image, ex8_unit)" in (
         cells["ex8_test"].source)
 
+
+
+def test_new_exercises_set_up_cheap_inputs_the_grader_can_rebuild(solution):
+    """Exercises 10-12 take a small batch or one image from the test set (every graded
+    submission runs them twice: in its kernel and in the re-check) through names the
+    grader evaluates from these locked cells."""
+    import ast
+
+    cells = _by_id(solution)
+    values = {}
+    for n in (10, 11, 12):
+        for node in ast.parse(cells[f"ex{n}_setup"].source).body:
+            if isinstance(node, ast.Assign):
+                values[node.targets[0].id] = node.value
+    assert ast.unparse(values["ex10_images"]) == "test.images[:64]"
+    assert ast.unparse(values["ex11_images"]) == "test.images[:256]"
+    assert ast.unparse(values["ex12_image"]) == "test.images[ex12_index]"
+    for name, top in (("ex11_unit", 128), ("ex11_k", 257), ("ex12_unit", 128),
+                      ("ex12_index", 2000)):
+        assert isinstance(values[name], ast.Constant) and type(values[name].value) is int, name
+        assert 0 <= values[name].value < top, name
+    for call in ("checks.check_exercise_10(hooked, model, ex10_images)",
+                 "checks.check_exercise_11(ranked, model, ex11_images, ex11_unit, ex11_k)",
+                 "checks.check_exercise_12(gradient, model, ex12_image, ex12_unit)"):
+        n = call.split("_")[2].split("(")[0]
+        assert call in cells[f"ex{n}_test"].source
 
 def test_every_solution_region_is_closed(solution):
     for cell in solution.cells:
@@ -547,7 +594,7 @@ def test_lesson_with_the_solutions_code_passes(notebook_env, solution, tmp_path,
     assert _errors(nb) == {}
     cells = _by_id(nb)
     for cell_id in TEST_CELLS:
-        assert f"Exercise {cell_id[2]}: correct." in _stdout(cells[cell_id]), cell_id
+        assert f"Exercise {_number(cell_id)}: correct." in _stdout(cells[cell_id]), cell_id
     assert "is not a unit of this layer" in _stdout(cells["ex5_broken"])
     # What the lab's text says these cells show (nbval compared stored outputs before).
     assert _stdout(cells["network"]) == f"{cnnlab.build_model()}\n"
@@ -582,3 +629,6 @@ def test_untouched_lesson_fails_every_test_cell(notebook_env, tmp_path, monkeypa
     for cell_id in TEST_CELLS:  # each check's own hint, not a NameError
         assert errors.get(cell_id, "").startswith("AssertionError"), (cell_id, errors.get(cell_id))
     assert "setup" not in errors, f"the set-up cell failed: {errors['setup']}"
+    # the features cell checks the extractor first: a hint, not a traceback from torch
+    assert errors["features"].startswith("AssertionError: extractor is still empty"), \
+        errors["features"]
