@@ -378,7 +378,8 @@ def course_model(checkpoint: str):
 @functools.cache
 def _test_images(profile: str, data: str | None, source: str):
     import cnnlab
-    return cnnlab.load_lab_data(cnnlab.get_config(profile), data, source)[1]
+    from cnnlab.data import load_lab_test
+    return load_lab_test(cnnlab.get_config(profile), data, source)
 
 
 class Recheck(NbGraderPreprocessor):
