@@ -430,3 +430,26 @@ def test_a_kernel_deaf_to_interrupts_still_stops_the_notebook(tmp_path, monkeypa
     with pytest.raises(CellTimeoutError, match="Timeout waiting for IOPub output"):
         runner.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
     assert time.monotonic() - start < 30
+
+
+def test_the_solution_runs_at_setup_in_this_python_whatever_python3_names(tmp_path):
+    """Setup's solution run (the saved results) starts its kernel from a kernelspec of its
+    own naming this interpreter: a "python3" kernelspec elsewhere on JUPYTER_PATH (a
+    system Jupyter's, another Python) is not the one used."""
+    import cnnlab_grade
+
+    elsewhere = tmp_path / "elsewhere" / "kernels" / "python3"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "kernel.json").write_text(json.dumps(
+        {"argv": ["/bin/false", "{connection_file}"], "display_name": "not this Python",
+         "language": "python"}))
+    (tmp_path / "run").mkdir()
+    notebook = tmp_path / "run" / "solution.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, sys\nopen('python.txt', 'w').write(sys.executable + ' ' + os.environ['HOME'])")]),
+        notebook)
+    env = {"PATH": os.environ["PATH"], "JUPYTER_PATH": str(tmp_path / "elsewhere")}
+    assert cnnlab_grade.run_outside_sandbox(notebook, env, 60, 120) is None
+    assert (tmp_path / "run" / "python.txt").read_text() == f"{sys.executable} {tmp_path / 'run'}"
+    notebook.write_text(notebook.read_text().replace("import os", "import os; raise SystemExit(3)"))
+    assert cnnlab_grade.run_outside_sandbox(notebook, env, 60, 120)  # a failure is said
