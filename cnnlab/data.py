@@ -37,7 +37,9 @@ from ._pixels import channel_stat as channel_stat
 from ._pixels import denormalize as denormalize
 from ._pixels import normalize as normalize
 from ._pixels import to_display as to_display
-from .config import CLASSES as CLASSES  # re-exported: the public name
+from .config import CLASSES as CLASSES  # re-exported: the public names of CIFAR-10's facts
+from .config import COLOR_SQRT as COLOR_SQRT
+from .config import IMAGE_SIDE as IMAGE_SIDE
 from .config import DATA_ENV
 
 # ---------------------------------------------------------------------------

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.data import normalize
+from cnnlab.data import COLOR_SQRT, normalize
 from cnnlab.featvis import (
-    COLOR_SQRT,
     Synthesis,
     fourier_scale,
     random_transform,
