@@ -613,6 +613,7 @@ def grade_task(bundle: dict[str, bytes], job: dict) -> dict:
         work.mkdir(parents=True)
         shutil.copyfile(course / "gradebook.db", work / "gradebook.db")
         env = {**_env(), "CNNLAB_JOBS": str(job["jobs"]),
+               course_lib.GRADER_PID_ENV: str(os.getpid()),  # the run ends with this process
                sandbox.NO_SANDBOX_ENV: "1" if job["no_sandbox"] else "0"}
         out = _autograde(course, sid, env, job["limit"])
         out["worker"] = f"{_worker_name()}, in {course}"

@@ -453,3 +453,58 @@ def test_the_solution_runs_at_setup_in_this_python_whatever_python3_names(tmp_pa
     assert (tmp_path / "run" / "python.txt").read_text() == f"{sys.executable} {tmp_path / 'run'}"
     notebook.write_text(notebook.read_text().replace("import os", "import os; raise SystemExit(3)"))
     assert cnnlab_grade.run_outside_sandbox(notebook, env, 60, 120)  # a failure is said
+
+
+GRADER = """
+import os, subprocess, sys, time
+# the grading worker: starts "nbgrader" with its pid named, then waits to be killed
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], env={
+    **os.environ, "CNNLAB_GRADER_PID": str(os.getpid())})
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+NBGRADER = f"""
+import subprocess, sys, time
+sys.path.insert(0, {str(ROOT / "autograder")!r})
+import cnnlab_nbgrader
+cnnlab_nbgrader.exit_with_grader(poll_s=0.1)
+kernel = subprocess.Popen(["sleep", "600"], start_new_session=True)  # a kernel, its own session
+print(kernel.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("grader_pid", ["named", "unset"])
+def test_nbgrader_started_by_a_worker_stops_with_it(grader_pid):
+    """A killed worker's nbgrader run stops with its kernel; one started by someone else
+    (no CNNLAB_GRADER_PID: an instructor's own command) outlives its parent."""
+    import psutil
+
+    script = GRADER if grader_pid == "named" else GRADER.replace('"CNNLAB_GRADER_PID"', '"UNUSED"')
+    grader = subprocess.Popen([sys.executable, "-c", script, NBGRADER], stdout=subprocess.PIPE,
+                              text=True)
+    nbgrader = psutil.Process(int(grader.stdout.readline()))
+    kernel_pid = int(grader.stdout.readline())  # nbgrader writes into the same pipe
+    try:
+        grader.kill()
+        grader.wait()
+        # it polls every 0.1 s: 2 s is plenty to see the unnamed one live on
+        deadline = time.monotonic() + (10 if grader_pid == "named" else 2)
+        while time.monotonic() < deadline and _alive(nbgrader.pid):
+            time.sleep(0.1)
+        if grader_pid == "named":
+            assert not _alive(nbgrader.pid) and not _alive(kernel_pid)
+        else:
+            assert _alive(nbgrader.pid) and _alive(kernel_pid)
+    finally:
+        for pid in (nbgrader.pid, kernel_pid):
+            if _alive(pid):
+                psutil.Process(pid).kill()
