@@ -502,15 +502,20 @@ def synthetic_cifar10(split: str = "train", n: int | None = None, seed: int = 0)
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     angle = labels.float() * (torch.pi / 10)
     phase = torch.rand(n, generator=g) * 2 * torch.pi
-    stripes = torch.sin(
-        (xx * torch.cos(angle)[:, None, None] + yy * torch.sin(angle)[:, None, None]) * 0.8
-        + phase[:, None, None]
-    )
     cy, cx = (torch.rand(2, n, generator=g) * 16 + 8)
-    blob = torch.exp(-((yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2) / 40.0)
-    img = 0.5 + 0.2 * stripes[:, None] + blob[:, None] * (palette[labels][:, :, None, None] - 0.5)
-    img = img + 0.08 * torch.randn(n, 3, 32, 32, generator=g)
-    images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    noise = torch.randn(n, 3, 32, 32, generator=g)
+    images = torch.empty(n, 3, 32, 32, dtype=torch.uint8)
+    for start in range(0, n, 512):  # the same values, a third of the time: blocks that fit
+        k = slice(start, start + 512)  # in the CPU's cache (every kernel makes these)
+        stripes = torch.sin(
+            (xx * torch.cos(angle[k])[:, None, None] + yy * torch.sin(angle[k])[:, None, None])
+            * 0.8 + phase[k][:, None, None]
+        )
+        blob = torch.exp(-((yy - cy[k, None, None]) ** 2 + (xx - cx[k, None, None]) ** 2) / 40.0)
+        img = (0.5 + 0.2 * stripes[:, None]
+               + blob[:, None] * (palette[labels[k]][:, :, None, None] - 0.5))
+        img = img + 0.08 * noise[k]
+        images[k] = (img.clamp(0, 1) * 255).round().to(torch.uint8)
     return Split(images, labels.to(torch.int64), CLASSES, f"synthetic ({split}, seed {seed})")
 
 
