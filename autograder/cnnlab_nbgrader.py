@@ -394,7 +394,7 @@ class Recheck(NbGraderPreprocessor):
         need = {n for ex in found for n in ex.args if n not in ex.answers}
         trusted = rc.trusted_values(source, need, course_model(s["checkpoint"]), lambda: (
             _test_images(s["profile"], s.get("data"), s.get("source") or "auto")))
-        results = rc.recheck(resources.get("cnnlab_export") or {}, found, trusted)
+        results = rc.recheck(resources.get("cnnlab_export") or {}, found, trusted, nb)
         earlier = set(read_status(COURSE, sid).get("overrides") or [])  # kept by Repair
         refuted = []
         with Gradebook(resources["nbgrader"]["db_url"]) as gb:
