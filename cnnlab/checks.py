@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import builtins
 import numbers
+import sys
 
 import numpy as np
 import torch
@@ -151,6 +152,30 @@ def check_read_not_typed(source: str | None, name: str) -> None:
         _fail(f"{name} is typed in as a number. Read it from the layer instead, through "
               "one of its attributes, so that your code still answers for another "
               "network.")
+
+
+def needs(*names: str) -> None:
+    """Stop a lesson cell with a teaching message when a name it uses is not ready: not
+    defined, because the cell above that makes it stopped (an answer not written, or not
+    right yet), or still None (an answer not written).
+
+    Looks the names up among the calling cell's globals (the notebook's variables).
+
+    Raises:
+        AssertionError: naming the names that are not ready, and what to do.
+
+    Example:
+        >>> checks.needs("features", "top")  # doctest: +SKIP
+    """
+    scope = sys._getframe(1).f_globals
+    missing = [n for n in names if scope.get(n) is None]
+    if missing:
+        listed = ", ".join(f"`{n}`" for n in missing)
+        one = len(missing) == 1
+        _fail(f"{listed} {'is' if one else 'are'} not ready yet: the cell above that makes "
+              f"{'it' if one else 'them'} stopped, or an answer it needs is still empty. Go "
+              "up to the first cell that stopped with a message, fix what it says, then run "
+              "the cells from there down again.")
 
 
 def check_exercise_1(answer, model: nn.Module) -> None:

@@ -106,6 +106,35 @@ def test_exercise_1_in_a_kernel_judges_the_last_cell_that_assigned_the_answer(sh
     assert _run_exercise_1(shell, "n_filters = model[0].out_channels") is None
 
 
+# --- needs: a lesson cell whose inputs an earlier cell did not make -----------------
+
+
+def _cell(code: str, **variables):
+    """Run ``code`` as a notebook cell would, with ``variables`` as the notebook's."""
+    from cnnlab import checks
+
+    exec(code, {"checks": checks, **variables})
+
+
+def test_needs_passes_when_every_name_is_ready():
+    _cell('checks.needs("features", "top")', features=np.zeros((2, 3)), top=np.zeros(2))
+
+
+@pytest.mark.parametrize("variables, named", [
+    ({}, ["`features`", "`top`"]),
+    ({"features": np.zeros(3)}, ["`top`"]),
+    ({"features": np.zeros(3), "top": None}, ["`top`"]),  # an empty answer is not ready
+])
+def test_needs_says_which_names_are_not_ready_and_what_to_do(variables, named):
+    with pytest.raises(AssertionError) as info:
+        _cell('checks.needs("features", "top")', **variables)
+    message = str(info.value)
+    assert all(name in message for name in named)
+    assert "not ready yet" in message and "first cell that stopped" in message
+    if len(named) == 1:
+        assert "`features`" not in message
+
+
 # --- Exercise 2: the weights of the second conv layer --------------------------------
 
 ACCEPTED_2 = {
