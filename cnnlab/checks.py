@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import builtins
 import numbers
+import re
 import sys
 
 import numpy as np
@@ -73,18 +74,38 @@ def _assignments(tree: ast.AST, name: str) -> list[ast.expr]:
     return sorted(found, key=lambda v: (v.lineno, v.col_offset))
 
 
-def _parse_cell(source: str) -> ast.Module | None:
-    """A cell's code as a syntax tree (IPython magics translated first), or None."""
-    try:
-        return ast.parse(source)
-    except SyntaxError:
-        pass
-    try:
-        from IPython.core.inputtransformer2 import TransformerManager
+#: Magics that run the Python code they are given (``%time n = 32``, ``%%capture``).
+_CODE_MAGICS = {"time", "timeit", "capture", "prun"}
 
-        return ast.parse(TransformerManager().transform_cell(source))
-    except Exception:  # not Python even for IPython, or no IPython: nothing to judge
-        return None
+
+def _parse_cell(source: str) -> ast.Module | None:
+    """A cell's code as a syntax tree, or None. IPython magics are translated first
+    (as the kernel runs them), and the code a magic of ``_CODE_MAGICS`` runs is added
+    at the magic's place, so that ``%time n_filters = 32`` assigns like the line alone."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        try:
+            from IPython.core.inputtransformer2 import TransformerManager
+
+            tree = ast.parse(TransformerManager().transform_cell(source))
+        except Exception:  # not Python even for IPython, or no IPython: nothing to judge
+            return None
+    for call in [n for n in ast.walk(tree) if isinstance(n, ast.Call)]:
+        args = call.args
+        if getattr(call.func, "attr", None) in ("run_line_magic", "run_cell_magic") and \
+                len(args) >= 2 and all(isinstance(a, ast.Constant) and isinstance(a.value, str)
+                                       for a in args) and args[0].value in _CODE_MAGICS:
+            # a line magic's options first (%timeit -n 1 -r1 code): then its code
+            code = args[-1].value if call.func.attr == "run_cell_magic" else \
+                re.sub(r"^\s*(?:-\w+(?:\s+\d+)?\s+)*", "", args[-1].value)
+            inner = _parse_cell(code)
+            for node in ast.walk(inner) if inner is not None else ():
+                if hasattr(node, "lineno"):  # at the magic's place, in their own order
+                    node.col_offset = call.col_offset + 1 + node.lineno * 10_000 + node.col_offset
+                    node.lineno = call.lineno
+            tree.body += inner.body if inner is not None else []
+    return tree
 
 
 def assigns(source: str, name: str) -> bool:

@@ -108,6 +108,8 @@ def _with_answer(nb, grade_id, code):
     ("n_filters = 32", False),
     ('n_filters = int("32")', False),
     ("n = 32\nn_filters = n", False),
+    ("n_filters = None\n%time n_filters = 32", False),
+    ("n_filters = None\n%time n_filters = model[0].out_channels", True),
     ("n_filters = model[0].out_channels", True),
     ("n_filters = model[0].weight.shape[0]", True),
     ("import numpy as np\nn_filters = np.int64(model[0].weight.shape[0])", True),

@@ -47,15 +47,18 @@ def test_exercise_1_rejects_without_giving_the_answer(model, answer, words):
 
 TYPED_1 = ["n_filters = 32", 'n_filters = int("32")', "n_filters = np.int64(16 * 2)",
            "n_filters = torch.tensor(32)", "n = 32\nn_filters = n",
-           "n_filters: int = 32", "n_filters = model[0].out_channels\nn_filters = 32"]
+           "n_filters: int = 32", "n_filters = model[0].out_channels\nn_filters = 32",
+           "n_filters = None\n%time n_filters = 32",  # a magic runs the line: seen through
+           "%%capture\nn_filters = 32"]
 READ_1 = ["n_filters = model[0].out_channels", "n_filters = model[0].weight.shape[0]",
           "n_filters = np.int64(model[0].weight.shape[0])", "n_filters = len(model[0].weight)",
           "n_filters = int(model[0].out_channels)", "conv = model[0]\nn_filters = conv.out_channels",
+          "n_filters = None\n%time n_filters = model[0].out_channels",
           "n_filters = None\n### BEGIN SOLUTION\nn_filters = model[0].out_channels\n"
           "### END SOLUTION\nprint('n_filters =', n_filters)"]
 
 
-@pytest.mark.parametrize("source", TYPED_1)
+@pytest.mark.parametrize("source", TYPED_1 + ["n_filters = None\n%timeit -n 1 -r1 n_filters = 32"])
 def test_typed_in_finds_a_number_typed_in(source):
     assert typed_in(source, "n_filters")
 
