@@ -715,6 +715,10 @@ def test_feedback_shows_no_hidden_test(graded):
         html[sid] = (course / "feedback" / sid / A / f"{A}.html").read_text()
         assert "check_exercise_4" in html[sid]
         assert "HIDDEN TESTS" not in html[sid] and "features holds" not in html[sid]
+        # every figure has alternative text (course.AltText): nbconvert warned of none missing
+        assert "Alternative text is missing" not in run.stdout + run.stderr, run.stderr[-3000:]
+        assert "No description has been provided for this image" not in html[sid]
+        assert 'alt="Confusion matrix (fraction of each true class)' in html[sid]
     assert "output removed: it quoted a hidden test" in html["intruder"]  # its print(In)
 
 
