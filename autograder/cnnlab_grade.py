@@ -131,9 +131,39 @@ MEMO_SCRIPT = """
 import sys, nbformat
 from nbclient import NotebookClient
 nb = nbformat.read(sys.argv[1], as_version=4)
-NotebookClient(nb, timeout=float(sys.argv[3]), kernel_name="python3",
+NotebookClient(nb, timeout=float(sys.argv[3]), kernel_name=sys.argv[4],
                resources={"metadata": {"path": sys.argv[2]}}).execute()
 """
+#: the kernel the solution runs in at setup: this Python, named in a kernelspec of its own
+#: (a "python3" found on the machine may be another Python, whose keys no kernel makes)
+MEMO_KERNEL = "cnnlab-memo"
+
+
+def _memo_kernelspec(folder: Path) -> Path:
+    """``folder/kernels/cnnlab-memo/kernel.json`` starting ipykernel in this interpreter
+    (the one the grading kernels run); returns ``folder`` for ``JUPYTER_PATH``."""
+    spec = folder / "kernels" / MEMO_KERNEL
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "cnnlab setup (the solution run once)", "language": "python"}))
+    return folder
+
+
+def run_outside_sandbox(notebook: Path, env: dict, cell_timeout: float, limit: float
+                        ) -> str | None:
+    """Execute ``notebook`` (the instructor's own) in its folder, in a kernel of this
+    Python with ``env`` (HOME and TMPDIR: that folder); None, or why it failed."""
+    folder = notebook.parent
+    env = {**env, "HOME": str(folder), "TMPDIR": str(folder),
+           "JUPYTER_PATH": str(_memo_kernelspec(folder / "jupyter"))}
+    try:
+        run = subprocess.run([sys.executable, "-c", MEMO_SCRIPT, str(notebook), str(folder),
+                              str(cell_timeout), MEMO_KERNEL], cwd=folder, env=env,
+                             capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return f"it ran past {limit:g} s"
+    return (run.stderr.strip().splitlines() or ["?"])[-1] if run.returncode else None
 
 
 def record_memo(course: Path, settings: dict) -> str:
@@ -148,17 +178,11 @@ def record_memo(course: Path, settings: dict) -> str:
     source = nbformat.read(course / "source" / A / f"{A}.ipynb", 4)
     with tempfile.TemporaryDirectory(prefix="cnnlab-memo-") as tmp:
         nbformat.write(solution_submission(release, source), Path(tmp) / "solution.ipynb")
-        env = {**sandbox.kernel_environment(settings), "HOME": tmp, "TMPDIR": tmp,
-               "CNNLAB_MEMO_RECORD": str(memo)}
-        limit = settings["submission_timeout"] * 2
+        env = {**sandbox.kernel_environment(settings), "CNNLAB_MEMO_RECORD": str(memo)}
         start = time.monotonic()
-        try:
-            run = subprocess.run([sys.executable, "-c", MEMO_SCRIPT, f"{tmp}/solution.ipynb", tmp,
-                                  str(settings["instructor_cell_timeout"])], cwd=tmp, env=env,
-                                 capture_output=True, text=True, timeout=limit)
-            failed = run.returncode != 0 and (run.stderr.strip().splitlines() or ["?"])[-1]
-        except subprocess.TimeoutExpired:
-            failed = f"it ran past {limit:g} s"
+        failed = run_outside_sandbox(Path(tmp) / "solution.ipynb", env,
+                                     settings["instructor_cell_timeout"],
+                                     settings["submission_timeout"] * 2)
     entries = sorted(memo.glob("*.pt")) if memo.is_dir() else []
     if failed or not entries:
         shutil.rmtree(memo, ignore_errors=True)
@@ -589,6 +613,7 @@ def grade_task(bundle: dict[str, bytes], job: dict) -> dict:
         work.mkdir(parents=True)
         shutil.copyfile(course / "gradebook.db", work / "gradebook.db")
         env = {**_env(), "CNNLAB_JOBS": str(job["jobs"]),
+               course_lib.GRADER_PID_ENV: str(os.getpid()),  # the run ends with this process
                sandbox.NO_SANDBOX_ENV: "1" if job["no_sandbox"] else "0"}
         out = _autograde(course, sid, env, job["limit"])
         out["worker"] = f"{_worker_name()}, in {course}"

@@ -59,6 +59,35 @@ def sha256(path: Path) -> str:
     return bounds.sha256_file(path)
 
 
+#: set by ``cnnlab_grade.py`` to the pid of the grading process that starts nbgrader
+GRADER_PID_ENV = "CNNLAB_GRADER_PID"
+
+
+def exit_with_grader(poll_s: float = 1.0) -> None:
+    """In an nbgrader run started by ``cnnlab_grade.py`` (a Dask worker): when that
+    process dies (a killed worker, whose task the scheduler gives to another), stop this
+    run and the kernel it started at once, instead of grading on, unseen, to the limits.
+    An nbgrader command an instructor runs (``$CNNLAB_GRADER_PID`` unset) is left alone."""
+    import threading
+
+    grader = os.environ.pop(GRADER_PID_ENV, None)
+    if not grader or not grader.isdigit() or os.getppid() != int(grader):
+        return
+
+    def watch():
+        while os.getppid() == int(grader):
+            time.sleep(poll_s)
+        import psutil
+        for child in psutil.Process().children(recursive=True):  # the kernel's launcher...
+            try:
+                child.kill()
+            except psutil.Error:
+                continue
+        os._exit(3)
+
+    threading.Thread(target=watch, name="cnnlab-exit-with-grader", daemon=True).start()
+
+
 def status_path(course, sid: str) -> Path:
     return Path(course) / "grading" / "status" / f"{sid}.json"
 
@@ -379,7 +408,8 @@ def course_model(checkpoint: str):
 @functools.cache
 def _test_images(profile: str, data: str | None, source: str):
     import cnnlab
-    return cnnlab.load_lab_data(cnnlab.get_config(profile), data, source)[1]
+    from cnnlab.data import load_lab_test
+    return load_lab_test(cnnlab.get_config(profile), data, source)
 
 
 class Recheck(NbGraderPreprocessor):

@@ -33,6 +33,7 @@ from nbconvert import preprocessors as nbconvert_pre  # noqa: E402
 from nbgrader import preprocessors as pre  # noqa: E402
 
 course.COURSE = Path(here)  # whichever copy of cnnlab_nbgrader was imported
+course.exit_with_grader()  # a run started by a grading worker ends with it
 settings = sandbox.load_settings(here)
 c = get_config()  # noqa: F821 (defined by traitlets when it loads this file)
 

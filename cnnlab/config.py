@@ -16,6 +16,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
+
 from ._validate import whole_number
 from .device import check_precision, choose_precision
 
@@ -23,6 +25,22 @@ from .device import check_precision, choose_precision
 #: ``CLASSES``, and what the analyses call a network's outputs when there are as many.
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")
+
+#: The side in pixels of the lab's images (CIFAR-10's): :class:`LabConfig`'s ``occluder``
+#: and ``stride`` are for images of this side (the analyses scale them to other sizes),
+#: and an image synthesized without data has it.
+IMAGE_SIDE = 32
+
+#: Square root of the RGB covariance of the lab's training images, CIFAR-10's 50,000
+#: (pixels in [0, 1]): ``U diag(sqrt(S))`` of its SVD, columns scaled so the longest has
+#: norm 1 (measured on the project's JPEG copy; a test re-derives it where the data is).
+#: Column 0 is brightness (all channels together), 1 red-versus-blue, 2 green. Synthesis
+#: decorrelates colour with it when it is given no images of the data.
+COLOR_SQRT = torch.tensor([
+    [-0.2312, 0.0787, 0.0227],
+    [-0.2391, 0.0061, -0.0420],
+    [-0.2475, -0.0794, 0.0193],
+]) / 0.4145
 
 PROFILE_ENV = "CNNLAB_PROFILE"
 DATA_ENV = "CNNLAB_DATA"

@@ -9,9 +9,9 @@ the network happens to respond to, so three standard regularisers (Olah et al.,
 - the image is parametrised by its 2-D Fourier spectrum, each frequency scaled by
   ``1 / |f|``, so the optimiser moves coarse patterns as easily as fine ones;
 - the colour channels of that parametrisation are decorrelated with the square
-  root of the data's colour covariance (CIFAR-10's by default, or of the images
-  given as ``like``), so the optimiser works in the dataset's own colour
-  directions (a sigmoid then keeps pixels in [0, 1]);
+  root of the data's colour covariance (of the images given as ``like``, else the
+  lab's data's, :data:`cnnlab.config.COLOR_SQRT`), so the optimiser works in the
+  dataset's own colour directions (a sigmoid then keeps pixels in [0, 1]);
 - every step sees the image randomly shifted, scaled and rotated a little, so
   only patterns that survive those changes grow.
 
@@ -34,19 +34,9 @@ from ._inference import as_image_batch
 from ._pixels import normalize
 from ._progress import bar
 from .attribution import _layout, gradients_on, prepare_inputs
-from .config import or_config
+from .config import COLOR_SQRT, IMAGE_SIDE, or_config
 from .device import model_device
 from .probe import Probe, input_channels
-
-#: Square root of the RGB covariance of CIFAR-10's 50,000 training images (pixels
-#: in [0, 1]), ``U diag(sqrt(S))`` of its SVD, columns scaled so the longest has norm 1
-#: (measured on the project's JPEG copy; a test re-derives it where the data is).
-#: Column 0 is brightness (all channels together), 1 red-versus-blue, 2 green.
-COLOR_SQRT = torch.tensor([
-    [-0.2312, 0.0787, 0.0227],
-    [-0.2391, 0.0061, -0.0420],
-    [-0.2475, -0.0794, 0.0193],
-]) / 0.4145
 
 #: Random changes every step: shift in pixels, scale factor range, rotation in degrees.
 JITTER = 2
@@ -82,7 +72,8 @@ def fourier_scale(size: int, width: int | None = None) -> torch.Tensor:
 
 
 def colour_sqrt(images: torch.Tensor) -> torch.Tensor:
-    """The square root of the images' colour covariance, as :data:`COLOR_SQRT` is.
+    """The square root of the images' colour covariance, as the lab's data's is
+    (:data:`cnnlab.config.COLOR_SQRT`).
 
     Args:
         images: uint8 (N, C, H, W), the data (a sample of it is enough).
@@ -118,7 +109,8 @@ def spectrum_to_pixels(spectrum: torch.Tensor, scale: torch.Tensor,
     Args:
         spectrum: float (U, C, H, W // 2 + 1, 2), real and imaginary parts.
         scale: (H, W // 2 + 1) from :func:`fourier_scale`.
-        colour: (C, C) colour matrix; None = :data:`COLOR_SQRT` (3 channels).
+        colour: (C, C) colour matrix; None = the lab's data's
+            (:data:`cnnlab.config.COLOR_SQRT`, 3 channels).
         width: W; None = H (square images).
 
     Returns:
@@ -182,12 +174,14 @@ def synthesize(
             ``LabConfig.seed``. The same seed gives the same images.
         progress: show a progress bar over the steps (in a terminal or notebook only);
             None = show it.
-        image_size: the images' side, or (H, W); None = the size of ``like``, else 32.
+        image_size: the images' side, or (H, W); None = the size of ``like``, else the
+            lab's image side (:data:`cnnlab.config.IMAGE_SIDE`, 32).
         like: uint8 images (N, C, H, W) of the data the network learned from: the
             synthesized images get their channels, size (unless ``image_size``) and
-            colour covariance (:func:`colour_sqrt`). None = CIFAR-10's colours
-            (:data:`COLOR_SQRT`), with the channels of the network's first conv
-            (3 when unknown; other counts than 3 get uncorrelated channels).
+            colour covariance (:func:`colour_sqrt`). None = the lab's data's colours
+            (:data:`cnnlab.config.COLOR_SQRT`, CIFAR-10's), with the channels of the
+            network's first conv (3 when unknown; other counts than 3 get uncorrelated
+            channels).
 
     Returns:
         A :class:`Synthesis`: uint8 images (U, C, H, W) and the target's value on
@@ -258,7 +252,7 @@ def _image_shape(net: nn.Module, image_size, like) -> tuple[int, int, int, torch
     else:
         channels = input_channels(net) or 3
         colour = COLOR_SQRT if channels == 3 else torch.eye(channels)
-        size = (32, 32)
+        size = (IMAGE_SIDE, IMAGE_SIDE)
     if image_size is not None:
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 8

@@ -27,18 +27,14 @@ from torch import nn
 from ._figures import new_figure, set_alt
 from ._inference import Runner, as_image_batch, prepare_batch
 from ._memo import remembered
-from ._pixels import MEAN, STD, normalize, to_display
+from ._pixels import normalize, to_display
 from ._progress import bar
 from ._validate import is_whole, number_in, whole_number
 from .activations import _check_top_indices, _unit_grid, validate_units
-from .config import or_config
+from .config import IMAGE_SIDE, or_config
 from .probe import as_extractor, input_channels
 
-#: The image side the configuration's ``occluder`` and ``stride`` are for (CIFAR-10's).
-COURSE_SIDE = 32
-
-
-def occluder_centres(image_size: int = 32, size: int | None = None,
+def occluder_centres(image_size: int = IMAGE_SIDE, size: int | None = None,
                      stride: int | None = None) -> np.ndarray:
     """Pixel coordinates of the occluder's centre along one axis.
 
@@ -60,7 +56,8 @@ def occluder_centres(image_size: int = 32, size: int | None = None,
         ValueError: ``size`` < 1 or larger than the image, ``stride`` < 1.
     """
     size, stride = or_config(size, "occluder"), or_config(stride, "stride")
-    image_size = whole_number(image_size, "image_size", advice="CIFAR-10 images have 32.")
+    image_size = whole_number(image_size, "image_size",
+                              advice=f"The lab's images have {IMAGE_SIDE}.")
     size = whole_number(
         size, "size",
         advice=f"The occluder is a square of 1 to {image_size} pixels; the lab uses 11.",
@@ -87,16 +84,17 @@ def scaled_occluder(height: int, width: int, size: int | None = None,
                     stride: int | None = None) -> tuple[int, int]:
     """``(size, stride)``: those given, else the configuration's scaled to the image.
 
-    The configuration's 11 and 4 pixels are for 32x32 images; on an image whose
-    shorter side is ``s`` they become ``round(11 s / 32)`` and ``round(4 s / 32)``
-    (at least 1), so the occluder hides the same share of any image.
+    The configuration's 11 and 4 pixels are for the lab's images, of side
+    :data:`cnnlab.config.IMAGE_SIDE` (32); on an image whose shorter side is ``s``
+    they become ``round(11 s / 32)`` and ``round(4 s / 32)`` (at least 1), so the
+    occluder hides the same share of any image.
     """
     side = min(height, width)
 
     def scaled(value, field):
         if value is not None:
             return value
-        return max(1, round(or_config(None, field) * side / COURSE_SIDE))
+        return max(1, round(or_config(None, field) * side / IMAGE_SIDE))
 
     return scaled(size, "occluder"), scaled(stride, "stride")
 
@@ -283,10 +281,9 @@ def occlusion_maps(
     device = runner.device
     n_pos = masks.shape[0]
     masks = masks.to(device)
-    if mean is None and std is None:
-        fill_value = torch.tensor((float(fill) - MEAN) / STD, device=device)
-    else:  # the probe's normalisation, channel by channel: (C, 1, 1)
-        fill_value = normalize(torch.full((channels, 1, 1), float(fill)), mean, std).to(device)
+    # The fill as the network sees it, channel by channel (C, 1, 1): the probe's
+    # normalisation, or the default one when it has none.
+    fill_value = normalize(torch.full((channels, 1, 1), float(fill)), mean, std).to(device)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return extractor(runner.layout(x)).float().reshape(x.shape[0], -1)
@@ -364,7 +361,7 @@ def check_mask_settings(sigma, threshold, dim: float = 0.3) -> tuple[float, floa
 
 def occlusion_mask(
     omap: np.ndarray,
-    image_size: int | tuple[int, int] = 32,
+    image_size: int | tuple[int, int] = IMAGE_SIDE,
     sigma: float | None = None,
     threshold: float | None = None,
     dim: float = 0.3,

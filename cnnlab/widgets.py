@@ -43,20 +43,17 @@ if TYPE_CHECKING:  # only for the annotations; imported lazily at run time
 #: What a move that fails shows in the Output, before the error message.
 ERROR_PREFIX = "Could not draw: "
 
-_INSTALL_HINT = (
-    "The interactive explorers of cnnlab need ipywidgets, which is not installed. "
-    "Install it with `pip install ipywidgets` (Colab and JupyterLab 4 already have "
-    "it), then restart the kernel. The static figures (plot_top_k, plot_occlusion, "
-    "plot_filters, plot_embedding) work without it."
-)
-
 
 def _ipywidgets():
     """The ipywidgets module, or an ImportError that says how to get it."""
     try:
         import ipywidgets
     except ImportError as exc:
-        raise ImportError(_INSTALL_HINT) from exc
+        raise ImportError(
+            "The interactive explorers of cnnlab need ipywidgets, which is not installed. "
+            "Install it with `pip install ipywidgets` (Colab and JupyterLab 4 already have "
+            "it), then restart the kernel. The static figures (plot_top_k, plot_occlusion, "
+            "plot_filters, plot_embedding) work without it.") from exc
     return ipywidgets
 
 
@@ -64,17 +61,6 @@ def _shell():
     """The running IPython shell, or None (plain Python)."""
     ipython = sys.modules.get("IPython")
     return None if ipython is None else ipython.get_ipython()
-
-
-def _warn_outside_kernel(explorer: str, static: str) -> None:
-    if getattr(_shell(), "kernel", None) is None:
-        warnings.warn(
-            f"{explorer} was built outside a Jupyter kernel: the widget works from code "
-            f"(set its sliders' .value, read .figure), but nothing is shown on screen. "
-            f"In a script, draw the static figure with cnnlab.{static}(...) and save it "
-            "with fig.savefig(...).",
-            stacklevel=3,
-        )
 
 
 def _figures_inline(shell) -> None:
@@ -100,10 +86,21 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {message}"
 
 
-def _new_box(ipw, **attributes):
-    """The explorer's VBox, with ``figure``, ``error``, ``n_draws`` and ``attributes``."""
+def _new_box(ipw, explorer: str, static: str, **attributes):
+    """The explorer's VBox, with ``figure``, ``error``, ``n_draws``, ``status`` (the line
+    shown while :func:`_computed` runs), ``n_computed`` and ``attributes``. Built outside
+    a kernel, it warns that nothing will be shown and names the static plot function."""
+    if getattr(_shell(), "kernel", None) is None:
+        warnings.warn(
+            f"{explorer} was built outside a Jupyter kernel: the widget works from code "
+            f"(set its sliders' .value, read .figure), but nothing is shown on screen. "
+            f"In a script, draw the static figure with cnnlab.{static}(...) and save it "
+            "with fig.savefig(...).",
+            stacklevel=3,
+        )
     box = ipw.VBox()
-    box.figure, box.error, box.n_draws = None, None, 0
+    box.figure, box.error, box.n_draws, box.n_computed = None, None, 0, 0
+    box.status = ipw.HTML()
     for name, value in attributes.items():
         setattr(box, name, value)
     return box
@@ -158,28 +155,31 @@ def _unit_control(ipw, units, visited: list[int], first: int, n_units: int):
                                continuous_update=False)
 
 
-def _computed(box, status, cache: dict, key, message: str, compute: Callable):
+def _computed(box, cache: dict, key, message: str, compute: Callable):
     """``cache[key]``, computed first (with ``message`` shown meanwhile) if missing."""
     if key not in cache:
-        status.value = message
+        box.status.value = message
         try:
             cache[key] = compute()
         finally:
-            status.value = ""
+            box.status.value = ""
         box.n_computed += 1
     return cache[key]
 
 
-def _features_of(images, features) -> np.ndarray:
-    """``features`` checked to be (N, D) with one row per image of ``images``."""
+def _top_setup(images, features, units, k) -> tuple[np.ndarray, list[int], int]:
+    """``(features, units, k)`` checked: (N, D) with one row per image of ``images``, the
+    units (None: all D) and ``k`` (None: the configuration's ``top_k``)."""
     features = feature_array(features)
-    if len(images) != features.shape[0]:
+    n, n_units = features.shape
+    if len(images) != n:
         raise ValueError(
-            f"images holds {len(images)} images but features has {features.shape[0]} rows: "
+            f"images holds {len(images)} images but features has {n} rows: "
             "pass the images the features were computed from, e.g. "
             "features = extract_features(extractor, images)."
         )
-    return features
+    units = list(range(n_units)) if units is None else validate_units(units, n_units)
+    return features, units, check_k(or_config(k, "top_k"), n)
 
 
 def unit_explorer(
@@ -229,35 +229,25 @@ def unit_explorer(
         >>> unit_explorer(test.images, features, extractor=model[:14])
     """
     ipw = _ipywidgets()
-    features = _features_of(images, features)
+    features, visited, k = _top_setup(images, features, units, k)
     n, n_units = features.shape
-    k = check_k(or_config(k, "top_k"), n)
     max_k = min(max(whole_number(max_k, "max_k", advice="The default is 20."), k), n)
-    visited = list(range(n_units)) if units is None else validate_units(units, n_units)
-    _warn_outside_kernel("unit_explorer", "plot_top_k")
-
     top = top_k(features, max_k)  # (max_k, D); its first K rows are top_k(features, K)
     unit_slider = _unit_control(ipw, units, visited, visited[0], n_units)
     k_slider = _slider(ipw, "K", k, 1, max_k)
     mask_toggle = ipw.ToggleButton(
-        value=False,
-        description="occlusion masks",
-        disabled=extractor is None,
-        tooltip=(
-            "Show the images through their occlusion masks"
-            if extractor is not None
-            else "Pass extractor= to unit_explorer to compute occlusion masks"
-        ),
-    )
-    status = ipw.HTML()
+        value=False, description="occlusion masks", disabled=extractor is None,
+        tooltip=("Show the images through their occlusion masks" if extractor is not None
+                 else "Pass extractor= to unit_explorer to compute occlusion masks"))
     mask_cache: dict[int, np.ndarray] = {}
-    box = _new_box(ipw, unit_slider=unit_slider, k_slider=k_slider, mask_toggle=mask_toggle,
-                   top_indices=top, mask_cache=mask_cache, n_computed=0)
+    box = _new_box(ipw, "unit_explorer", "plot_top_k", unit_slider=unit_slider,
+                   k_slider=k_slider, mask_toggle=mask_toggle, top_indices=top,
+                   mask_cache=mask_cache)
 
     def unit_maps(unit: int, kk: int) -> np.ndarray:
         if unit in mask_cache and mask_cache[unit].shape[0] < kk:
             del mask_cache[unit]  # computed for fewer images
-        return _computed(box, status, mask_cache, unit,
+        return _computed(box, mask_cache, unit,
                          f"Computing occlusion maps of unit {unit} on {kk} images...",
                          lambda: top_k_occlusion(extractor, images, top[:kk], [unit],
                                                  size=size, stride=stride,
@@ -272,7 +262,7 @@ def unit_explorer(
             )
         return plot_top_k(images, top[:kk], [unit], title=f"Unit {unit}: top {kk} images")
 
-    return _draw_into(box, ipw, [ipw.HBox([unit_slider, k_slider, mask_toggle]), status],
+    return _draw_into(box, ipw, [ipw.HBox([unit_slider, k_slider, mask_toggle]), box.status],
                       {"unit": unit_slider, "kk": k_slider, "masks": mask_toggle}, make_figure)
 
 
@@ -323,29 +313,24 @@ def occlusion_explorer(
         >>> occlusion_explorer(model[:14], test.images, features, units=[1, 2, 4])
     """
     ipw = _ipywidgets()
-    features = _features_of(images, features)
-    n, n_units = features.shape
-    units = validate_units(or_config(units, "units"), n_units)
-    k = check_k(or_config(k, "top_k"), n)
+    features, units, k = _top_setup(images, features, or_config(units, "units"), k)
     size, stride = or_config(size, "occluder"), or_config(stride, "stride")
     image_size = int(images.shape[-1])
     occluder_centres(image_size, size, stride)  # checks size and stride
     sigma, threshold, dim = check_mask_settings(sigma, threshold, dim)
-    _warn_outside_kernel("occlusion_explorer", "plot_occlusion")
 
     top = top_k(features, k)
     size_slider = _slider(ipw, "occluder", size, 1, image_size)
     stride_slider = _slider(ipw, "stride", stride, 1, max(image_size // 2, stride))
     threshold_slider = _slider(ipw, "threshold", threshold, 0.0, 1.0, 0.05)
     sigma_slider = _slider(ipw, "sigma", sigma, 0.0, max(5.0, sigma), 0.25)
-    status = ipw.HTML()
     cache: dict[tuple[int, int], np.ndarray] = {}
-    box = _new_box(ipw, size_slider=size_slider, stride_slider=stride_slider,
-                   threshold_slider=threshold_slider, sigma_slider=sigma_slider,
-                   top_indices=top, cache=cache, n_computed=0)
+    box = _new_box(ipw, "occlusion_explorer", "plot_occlusion", size_slider=size_slider,
+                   stride_slider=stride_slider, threshold_slider=threshold_slider,
+                   sigma_slider=sigma_slider, top_indices=top, cache=cache)
 
     def maps_for(key: tuple[int, int]) -> np.ndarray:
-        return _computed(box, status, cache, key,
+        return _computed(box, cache, key,
                          f"Computing occlusion maps for occluder {key[0]}, stride {key[1]} "
                          f"({k} images x {len(units)} units)...",
                          lambda: top_k_occlusion(extractor, images, top, units, size=key[0],
@@ -362,7 +347,7 @@ def occlusion_explorer(
     controls = {"size": size_slider, "stride": stride_slider,
                 "threshold": threshold_slider, "sigma": sigma_slider}
     rows = [ipw.HBox([size_slider, stride_slider]),
-            ipw.HBox([threshold_slider, sigma_slider]), status]
+            ipw.HBox([threshold_slider, sigma_slider]), box.status]
     return _draw_into(box, ipw, rows, controls, make_figure)
 
 
@@ -392,11 +377,9 @@ def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
     layers = list(model.children())
     convs = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
     if not convs:
-        raise ValueError(
-            f"{type(model).__name__} has no nn.Conv2d among its children, so there are "
-            "no filters to show. Pass the network from cnnlab.build_model()."
-        )
-    _warn_outside_kernel("filter_explorer", "plot_filters")
+        raise ValueError(f"{type(model).__name__} has no nn.Conv2d among its children, so "
+                         "there are no filters to show. Pass the network from "
+                         "cnnlab.build_model().")
 
     def label(i: int) -> str:
         conv = layers[i]
@@ -409,14 +392,10 @@ def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
     channel_slider = _slider(ipw, "channel", 0, 0, max(layers[convs[0]].in_channels - 1, 0))
     channel_slider.disabled = layers[convs[0]].in_channels == 3
     scale_buttons = ipw.ToggleButtons(
-        options=[("global", "global"), ("per filter", "per_filter")],
-        value="global",
+        options=[("global", "global"), ("per filter", "per_filter")], value="global",
         description="scale",
-        tooltips=[
-            "The whole weight tensor scaled to [0, 1] once: filters can be compared",
-            "Each filter scaled on its own: shows each one's pattern",
-        ],
-    )
+        tooltips=["The whole weight tensor scaled to [0, 1] once: filters can be compared",
+                  "Each filter scaled on its own: shows each one's pattern"])
     fitting = [False]  # True while the channel slider is fitted to a new layer
 
     def fit_channel_slider(change) -> None:
@@ -437,8 +416,8 @@ def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
         return plot_filters(layers[layer].weight, scale=scale, channel=channel)
 
     layer_dropdown.observe(fit_channel_slider, names="value")
-    box = _new_box(ipw, layer_dropdown=layer_dropdown, channel_slider=channel_slider,
-                   scale_buttons=scale_buttons)
+    box = _new_box(ipw, "filter_explorer", "plot_filters", layer_dropdown=layer_dropdown,
+                   channel_slider=channel_slider, scale_buttons=scale_buttons)
     return _draw_into(box, ipw, [ipw.HBox([layer_dropdown, channel_slider]), scale_buttons],
                       {"layer": layer_dropdown, "channel": channel_slider,
                        "scale": scale_buttons}, make_figure)
@@ -484,13 +463,9 @@ def embedding_explorer(
         raise ValueError(f"embedding has {n} points but images holds {len(images)}: pass "
                          "one image per point, in the same order.")
     point = whole_number(point, "point", 0, n - 1, why="is not a point of the map")
-    _warn_outside_kernel("embedding_explorer", "plot_embedding")
 
-    class_boxes = [
-        ipw.Checkbox(value=True, description=name, indent=False,
-                     layout=ipw.Layout(width="auto"))
-        for name in classes
-    ]
+    class_boxes = [ipw.Checkbox(value=True, description=name, indent=False,
+                                layout=ipw.Layout(width="auto")) for name in classes]
     point_slider = _slider(ipw, "point", point, 0, n - 1)
 
     def make_figure(point, **ticked) -> Figure:
@@ -517,7 +492,8 @@ def embedding_explorer(
     controls = {"point": point_slider,
                 **{f"class_{c}": checkbox for c, checkbox in enumerate(class_boxes)}}
     rows = [ipw.HBox(class_boxes, layout=ipw.Layout(flex_flow="row wrap")), point_slider]
-    box = _new_box(ipw, class_boxes=class_boxes, point_slider=point_slider)
+    box = _new_box(ipw, "embedding_explorer", "plot_embedding", class_boxes=class_boxes,
+                   point_slider=point_slider)
     return _draw_into(box, ipw, rows, controls, make_figure)
 
 
@@ -573,22 +549,18 @@ def attribution_explorer(
     from .views import VIEWS, UnitViews, plot_unit_views, unit_views
 
     ipw = _ipywidgets()
-    features = _features_of(images, features)
-    n, n_units = features.shape
-    k = check_k(or_config(k, "top_k"), n)
-    visited = list(range(n_units)) if units is None else validate_units(units, n_units)
+    features, visited, k = _top_setup(images, features, units, k)
     if views is not None and (not isinstance(views, UnitViews) or views.k < k):
         raise ValueError(
             "views must be the UnitViews that unit_views(model, images, top, units) "
             f"returns, with at least k={k} images per unit; pass views=None to compute "
             "them here."
         )
-    _warn_outside_kernel("attribution_explorer", "plot_unit_views")
     top = top_k(features, k)
 
     first = next((u for u in (views.units if views is not None else []) if u in visited),
                  visited[0])  # start where nothing needs computing
-    unit_control = _unit_control(ipw, units, visited, first, n_units)
+    unit_control = _unit_control(ipw, units, visited, first, features.shape[1])
     menu = [("every view", "all")] + [(registered(v).title.replace("\n", " "), v) for v in VIEWS]
     if not synthesize:
         menu = [item for item in menu if item[1] != "synthesized"]
@@ -597,15 +569,15 @@ def attribution_explorer(
         options=[(f"#{r + 1}" + (" (best)" if r == 0 else ""), r) for r in range(k)],
         value=0, description="image",
     )
-    status = ipw.HTML()
     cache: dict[int, UnitViews] = {}
-    box = _new_box(ipw, unit_control=unit_control, method_control=method_control,
-                   image_control=image_control, top_indices=top, cache=cache, n_computed=0)
+    box = _new_box(ipw, "attribution_explorer", "plot_unit_views", unit_control=unit_control,
+                   method_control=method_control, image_control=image_control, top_indices=top,
+                   cache=cache)
 
     def views_of(unit: int) -> UnitViews:
         if unit not in cache and views is not None and unit in views.units:
             cache[unit] = views.of_unit(unit, k)
-        return _computed(box, status, cache, unit,
+        return _computed(box, cache, unit,
                          f"Computing every view of unit {unit} on its top {k} images...",
                          lambda: unit_views(model, images, top, [unit], synthesize=synthesize,
                                             method_options=method_options))
@@ -616,5 +588,5 @@ def attribution_explorer(
                                n_best=min(n_best, k))
 
     controls = {"unit": unit_control, "method": method_control, "image": image_control}
-    rows = [ipw.HBox(list(controls.values())), status]
+    rows = [ipw.HBox(list(controls.values())), box.status]
     return _draw_into(box, ipw, rows, controls, make_figure)

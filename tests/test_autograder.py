@@ -1,8 +1,9 @@
 """End to end: a class graded with ``autograder/cnnlab_grade.py``, hostile students among
 honest ones, every kernel in the bubblewrap sandbox.
 
-A course is set up from ``solutions/`` (its self-check grades the solution and the blank
-release), then one ``grade --jobs 2`` run grades about twenty made-up submissions: honest
+A course is set up from ``solutions/`` without the lesson's drawing and explorer cells
+(``DRAWING``: every exercise and every computation stays; the whole lesson runs in the
+notebook and browser tests), its self-check grading the solution and the blank release; then one ``grade --jobs 2`` run grades about twenty made-up submissions: honest
 ones in many forms (shell commands, magics, ``CNNLAB_PROFILE`` set above the set-up,
 Colab copies, stripped metadata, answers reused in scratch cells), wrong and broken ones,
 and one hostile submission per attack class of issue 9 (reading secrets, the network,
@@ -21,7 +22,7 @@ answers otherwise): formgrader started for real and its manual-grading page, the
 feedback HTML, loaded in headless Chromium with a listener that must receive nothing.
 
 Cost: the untrained network saved as the course model (nothing trains), made-up images,
-10 s per student cell; about 4 minutes on 2 idle cores. Skips, saying why, where
+10 s per student cell; about 10 minutes on 2 idle cores. Skips, saying why, where
 bubblewrap cannot make a sandbox.
 """
 
@@ -435,6 +436,24 @@ def add_exercise_8(nb):
     return nb
 
 
+#: the lesson's cells that only draw or explore (nothing graded needs them): a grading
+#: kernel's slowest cells once the solution's results are saved. Every exercise, its locked
+#: cells, the computations the solution saves, and one explorer (widget state) stay.
+DRAWING = ("plot_conv1", "activation_maps", "class_means", "topk_plot", "topk_explore",
+           "occluded_images", "occlusion_one", "occlusion_plot", "occlusion_explore",
+           "tsne_explore", "views_plot", "dead_views", "sanity", "faithfulness_black",
+           "faithfulness_blur", "views_explore")
+
+
+def graded_lesson(nb):
+    """The lesson as this class is graded on: without its ``DRAWING`` cells (the whole
+    lesson runs in test_notebooks.py, test_browser_lesson.py and nbval)."""
+    ids = [c.get("id") for c in nb.cells]
+    assert set(DRAWING) <= set(ids), sorted(set(DRAWING) - set(ids))
+    nb.cells = [c for c in nb.cells if c.get("id") not in DRAWING]
+    return nb
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -493,7 +512,7 @@ def graded(tmp_path_factory):
     (home / ".ssh" / "id_rsa").write_text(KEY)
     (snap / "solutions").mkdir()
     sys.path.insert(0, str(snap))
-    nbformat.write(add_exercise_8(nbformat.read(SOLUTION, as_version=4)),
+    nbformat.write(graded_lesson(add_exercise_8(nbformat.read(SOLUTION, as_version=4))),
                    snap / "solutions" / SOLUTION.name)
     for d in ("probe/checkpoints", "probe/course"):
         (base / d).mkdir(parents=True)

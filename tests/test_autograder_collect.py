@@ -430,3 +430,81 @@ def test_a_kernel_deaf_to_interrupts_still_stops_the_notebook(tmp_path, monkeypa
     with pytest.raises(CellTimeoutError, match="Timeout waiting for IOPub output"):
         runner.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
     assert time.monotonic() - start < 30
+
+
+def test_the_solution_runs_at_setup_in_this_python_whatever_python3_names(tmp_path):
+    """Setup's solution run (the saved results) starts its kernel from a kernelspec of its
+    own naming this interpreter: a "python3" kernelspec elsewhere on JUPYTER_PATH (a
+    system Jupyter's, another Python) is not the one used."""
+    import cnnlab_grade
+
+    elsewhere = tmp_path / "elsewhere" / "kernels" / "python3"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "kernel.json").write_text(json.dumps(
+        {"argv": ["/bin/false", "{connection_file}"], "display_name": "not this Python",
+         "language": "python"}))
+    (tmp_path / "run").mkdir()
+    notebook = tmp_path / "run" / "solution.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, sys\nopen('python.txt', 'w').write(sys.executable + ' ' + os.environ['HOME'])")]),
+        notebook)
+    env = {"PATH": os.environ["PATH"], "JUPYTER_PATH": str(tmp_path / "elsewhere")}
+    assert cnnlab_grade.run_outside_sandbox(notebook, env, 60, 120) is None
+    assert (tmp_path / "run" / "python.txt").read_text() == f"{sys.executable} {tmp_path / 'run'}"
+    notebook.write_text(notebook.read_text().replace("import os", "import os; raise SystemExit(3)"))
+    assert cnnlab_grade.run_outside_sandbox(notebook, env, 60, 120)  # a failure is said
+
+
+GRADER = """
+import os, subprocess, sys, time
+# the grading worker: starts "nbgrader" with its pid named, then waits to be killed
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], env={
+    **os.environ, "CNNLAB_GRADER_PID": str(os.getpid())})
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+NBGRADER = f"""
+import subprocess, sys, time
+sys.path.insert(0, {str(ROOT / "autograder")!r})
+import cnnlab_nbgrader
+cnnlab_nbgrader.exit_with_grader(poll_s=0.1)
+kernel = subprocess.Popen(["sleep", "600"], start_new_session=True)  # a kernel, its own session
+print(kernel.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("grader_pid", ["named", "unset"])
+def test_nbgrader_started_by_a_worker_stops_with_it(grader_pid):
+    """A killed worker's nbgrader run stops with its kernel; one started by someone else
+    (no CNNLAB_GRADER_PID: an instructor's own command) outlives its parent."""
+    import psutil
+
+    script = GRADER if grader_pid == "named" else GRADER.replace('"CNNLAB_GRADER_PID"', '"UNUSED"')
+    grader = subprocess.Popen([sys.executable, "-c", script, NBGRADER], stdout=subprocess.PIPE,
+                              text=True)
+    nbgrader = psutil.Process(int(grader.stdout.readline()))
+    kernel_pid = int(grader.stdout.readline())  # nbgrader writes into the same pipe
+    try:
+        grader.kill()
+        grader.wait()
+        # it polls every 0.1 s: 2 s is plenty to see the unnamed one live on
+        deadline = time.monotonic() + (10 if grader_pid == "named" else 2)
+        while time.monotonic() < deadline and _alive(nbgrader.pid):
+            time.sleep(0.1)
+        if grader_pid == "named":
+            assert not _alive(nbgrader.pid) and not _alive(kernel_pid)
+        else:
+            assert _alive(nbgrader.pid) and _alive(kernel_pid)
+    finally:
+        for pid in (nbgrader.pid, kernel_pid):
+            if _alive(pid):
+                psutil.Process(pid).kill()

@@ -1,5 +1,6 @@
 """Grading on Dask, as an instructor runs it: a small class (right, wrong, blank, a forger,
-one whose kernel exits) graded by ``cnnlab_grade.py grade --jobs 1`` (one local worker
+one whose kernel exits) on a short lesson (the set-up and Exercises 1, 2, 4 and 5 of the
+real one: what is tested here is the engine, not the lesson) graded by ``cnnlab_grade.py grade --jobs 1`` (one local worker
 process), then again by ``grade --scheduler`` on a scheduler and two workers started as
 separate ``dask scheduler`` / ``dask worker`` commands, one of them killed while it grades.
 
@@ -9,8 +10,8 @@ gradebook has as many rows after the second run as after the first). A worker wh
 bubblewrap is refused its user namespace (a fake ``bwrap`` failing as Docker's seccomp
 profile makes it fail) refuses to grade with the cause and the fix, not a traceback.
 
-Cost: about five submissions twice (the untrained course model, made-up images); skips,
-saying why, where bubblewrap cannot make a sandbox.
+Cost: five short submissions twice (the untrained course model, made-up images), about
+ten seconds each; skips, saying why, where bubblewrap cannot make a sandbox.
 """
 
 from __future__ import annotations
@@ -40,7 +41,19 @@ import test_autograder as lab  # noqa: E402 (its submissions, checkpoint and run
 A = lab.A
 CLASS = ("right", "wrong", "blank", "forger", "exit")
 pytestmark = [m for m in lab.pytestmark if m.name != "slow"]
-slow = pytest.mark.slow  # the class graded twice: about five minutes on 2 idle cores
+slow = pytest.mark.slow  # the class graded twice: about three minutes on 2 idle cores
+#: the cells of the short lesson: the set-up, then Exercises 1, 2, 4 (with the features it
+#: makes) and 5, markdown left out
+SHORT = ("setup", "network", "ex1_answer", "ex1_test", "ex2_answer", "ex2_test", "ex4_answer",
+         "features", "ex4_test", "ex5_answer", "ex5_test")
+FULL = dict(ex1=1, ex2=1, ex4=2, ex5=1)
+#: student -> (status, points, {exercise: points}, phrases of its report line) on it
+CASES = {"right": ("graded", 5, FULL, []),
+         "wrong": ("graded", 3, dict(ex1=0, ex2=1, ex4=2, ex5=0), []),
+         "blank": ("graded", 0, dict(ex1=0, ex2=0, ex4=0, ex5=0), ["left blank"]),
+         "forger": ("tampered", 3, dict(ex1=0, ex2=1, ex4=2, ex5=0),
+                    ["ex5_test passed inside the notebook but the re-check"]),
+         "exit": ("ungradable", None, {}, ["the kernel died", "ex2_answer"])}
 SECCOMP = ("bwrap: No permissions to create new namespace, likely because the kernel does "
            "not allow non-privileged user namespaces. On e.g. debian this can be enabled "
            "with 'sysctl kernel.unprivileged_userns_clone=1'.")
@@ -114,7 +127,8 @@ def _gradebook_rows(course: Path) -> dict[str, int]:
 
 def _kill_a_grading_worker(workers: list[subprocess.Popen], timeout: float = 600):
     """SIGKILL the worker process (under its nanny) that runs ``nbgrader autograde``,
-    a few seconds into it; returns the student it was grading."""
+    a few seconds into it; returns the student it was grading and the seconds until
+    that nbgrader and every process of its private course folder were gone."""
     import psutil
     nannies = {p.pid for p in workers}
     deadline = time.monotonic() + timeout
@@ -127,10 +141,23 @@ def _kill_a_grading_worker(workers: list[subprocess.Popen], timeout: float = 600
                 worker = proc.parent()
                 if worker is None or worker.ppid() not in nannies:
                     continue
+                private = proc.cwd()  # the worker's course folder for this task
                 worker.kill()
             except psutil.Error:
                 continue
-            return cmd[cmd.index("--student") + 1]
+            killed = time.monotonic()
+            while time.monotonic() - killed < 60:
+                left = [p for p in psutil.process_iter(["cmdline", "status"])
+                        if p.info["status"] != psutil.STATUS_ZOMBIE
+                        and private in " ".join(p.info["cmdline"] or [])]
+                try:
+                    running = proc.status() != psutil.STATUS_ZOMBIE
+                except psutil.NoSuchProcess:
+                    running = False
+                if not left and not running:
+                    break
+                time.sleep(0.2)
+            return cmd[cmd.index("--student") + 1], time.monotonic() - killed
         time.sleep(0.5)
     raise AssertionError("no worker was seen grading")
 
@@ -154,7 +181,10 @@ def class_graded(tmp_path_factory):
                           ).stdout.strip().splitlines()[-1]
     solutions = base / "solutions" / lab.SOLUTION.name
     solutions.parent.mkdir()
-    nbformat.write(lab.add_exercise_8(nbformat.read(lab.SOLUTION, as_version=4)), solutions)
+    lesson = nbformat.read(lab.SOLUTION, as_version=4)
+    lesson.cells = [c for c in lesson.cells if c.get("id") in SHORT]
+    assert [c.id for c in lesson.cells] == list(SHORT), "a cell of the short lesson is gone"
+    nbformat.write(lesson, solutions)
     setup = ["--checkpoint", ckpt, "--synthetic", "--kernel-memory", "2048", "--solutions",
              str(solutions), "--student-cell-timeout", "60", "--no-self-check",
              "--instructor-cell-timeout", "120", "--submission-timeout", "240"]
@@ -174,27 +204,30 @@ def class_graded(tmp_path_factory):
         grading = subprocess.Popen([sys.executable, str(lab.GRADE), "grade", str(course),
                                     "--scheduler", address], env=env, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        killed = _kill_a_grading_worker(procs[1:])
+        killed, orphaned_s = _kill_a_grading_worker(procs[1:])
         distributed, errors = grading.communicate(timeout=900)
         print(distributed, errors[-3000:])
         assert grading.returncode == 0, distributed[-3000:] + errors[-3000:]
     finally:
         _stop(procs)
     return dict(course=course, base=base, env=env, serial=serial, first=first, setup=setup,
-                submissions=subs,
+                submissions=subs, orphaned_s=orphaned_s,
                 first_rows=first_rows, distributed=distributed, killed=killed,
                 second=_rows(course), second_rows=_gradebook_rows(course))
 
 
 @slow
 def test_serial_grades_are_the_lessons(class_graded):
-    """--jobs 1 (one local Dask worker) grades as test_autograder.py's class run does."""
-    cases = {**lab.CASES, "wrong": ("graded", 3, dict(ex1=0, ex2=1, ex4=2, ex5=0), [])}
+    """--jobs 1 (one local Dask worker) grades each student as test_autograder.py's class
+    run does on the whole lesson, for the exercises the short one has."""
     for sid in CLASS:
-        status, score, per_ex, phrases = cases[sid]
+        status, score, per_ex, phrases = CASES[sid]
         row = class_graded["first"][sid]
         text = row["details"] + " | " + row["notes"]
         assert row["status"] == status, text
+        auto = next(k for k in row if k.startswith("autograded_of_"))
+        assert lab._num(row[auto]) == score, (sid, text)
+        assert set(per_ex) <= set(row), (sid, sorted(row))
         for ex, points in per_ex.items():
             assert lab._num(row[ex]) == points, (sid, ex, text)
         for phrase in phrases:
@@ -217,6 +250,14 @@ def test_a_killed_worker_costs_a_rerun_and_each_student_is_written_once(class_gr
     said = [ln.split(":")[0].strip() for ln in lines]
     assert sorted(said) == sorted(CLASS), lines  # once each, the killed one included
     assert class_graded["killed"] in CLASS  # and graded as serially (the test above)
+
+
+@slow
+def test_a_killed_workers_grading_stops_with_it(class_graded):
+    """The killed worker's nbgrader and the kernel it started do not grade on, unseen, to
+    their own limits: they stop within seconds (nbgrader watches the worker that
+    started it)."""
+    assert class_graded["orphaned_s"] < 10, class_graded["orphaned_s"]
 
 
 @slow

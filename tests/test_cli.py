@@ -191,6 +191,7 @@ def test_lab_with_a_misspelt_layer_names_the_closest_layers(own_network, tmp_pat
     assert not list(tmp_path.iterdir())  # refused before any work
 
 
+@pytest.mark.slow  # three runs of the command (12-15 s)
 def test_lab_with_weights_of_another_network_says_which_keys_differ(own_network, tmp_path):
     data, _ = own_network
     ten = _resnet_weights(tmp_path / "ten.pt", num_classes=10)
@@ -204,6 +205,7 @@ def test_lab_with_weights_of_another_network_says_which_keys_differ(own_network,
     assert r.returncode == 2 and "missing from the file: layer1.2.conv1.weight" in r.stderr
 
 
+@pytest.mark.slow  # three runs of the command (12-15 s)
 def test_lab_flags_of_your_own_network_need_model_and_weights(own_network, tmp_path):
     data, _ = own_network
     r = run("lab", "--layer", "layer3", "--out", str(tmp_path))
@@ -233,6 +235,7 @@ class OneConv(nn.Module):
 '''
 
 
+@pytest.mark.slow  # three runs of the command (12-15 s)
 def test_lab_on_a_network_of_your_own_says_which_sections_do_not_apply(own_network,
                                                                         tmp_path):
     """A function of yours with one conv layer and 5 outputs for 3 classes: the second

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.data import normalize
+from cnnlab.data import COLOR_SQRT, normalize
 from cnnlab.featvis import (
-    COLOR_SQRT,
     Synthesis,
     fourier_scale,
     random_transform,
@@ -136,6 +135,7 @@ REAL_ARCHIVE = Path(os.environ.get("CNNLAB_DATA") or Path(__file__).resolve().pa
 
 
 @pytest.mark.realdata
+@pytest.mark.slow  # reads the 50,000 training images
 @pytest.mark.skipif(not REAL_ARCHIVE.exists(),
                     reason=f"real CIFAR-10 archive not found at {REAL_ARCHIVE}")
 def test_colour_matrix_is_the_square_root_of_cifar_colour_covariance():

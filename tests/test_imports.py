@@ -113,3 +113,70 @@ def test_no_import_runs_up_a_layer():
     edges = {p.stem: (imports_of(p) & modules) - {p.stem} for p in PACKAGE.glob("*.py")}
     assert "data" in edges["lab"] and "_pixels" in edges["probe"]  # the graph was really read
     assert upward(edges) == []
+
+
+# --- the analyses know nothing of the course ---------------------------------------------
+
+#: CIFAR-10's class names: the course's data, which no analysis may spell out.
+CIFAR_NAMES = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck"}
+
+
+#: The course's facts that the analyses read from :mod:`cnnlab.config`, never define.
+COURSE_FACTS = {"CLASSES", "IMAGE_SIDE", "COLOR_SQRT"}
+
+
+def course_mentions(source: str) -> list[str]:
+    """What in ``source``'s code (not its prose) belongs to the course: an identifier
+    naming the course or CIFAR (``COURSE_SIDE``, ``cifar_mean``), a CIFAR-10 class name
+    as a string, 32 (CIFAR-10's image side) as a module constant or a default, and a
+    module constant named as one of the configuration's course facts (:data:`COURSE_FACTS`)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Module):
+            found += [f"line {t.lineno}: {t.id} defined" for s in node.body
+                      if isinstance(s, (ast.Assign, ast.AnnAssign))
+                      for t in (s.targets if isinstance(s, ast.Assign) else [s.target])
+                      if isinstance(t, ast.Name) and t.id in COURSE_FACTS]
+        names = []
+        if isinstance(node, ast.Name):
+            names = [node.id]
+        elif isinstance(node, ast.Attribute):
+            names = [node.attr]
+        elif isinstance(node, ast.alias):
+            names = [node.name, node.asname or ""]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = [node.name]
+        elif isinstance(node, (ast.arg, ast.keyword)):
+            names = [node.arg or ""]
+        found += [f"line {node.lineno}: {n}" for n in names
+                  if "course" in n.lower() or "cifar" in n.lower()]
+        if isinstance(node, ast.Constant) and node.value in CIFAR_NAMES:
+            found.append(f"line {node.lineno}: {node.value!r}")
+        constants = []
+        if isinstance(node, ast.Module):
+            constants = [s.value for s in node.body if isinstance(s, (ast.Assign, ast.AnnAssign))]
+        elif isinstance(node, ast.arguments):
+            constants = node.defaults + [d for d in node.kw_defaults if d is not None]
+        found += [f"line {c.lineno}: {c.value}" for c in constants
+                  if isinstance(c, ast.Constant) and type(c.value) is int and c.value == 32]
+    return found
+
+
+def test_the_course_check_finds_each_kind_of_mention():
+    planted = ("from .config import COURSE_SIDE\nCIFAR_MEAN = 0.5\nSIDE = 32\n"
+               "def f(x, image_size=32, *, n=10):\n    return x.cifar, 'truck'\n"
+               "def g(course=1):\n    '''A cat, 32 pixels, the course network.'''\n"
+               "COLOR_SQRT = torch.eye(3)\n")
+    assert sorted(course_mentions(planted)) == [
+        "line 1: COURSE_SIDE", "line 2: CIFAR_MEAN", "line 3: 32", "line 4: 32",
+        "line 5: 'truck'", "line 5: cifar", "line 6: course", "line 8: COLOR_SQRT defined"]
+
+
+def test_no_analysis_holds_a_course_constant():
+    """The analyses take image sides, colours and class names from the configuration,
+    a probe or the data they are given (``cnnlab/_layers.py``)."""
+    analyses = LAYERS["analyses"]
+    assert "occlusion" in analyses and "featvis" in analyses  # the table was really read
+    found = {m: course_mentions((PACKAGE / f"{m}.py").read_text()) for m in analyses}
+    assert {m: f for m, f in found.items() if f} == {}
