@@ -16,6 +16,7 @@ Every grading path (``nbgrader autograde``, formgrader's Autograde button,
   and a 0 this step gave earlier is lifted again when the answer now holds;
 - :func:`finish` (``Autograde.post_convert_hook``): removes the runtime folder;
 - :class:`HideHiddenTests` (feedback): no hidden test source, nor any output quoting one;
+- :class:`AltText` (feedback): every image output gets alternative text (:func:`alt_text`);
 - :class:`CnnlabExport` (``ExportApp.plugin_class``): ``nbgrader export`` writes the
   course's CSV (status, exercises, written answers, total, details).
 
@@ -424,7 +425,7 @@ class Recheck(NbGraderPreprocessor):
         need = {n for ex in found for n in ex.args if n not in ex.answers}
         trusted = rc.trusted_values(source, need, course_model(s["checkpoint"]), lambda: (
             _test_images(s["profile"], s.get("data"), s.get("source") or "auto")))
-        results = rc.recheck(resources.get("cnnlab_export") or {}, found, trusted)
+        results = rc.recheck(resources.get("cnnlab_export") or {}, found, trusted, nb)
         earlier = set(read_status(COURSE, sid).get("overrides") or [])  # kept by Repair
         refuted = []
         with Gradebook(resources["nbgrader"]["db_url"]) as gb:
@@ -486,6 +487,64 @@ class HideHiddenTests(ClearHiddenTests):
                 cell.outputs[k] = nbformat.v4.new_output(
                     "stream", name="stdout", text="[output removed: it quoted a hidden test]\n")
         return cell, resources
+
+
+_FIGURE_REPR = re.compile(r"^<Figure: (?P<title>.+)>$", re.S)  # cnnlab's LabFigure
+_MARKUP = re.compile(r"(?P<mark>[#*_`>]+)|!?\[(?P<text>[^\]]*)\]\([^)]*\)|<[^>]*>")
+
+
+def _first_sentence(markdown: str, limit: int = 200) -> str:
+    """The first sentence of ``markdown`` as plain text, at most ``limit`` characters."""
+    text = " ".join(_MARKUP.sub(lambda m: "" if m["mark"] else m["text"] or " ",
+                                markdown).split())
+    sentence = re.split(r"(?<=[.!?:])\s", text, maxsplit=1)[0]
+    return sentence if len(sentence) <= limit else sentence[:limit - 1].rstrip() + "…"
+
+
+def alt_text(output, cell_name: str, context: str) -> str:
+    """Alternative text for an image output: its figure's title where its ``text/plain``
+    is cnnlab's ``<Figure: title>``, its ``text/plain`` where that is not a bare repr
+    (``<Figure size 640x480 with 1 Axes>``), else "Figure of cell NAME: " and the first
+    sentence of the text above the cell (``context``)."""
+    plain = output.get("data", {}).get("text/plain", "")
+    plain = " ".join(("".join(plain) if isinstance(plain, list) else str(plain)).split())
+    found = _FIGURE_REPR.match(plain)
+    if found:
+        return found["title"]
+    if plain and not (plain.startswith("<") and plain.endswith(">")):
+        return plain
+    about = _first_sentence(context)
+    return f"Figure of cell {cell_name}" + (f": {about}" if about else "")
+
+
+def add_alt_text(nb) -> int:
+    """Give every image output of ``nb`` without alternative text one (:func:`alt_text`,
+    in its metadata, where nbconvert's HTML template reads it); how many were given."""
+    given, context = 0, ""
+    for k, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            context = cell.source
+            continue
+        name = _nbg(cell).get("grade_id") or cell.get("id") or f"{k + 1}"
+        for output in cell.get("outputs", []):
+            images = [m for m in output.get("data", {}) if m.startswith("image/")]
+            meta = output.setdefault("metadata", {})
+            for mime in images:
+                entry = meta.setdefault(mime, {})
+                if not isinstance(entry, dict) or entry.get("alt") or meta.get("alt"):
+                    continue
+                entry["alt"] = alt_text(output, name, context)
+                given += 1
+    return given
+
+
+class AltText(NbGraderPreprocessor):
+    """Feedback: alternative text on every image output (:func:`add_alt_text`), so the
+    feedback HTML has no image without it."""
+
+    def preprocess(self, nb, resources):
+        add_alt_text(nb)
+        return nb, resources
 
 
 # ---------------------------------------------------------------------------

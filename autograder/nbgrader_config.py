@@ -11,7 +11,8 @@ formgrader, export, generate_feedback) then grades the way ``cnnlab_grade.py gra
 - per-cell time limits: the instructor's locked cells get ``instructor_cell_timeout``
   (300 s), student cells ``student_cell_timeout`` (60 s), then are interrupted;
 - the answers are exported from the kernel and re-checked outside it, in the gradebook;
-- feedback never shows hidden tests; ``nbgrader export`` writes the course's CSV;
+- feedback never shows hidden tests, and every figure in it has alternative text;
+  ``nbgrader export`` writes the course's CSV;
 - what a student wrote is inert wherever the instructor looks at it (``inert.py``): the
   autograded notebook is stored that way, and every HTML export (formgrader's
   manual-grading page, the feedback) makes it so again before rendering.
@@ -68,7 +69,7 @@ c.Autograde.autograde_preprocessors = [course.AddGradingCells, course.SandboxedE
 c.Autograde.post_convert_hook = course.finish
 
 # --- feedback and export ----------------------------------------------------------
-c.GenerateFeedback.preprocessors = [pre.GetGrades, course.HideHiddenTests,
+c.GenerateFeedback.preprocessors = [pre.GetGrades, course.HideHiddenTests, course.AltText,
                                     nbconvert_pre.CSSHTMLHeaderPreprocessor]
 c.ExportApp.plugin_class = course.CnnlabExport
 # formgrader's manual-grading pages and the feedback HTML: student work made inert again,

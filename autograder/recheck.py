@@ -16,7 +16,11 @@ autograded exercise itself, with values it trusts:
   following links (:func:`read_export`). A network answer (``extractor``) is exported
   as its output on the fixed probe batch the checks use, and replayed.
 
-The genuine checks (the grader's own ``cnnlab.checks``) then judge those values.
+The genuine checks (the grader's own ``cnnlab.checks``) then judge those values. An
+answer that must be read from the model, not typed in (``checks.READ_NOT_TYPED``:
+``n_filters``), is also judged on the submitted notebook's code, without running it: the
+last cell before the test that assigns it (:func:`answer_source`), by the rule the kernel's
+check applies to the cell it ran (``checks.check_read_not_typed``).
 """
 
 from __future__ import annotations
@@ -226,10 +230,25 @@ def _value(name: str, entry: dict):
     return Replay()
 
 
-def recheck(exported: dict, found: list[Exercise], trusted: dict
+def answer_source(submitted, test_id: str, name: str) -> str | None:
+    """The code of the last cell before the test cell ``test_id`` of the submitted
+    notebook that assigns ``name`` (the cell the kernel ran last for it), or None."""
+    from cnnlab import checks
+
+    before = []
+    for c in submitted.cells:
+        if nbgrader_meta(c).get("grade_id") == test_id:
+            break
+        if c.cell_type == "code" and checks.assigns(c.source, name):
+            before.append(c.source)
+    return before[-1] if before else None
+
+
+def recheck(exported: dict, found: list[Exercise], trusted: dict, submitted
             ) -> dict[str, tuple[bool, str]]:
     """Judge the exported answers (test id -> the export after that test, or None) with
-    the genuine checks: test id -> (passed, message)."""
+    the genuine checks, and the code of answers read, not typed, in the ``submitted``
+    notebook: test id -> (passed, message)."""
     from contextlib import redirect_stdout
 
     from cnnlab import checks
@@ -244,6 +263,9 @@ def recheck(exported: dict, found: list[Exercise], trusted: dict
                       _value(a, answers.get(a, {"kind": "missing"})) for a in ex.args]
             with redirect_stdout(io.StringIO()):
                 getattr(checks, ex.check)(*values)
+            if ex.check in checks.READ_NOT_TYPED:
+                name = checks.READ_NOT_TYPED[ex.check]
+                checks.check_read_not_typed(answer_source(submitted, ex.test_id, name), name)
             results[ex.test_id] = (True, "")
         except AssertionError as exc:
             results[ex.test_id] = (False, (str(exc).splitlines() or ["AssertionError"])[0])

@@ -54,7 +54,7 @@ STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 CORRECT = [
     {"ex1_answer": "n_filters = model[0].out_channels", "ex2_answer": "conv2_weights = model[2].weight",
      "ex4_answer": "extractor = model[:14]", "ex5_answer": "units = [1, 2, 4, 14, 23, 29, 127]"},
-    {"ex1_answer": "n_filters = 32", "ex2_answer": "conv2_weights = model[2].weight.detach().numpy()",
+    {"ex1_answer": "n_filters = len(model[0].weight)", "ex2_answer": "conv2_weights = model[2].weight.detach().numpy()",
      "ex4_answer": "extractor = model[:-3]", "ex5_answer": "units = (1, 2, 4, 14, 23, 29, 0)"},
 ]
 WRONG = {"ex1_answer": "n_filters = 3", "ex2_answer": "conv2_weights = model[0].weight",

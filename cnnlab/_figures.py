@@ -5,14 +5,24 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 
 
+class LabFigure(Figure):
+    """A matplotlib Figure whose text form names what it shows (:func:`describe`):
+    ``<Figure: title>``, the ``text/plain`` beside its image in a notebook, read back as
+    the image's alternative text where the notebook is turned into HTML."""
+
+    def __repr__(self) -> str:
+        text = describe(self)
+        return f"<Figure: {text}>" if text else super().__repr__()
+
+
 def new_figure(fig: Figure | None, figsize: tuple[float, float]) -> Figure:
-    """``fig`` cleared for reuse, or a new Figure that pyplot does not track.
+    """``fig`` cleared for reuse, or a new :class:`LabFigure` that pyplot does not track.
 
     Plot functions draw into what this returns, so nothing piles up in pyplot's
     list of open figures; Jupyter still displays a returned Figure.
     """
     if fig is None:
-        return Figure(figsize=figsize, layout="constrained")
+        return LabFigure(figsize=figsize, layout="constrained")
     fig.clear()
     return fig
 
@@ -49,3 +59,20 @@ def set_alt(fig: Figure, text: str) -> Figure:
 def alt_text(fig: Figure) -> str | None:
     """The alternative text :func:`set_alt` attached to ``fig``, or None."""
     return getattr(fig, ALT_ATTRIBUTE, None)
+
+
+def describe(fig: Figure) -> str:
+    """Alternative text for ``fig``: what :func:`set_alt` attached, else its title
+    (``suptitle``), else its axes' titles (the first three different ones, joined by
+    "; "); "" for a figure with no title at all."""
+    if alt_text(fig):
+        return alt_text(fig)
+    suptitle = getattr(fig, "_suptitle", None)
+    if suptitle is not None and suptitle.get_text().strip():
+        return " ".join(suptitle.get_text().split())
+    titles = []
+    for ax in fig.axes:
+        text = " ".join(ax.get_title().split())
+        if text and text not in titles:
+            titles.append(text)
+    return "; ".join(titles[:3])

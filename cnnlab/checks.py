@@ -8,7 +8,11 @@ answer.
 
 from __future__ import annotations
 
+import ast
+import builtins
 import numbers
+import re
+import sys
 
 import numpy as np
 import torch
@@ -44,10 +48,164 @@ def _numeric_tensor(answer, name: str, what: str) -> torch.Tensor:
     return answer
 
 
+#: The names of answers that must be read from the model, not typed in, by check.
+READ_NOT_TYPED = {"check_exercise_1": "n_filters"}
+
+# Names that carry no information from the model: builtins (but those that reach any
+# value by name or run code) and the modules a lesson cell may convert with.
+_NO_INFORMATION = (set(dir(builtins)) - {"eval", "exec", "compile", "globals", "locals",
+                                         "vars", "getattr", "__import__", "open", "input"}
+                   ) | {"np", "numpy", "torch", "math"}
+
+
+def _assignments(tree: ast.AST, name: str) -> list[ast.expr]:
+    """The values assigned to ``name`` (``=``, ``: T =``) anywhere in ``tree``, in
+    source order."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            found.append(node.value)
+    return sorted(found, key=lambda v: (v.lineno, v.col_offset))
+
+
+#: Magics that run the Python code they are given (``%time n = 32``, ``%%capture``).
+_CODE_MAGICS = {"time", "timeit", "capture", "prun"}
+
+
+def _parse_cell(source: str) -> ast.Module | None:
+    """A cell's code as a syntax tree, or None. IPython magics are translated first
+    (as the kernel runs them), and the code a magic of ``_CODE_MAGICS`` runs is added
+    at the magic's place, so that ``%time n_filters = 32`` assigns like the line alone."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        try:
+            from IPython.core.inputtransformer2 import TransformerManager
+
+            tree = ast.parse(TransformerManager().transform_cell(source))
+        except Exception:  # not Python even for IPython, or no IPython: nothing to judge
+            return None
+    for call in [n for n in ast.walk(tree) if isinstance(n, ast.Call)]:
+        args = call.args
+        if getattr(call.func, "attr", None) in ("run_line_magic", "run_cell_magic") and \
+                len(args) >= 2 and all(isinstance(a, ast.Constant) and isinstance(a.value, str)
+                                       for a in args) and args[0].value in _CODE_MAGICS:
+            # a line magic's options first (%timeit -n 1 -r1 code): then its code
+            code = args[-1].value if call.func.attr == "run_cell_magic" else \
+                re.sub(r"^\s*(?:-\w+(?:\s+\d+)?\s+)*", "", args[-1].value)
+            inner = _parse_cell(code)
+            for node in ast.walk(inner) if inner is not None else ():
+                if hasattr(node, "lineno"):  # at the magic's place, in their own order
+                    node.col_offset = call.col_offset + 1 + node.lineno * 10_000 + node.col_offset
+                    node.lineno = call.lineno
+            tree.body += inner.body if inner is not None else []
+    return tree
+
+
+def assigns(source: str, name: str) -> bool:
+    """Whether the cell code ``source`` assigns ``name``."""
+    tree = _parse_cell(source)
+    return tree is not None and bool(_assignments(tree, name))
+
+
+def typed_in(source: str, name: str) -> bool:
+    """Whether the cell code ``source`` types the value of ``name`` in, rather than
+    reading it from something.
+
+    The last assignment to ``name`` in the cell is judged: it is typed in when its
+    expression holds a literal and otherwise only literals, builtins (``int``,
+    ``len``...), ``np``, ``torch`` and ``math``, and names the same cell assigns that
+    way (``n = 32``; then ``n_filters = n``). ``32``, ``int("32")``, ``np.int64(16 * 2)`` are typed in;
+    ``model[0].out_channels``, ``len(model[0].weight)`` or a name set in another cell
+    are read. A cell that does not parse or does not assign ``name`` is not judged
+    (False).
+    """
+    tree = _parse_cell(source)
+    values = _assignments(tree, name) if tree is not None else []
+    if not values:
+        return False
+
+    def sources(expr: ast.expr, seen: frozenset) -> list[ast.expr] | None:
+        """``expr`` and the values of the names it uses, or None if it reads one."""
+        used = [expr]
+        for node in ast.walk(expr):
+            if not isinstance(node, ast.Name) or node.id in _NO_INFORMATION:
+                continue
+            earlier = [v for v in _assignments(tree, node.id) if v.lineno <= expr.lineno]
+            more = (sources(earlier[-1], seen | {node.id})
+                    if earlier and node.id not in seen else None)
+            if more is None:
+                return None
+            used += more
+        return used
+
+    used = sources(values[-1], frozenset({name}))
+    return used is not None and any(isinstance(n, ast.Constant) and n.value is not None
+                                    for e in used for n in ast.walk(e))
+
+
+def _last_cell_assigning(name: str) -> str | None:
+    """In an IPython kernel, the code of the last cell run that assigns ``name``;
+    None elsewhere (plain Python) or when no cell did."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    history = getattr(shell, "user_ns", {}).get("In") if shell is not None else None
+    return next((s for s in reversed(history or []) if assigns(s, name)), None)
+
+
+def check_read_not_typed(source: str | None, name: str) -> None:
+    """A teaching failure when ``source``, the cell that answers ``name``, types its
+    value in (:func:`typed_in`); ``source`` None: nothing to judge.
+
+    Raises:
+        AssertionError: the value is typed in.
+    """
+    if source is not None and typed_in(source, name):
+        _fail(f"{name} is typed in as a number. Read it from the layer instead, through "
+              "one of its attributes, so that your code still answers for another "
+              "network.")
+
+
+def needs(*names: str) -> None:
+    """Stop a lesson cell with a teaching message when a name it uses is not ready: not
+    defined, because the cell above that makes it stopped (an answer not written, or not
+    right yet), or still None (an answer not written).
+
+    Looks the names up among the calling cell's globals (the notebook's variables).
+
+    Raises:
+        AssertionError: naming the names that are not ready, and what to do.
+
+    Example:
+        >>> checks.needs("features", "top")  # doctest: +SKIP
+    """
+    scope = sys._getframe(1).f_globals
+    missing = [n for n in names if scope.get(n) is None]
+    if missing:
+        listed = ", ".join(f"`{n}`" for n in missing)
+        one = len(missing) == 1
+        _fail(f"{listed} {'is' if one else 'are'} not ready yet: the cell above that makes "
+              f"{'it' if one else 'them'} stopped, or an answer it needs is still empty. Go "
+              "up to the first cell that stopped with a message, fix what it says, then run "
+              "the cells from there down again.")
+
+
 def check_exercise_1(answer, model: nn.Module) -> None:
     """Exercise 1: the number of filters of the first conv layer.
 
-    Accepts an int, a NumPy integer or a 0-d integer tensor.
+    Accepts an int, a NumPy integer or a 0-d integer tensor, read from the layer: in
+    an IPython kernel, the last cell run that assigns ``n_filters`` must not type it in
+    (:func:`check_read_not_typed`; the grader applies the same rule to the submitted
+    cell).
     """
     if answer is None or answer is Ellipsis:
         _fail("answer is still empty: replace None (or ...) with your answer, a number.")
@@ -59,6 +217,8 @@ def check_exercise_1(answer, model: nn.Module) -> None:
     if isinstance(answer, (bool, np.bool_)) or not isinstance(answer, numbers.Integral):
         _fail(f"answer = {answer!r} ({type(answer).__name__}) is not a whole number. "
               "A number of filters is an int, like 7.")
+    name = READ_NOT_TYPED["check_exercise_1"]
+    check_read_not_typed(_last_cell_assigning(name), name)
     _, conv = _first(model, nn.Conv2d)
     if answer == conv.out_channels:
         print("Exercise 1: correct.")

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._figures import describe
 from ._io import atomic_write
 from .activations import extract_features, firing_stats, plot_firing, plot_top_k, top_k
 from .attribution import relu_calls
@@ -238,6 +239,7 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
     seconds: dict[str, float] = {}
     skipped: dict[str, str] = {}
     written: list[str] = []
+    titles: dict[str, str] = {}  # stem -> the figure's own title, its alternative text
 
     @contextmanager
     def stage(name: str):
@@ -250,6 +252,7 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
     def save(fig, stem: str) -> None:
         _save(fig, out / f"{stem}.png")
         written.append(stem)
+        titles[stem] = describe(fig)
 
     def skip(stem: str, why: str) -> None:
         skipped[stem] = why
@@ -417,6 +420,8 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
         "total_seconds": round(sum(seconds.values()), 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "figures": {f"{stem}.png": captions[stem] for stem in captions if stem in written},
+        "figure_alt": {f"{stem}.png": titles[stem] or captions[stem]
+                       for stem in captions if stem in written},
         "skipped": skipped,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -458,8 +463,9 @@ def render_index(summary: dict) -> str:
     skipped = "".join(f"<li>{html.escape(stem)}: {html.escape(why)}</li>"
                       for stem, why in summary["skipped"].items())
     skipped = f"<p>Sections skipped:</p><ul>{skipped}</ul>" if skipped else ""
+    alts = summary.get("figure_alt", {})
     figures = "".join(
-        f'<figure><img src="{html.escape(name)}" alt="{html.escape(name)}">'
+        f'<figure><img src="{html.escape(name)}" alt="{html.escape(alts.get(name) or caption)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         for name, caption in summary["figures"].items()
     )

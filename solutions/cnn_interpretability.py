@@ -318,6 +318,7 @@ checks.check_exercise_4(extractor, model, quiet=True)  # a wrong extractor stops
 features = cnnlab.extract_features(extractor, test.images)
 
 # %% id="features_shape" nbgrader={"grade": false, "grade_id": "features_shape", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("features")  # a hint, not a NameError, if a cell above stopped
 print("one row per test image:", features.shape[0] == len(test))
 print("one column per unit:   ", features.shape[1])
 print("type of the numbers:   ", features.dtype)
@@ -385,6 +386,7 @@ checks.check_exercise_10(hooked, model, ex10_images)
 # the ReLU that follows the `Linear` layer, so features can also be negative.)
 
 # %% id="class_means" nbgrader={"grade": false, "grade_id": "class_means", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("features")
 labels = test.labels.numpy()
 typical, spread = features.mean(axis=0), features.std(axis=0) + 1e-6
 per_class = np.stack([(features[labels == c].mean(axis=0) - typical) / spread
@@ -416,6 +418,7 @@ fig
 # `cnnlab/activations.py`.)
 
 # %% id="firing" nbgrader={"grade": false, "grade_id": "firing", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("features")
 firing = cnnlab.firing_stats(features)
 print(f"{len(firing.dead)} of {features.shape[1]} units never fire on these "
       f"{len(test):,} test images:", firing.dead.tolist())
@@ -482,6 +485,7 @@ checks.check_exercise_11(ranked, model, ex11_images, ex11_unit, ex11_k)
 # first.
 
 # %% id="topk" nbgrader={"grade": false, "grade_id": "topk", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("features")
 top = cnnlab.top_k(features, k=config.top_k)
 print("top has shape", top.shape, "= (images per unit, units)")
 print("the 3 test images unit 0 likes best:", top[:3, 0])
@@ -495,6 +499,7 @@ print("the 3 test images unit 0 likes best:", top[:3, 0])
 
 # %% id="ex5_broken" nbgrader={"grade": false, "grade_id": "ex5_broken", "locked": true, "schema_version": 3, "solution": false, "task": false}
 units = [1, 2, 4, 14, 23, 29, 128]
+checks.needs("top")
 try:
     fig = cnnlab.plot_top_k(test.images, top, units)
 except ValueError as error:
@@ -523,6 +528,7 @@ checks.check_exercise_5(units)
 # (`cnnlab.plot_top_k`, in `cnnlab/activations.py`):
 
 # %% id="topk_plot" nbgrader={"grade": false, "grade_id": "topk_plot", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("top")
 cnnlab.plot_top_k(test.images, top, units)
 
 # %% [markdown] id="topk_dead_md" nbgrader={"grade": false, "grade_id": "topk_dead_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -530,7 +536,8 @@ cnnlab.plot_top_k(test.images, top, units)
 # column holds its least negative images, not images that excite it.
 
 # %% id="topk_dead" nbgrader={"grade": false, "grade_id": "topk_dead", "locked": true, "schema_version": 3, "solution": false, "task": false}
-for unit in units:
+checks.needs("features", "top", "firing")
+for unit in cnnlab.validate_units(units, features.shape[1]):
     best = features[top[0, unit], unit]
     state = "dead: never positive" if unit in firing.dead else "fires"
     print(f"unit {unit:3d}: best value {best:+.2f}, positive on {firing.rate[unit]:5.1%} "
@@ -550,6 +557,7 @@ for unit in units:
 # %% id="topk_explore" tags=["nbval-ignore-output"]
 from cnnlab import widgets
 
+checks.needs("features", "extractor")
 widgets.unit_explorer(test.images, features, k=config.top_k, extractor=extractor)
 
 # %% [markdown] id="occlusion_md" nbgrader={"grade": false, "grade_id": "occlusion_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -570,6 +578,7 @@ widgets.unit_explorer(test.images, features, k=config.top_k, extractor=extractor
 # images, and `cnnlab.plot_occlusion` draws them, both in `cnnlab/occlusion.py`.
 
 # %% id="occlusion" nbgrader={"grade": false, "grade_id": "occlusion", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("extractor", "top")
 maps = cnnlab.top_k_occlusion(extractor, test.images, top, units,
                               size=config.occluder, stride=config.stride)
 print("maps has shape", maps.shape, "= (top images, units, positions down, positions across)")
@@ -582,6 +591,7 @@ print("maps has shape", maps.shape, "= (top images, units, positions down, posit
 # them). Position `p` is the map's cell `[p // 7, p % 7]`.
 
 # %% id="occluded_images" nbgrader={"grade": false, "grade_id": "occluded_images", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("top")
 positions = [0, 10, 24, 38, 48]
 occluded = cnnlab.occluded_images(test.images[top[0, units[0]]], config.occluder,
                                   config.stride, positions=positions)
@@ -595,6 +605,7 @@ cnnlab.plot_occluded(occluded, labels=[f"cell [{p // 7}, {p % 7}]" for p in posi
 # the three steps for the first unit's best image:
 
 # %% id="occlusion_one" nbgrader={"grade": false, "grade_id": "occlusion_one", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("top", "maps")
 unit = units[0]
 image = test.images[top[0, unit]]
 omap = maps[0, 0]  # its best image (row 0), the first unit (column 0)
@@ -620,6 +631,7 @@ fig
 # And now the top-10 grid of section 3 again, every image seen through its own mask:
 
 # %% id="occlusion_plot" nbgrader={"grade": false, "grade_id": "occlusion_plot", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("top", "maps")
 cnnlab.plot_occlusion(test.images, top, units, maps,
                       sigma=config.sigma, threshold=config.threshold)
 
@@ -633,6 +645,7 @@ cnnlab.plot_occlusion(test.images, top, units, maps,
 # %% id="occlusion_explore" tags=["nbval-ignore-output"]
 from cnnlab import widgets
 
+checks.needs("extractor", "features")
 widgets.occlusion_explorer(extractor, test.images, features, units, k=config.top_k)
 
 # %% [markdown] id="ex6_md" nbgrader={"grade": false, "grade_id": "ex6_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -689,6 +702,7 @@ widgets.occlusion_explorer(extractor, test.images, features, units, k=config.top
 # about half a minute on a laptop's CPU for 10,000 points.
 
 # %% id="tsne" nbgrader={"grade": false, "grade_id": "tsne", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("features")
 xy = cnnlab.embed(features, pca_dims=config.pca_dims, seed=config.seed,
                   max_iter=config.tsne_iter, perplexity=config.perplexity)
 cnnlab.plot_embedding(xy, test.labels, test.classes)
@@ -702,6 +716,7 @@ cnnlab.plot_embedding(xy, test.labels, test.classes)
 # %% id="tsne_explore" tags=["nbval-ignore-output"]
 from cnnlab import widgets
 
+checks.needs("xy")
 widgets.embedding_explorer(xy, test.labels, test.classes, test.images)
 
 # %% [markdown] id="confusion_md" nbgrader={"grade": false, "grade_id": "confusion_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -791,6 +806,7 @@ cnnlab.plot_confusion(result.confusion, test.classes, result.per_class_accuracy)
 # `cnnlab/featvis.py` (the synthesized images). This takes a few seconds.
 
 # %% id="views" nbgrader={"grade": false, "grade_id": "views", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("top")
 views = cnnlab.unit_views(model, test.images, top, units, k=config.top_k)
 print("gradient maps:    ", views.maps["gradient"].shape, "= (units, top images, 32, 32)")
 print("contribution maps:", views.maps["contribution"].shape, "= (units, top images, 8, 8)")
@@ -804,6 +820,7 @@ print("synthesized:      ", tuple(views.synthesized.shape), "= one image per uni
 # `cnnlab/views.py`.)
 
 # %% id="views_plot" nbgrader={"grade": false, "grade_id": "views_plot", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("views")
 cnnlab.plot_unit_views(views)
 
 # %% [markdown] id="views_look" nbgrader={"grade": false, "grade_id": "views_look", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -873,6 +890,7 @@ checks.check_exercise_12(gradient, model, ex12_image, ex12_unit)
 # unit positive, it probably does.
 
 # %% id="dead_views" nbgrader={"grade": false, "grade_id": "dead_views", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("features", "views")
 dead = set(cnnlab.dead_units(features).tolist())
 for row, unit in enumerate(views.units):
     best, reached = views.activation[row, 0], views.synthesized_activation[row]
@@ -983,6 +1001,7 @@ assert np.allclose(_given, _expected, rtol=1e-3, atol=1e-4 * (np.abs(_expected).
 # %% id="sanity" nbgrader={"grade": false, "grade_id": "sanity", "locked": true, "schema_version": 3, "solution": false, "task": false}
 from cnnlab import sanity
 
+checks.needs("extractor", "views")
 sanity_images, sanity_targets, sanity_maps = views.batch(2)  # 2 best images per unit
 randomization = sanity.cascading_randomization(extractor, sanity_images, sanity_targets)
 sanity.plot_randomization(randomization)
@@ -1011,11 +1030,13 @@ sanity.plot_randomization(randomization)
 # images as the sanity check.)
 
 # %% id="faithfulness_black" nbgrader={"grade": false, "grade_id": "faithfulness_black", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("extractor", "sanity_maps")
 black = sanity.faithfulness(extractor, sanity_images, sanity_targets, sanity_maps,
                             fill="black")
 sanity.plot_faithfulness(black)
 
 # %% id="faithfulness_blur" nbgrader={"grade": false, "grade_id": "faithfulness_blur", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("extractor", "sanity_maps")
 blur = sanity.faithfulness(extractor, sanity_images, sanity_targets, sanity_maps,
                            fill="blur")
 sanity.plot_faithfulness(blur)
@@ -1040,6 +1061,7 @@ sanity.plot_faithfulness(blur)
 # %% id="views_explore" tags=["nbval-ignore-output"]
 from cnnlab import widgets
 
+checks.needs("features", "views")
 widgets.attribution_explorer(model, test.images, features, k=config.top_k, views=views)
 
 # %% [markdown] id="ex9_md" nbgrader={"grade": false, "grade_id": "ex9_md", "locked": true, "schema_version": 3, "solution": false, "task": false}

@@ -329,7 +329,8 @@ SUBMISSIONS = {
     "rebind": lambda: right(ex1_answer="model = cnnlab.build_model()\nn_filters = 32",
                             ex2_answer="conv2_weights = model[2].weight.detach()"),
     "exporter": lambda: right(ex1_answer="import os\nos.symlink('/etc/hostname', os.environ["
-                                         "'CNNLAB_RUNTIME'] + '/ex1_test.pt')\nn_filters = 32"),
+                                         "'CNNLAB_RUNTIME'] + '/ex1_test.pt')\n"
+                                         "n_filters = model[0].out_channels"),
     "edited": _edited,
     "xss": right,  # + add_xss(): scripts for the instructor's browser, honest answers
     # floods (issue 20): output, inherited stderr, files; the runtime folder, the log
@@ -364,8 +365,9 @@ CASES = {
                ["ex5_test passed inside the notebook but the re-check"]),
     "fixme": ("tampered", 9, dict(ex1=0, ex2=1, ex4=2, ex5=0, **NEW), ["ex5_test passed"]),
     # the rebound random model: the hook, the ranking and the gradient pass inside the
-    # notebook on it, and the re-check on the course model refutes each
-    "rebind": ("tampered", 2, dict(ex1=1, ex2=0, ex4=0, ex5=1, ex10=0, ex11=0, ex12=0),
+    # notebook on it, and the re-check on the course model refutes each; its n_filters
+    # is typed in, which Exercise 1's check refuses inside the notebook already
+    "rebind": ("tampered", 1, dict(ex1=0, ex2=0, ex4=0, ex5=1, ex10=0, ex11=0, ex12=0),
                ["ex2_test passed", "ex4_test passed", "ex10_test passed", "ex11_test passed",
                 "ex12_test passed"]),
     "exporter": ("tampered", TOP - 1, dict(ex1=0, ex2=1, ex4=2, ex5=1, **NEW),
@@ -732,6 +734,10 @@ def test_feedback_shows_no_hidden_test(graded):
         html[sid] = (course / "feedback" / sid / A / f"{A}.html").read_text()
         assert "check_exercise_4" in html[sid]
         assert "HIDDEN TESTS" not in html[sid] and "features holds" not in html[sid]
+        # every figure has alternative text (course.AltText): nbconvert warned of none missing
+        assert "Alternative text is missing" not in run.stdout + run.stderr, run.stderr[-3000:]
+        assert "No description has been provided for this image" not in html[sid]
+        assert 'alt="Confusion matrix (fraction of each true class)' in html[sid]
     assert "output removed: it quoted a hidden test" in html["intruder"]  # its print(In)
 
 

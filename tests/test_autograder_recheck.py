@@ -89,10 +89,60 @@ def test_recheck_runs_the_genuine_checks_on_exported_values(source):
     exported = {"ex1_test": {"n_filters": {"kind": "value", "value": 32}},
                 "ex2_test": {"conv2_weights": {"kind": "value", "value": model[0].weight.detach()}},
                 "ex5_test": None}  # nothing came back
-    results = rc.recheck(exported, found, {"model": model})
+    results = rc.recheck(exported, found, {"model": model}, source)
     assert results["ex1_test"] == (True, "")
     assert results["ex2_test"][0] is False and "first layer" in results["ex2_test"][1]
     assert results["ex5_test"] == (False, "no answers came back from the kernel to re-check")
+
+
+def _with_answer(nb, grade_id, code):
+    """A copy of ``nb`` whose cell ``grade_id`` holds ``code``."""
+    import copy
+
+    nb = copy.deepcopy(nb)
+    next(c for c in nb.cells if rc.nbgrader_meta(c).get("grade_id") == grade_id).source = code
+    return nb
+
+
+@pytest.mark.parametrize("code, passed", [
+    ("n_filters = 32", False),
+    ('n_filters = int("32")', False),
+    ("n = 32\nn_filters = n", False),
+    ("n_filters = None\n%time n_filters = 32", False),
+    ("n_filters = None\n%time n_filters = model[0].out_channels", True),
+    ("n_filters = model[0].out_channels", True),
+    ("n_filters = model[0].weight.shape[0]", True),
+    ("import numpy as np\nn_filters = np.int64(model[0].weight.shape[0])", True),
+    ("n_filters = len(model[0].weight)", True),
+    ("n_filters = int(model[0].out_channels)", True),
+])
+def test_recheck_refutes_a_typed_in_exercise_1_from_the_submitted_code(source, code, passed):
+    """The kernel exported the right number, 32: the submitted answer cell decides, by
+    the rule the kernel's check applies (a faked pass of a typed 32 is refuted)."""
+    import cnnlab
+    torch.manual_seed(0)
+    model = cnnlab.build_model().eval()
+    found = [ex for ex in rc.exercises(source) if ex.test_id == "ex1_test"]
+    exported = {"ex1_test": {"n_filters": {"kind": "value", "value": 32}}}
+    ok, message = rc.recheck(exported, found, {"model": model},
+                             _with_answer(source, "ex1_answer", code))["ex1_test"]
+    assert ok is passed
+    if not passed:
+        assert "typed in" in message and "32" not in message
+
+
+def test_recheck_judges_the_last_cell_before_the_test_that_assigns_the_answer(source):
+    """A typed number in a later cell, before the test, is what the kernel ran last;
+    one after the test is not what the test saw."""
+    nb = _with_answer(source, "ex1_answer", "n_filters = model[0].out_channels")
+    k = next(i for i, c in enumerate(nb.cells)
+             if rc.nbgrader_meta(c).get("grade_id") == "ex1_test")
+    after = nbformat.v4.new_code_cell("n_filters = 32")
+    nb.cells.insert(k + 1, after)
+    assert rc.answer_source(nb, "ex1_test", "n_filters") == "n_filters = model[0].out_channels"
+    nb.cells.insert(k, nbformat.v4.new_code_cell("print(n_filters)\nn_filters = 32"))
+    assert rc.answer_source(nb, "ex1_test", "n_filters") == "print(n_filters)\nn_filters = 32"
+    assert rc.answer_source(nb, "ex1_test", "unassigned") is None
 
 
 def test_export_cell_and_reader_round_trip(tmp_path):
@@ -168,7 +218,7 @@ def test_a_faked_pass_of_each_new_exercise_is_refuted(source):
 
     def judge(ns):
         exported = {ex.test_id: _exported(dict(ns), ex.answers) for ex in found}
-        return rc.recheck(exported, found, trusted)
+        return rc.recheck(exported, found, trusted, source)
 
     assert judge(right) == {f"ex{n}_test": (True, "") for n in (10, 11, 12)}
     refuted = judge(wrong)

@@ -11,7 +11,7 @@ from cnnlab.activations import extract_features, top_k
 from cnnlab.attribution import gradient as lab_gradient
 from cnnlab.checks import (check_exercise_1, check_exercise_2, check_exercise_4,
                            check_exercise_5, check_exercise_8, check_exercise_10,
-                           check_exercise_11, check_exercise_12)
+                           check_exercise_11, check_exercise_12, typed_in)
 from cnnlab.data import normalize
 
 # --- Exercise 1: number of filters of the first conv layer (32) -----------------------
@@ -43,6 +43,99 @@ def test_exercise_1_rejects_without_giving_the_answer(model, answer, words):
         assert word in message
     if not isinstance(answer, (float, torch.Tensor)):
         assert "32" not in message
+
+
+TYPED_1 = ["n_filters = 32", 'n_filters = int("32")', "n_filters = np.int64(16 * 2)",
+           "n_filters = torch.tensor(32)", "n = 32\nn_filters = n",
+           "n_filters: int = 32", "n_filters = model[0].out_channels\nn_filters = 32",
+           "n_filters = None\n%time n_filters = 32",  # a magic runs the line: seen through
+           "%%capture\nn_filters = 32"]
+READ_1 = ["n_filters = model[0].out_channels", "n_filters = model[0].weight.shape[0]",
+          "n_filters = np.int64(model[0].weight.shape[0])", "n_filters = len(model[0].weight)",
+          "n_filters = int(model[0].out_channels)", "conv = model[0]\nn_filters = conv.out_channels",
+          "n_filters = None\n%time n_filters = model[0].out_channels",
+          "n_filters = None\n### BEGIN SOLUTION\nn_filters = model[0].out_channels\n"
+          "### END SOLUTION\nprint('n_filters =', n_filters)"]
+
+
+@pytest.mark.parametrize("source", TYPED_1 + ["n_filters = None\n%timeit -n 1 -r1 n_filters = 32"])
+def test_typed_in_finds_a_number_typed_in(source):
+    assert typed_in(source, "n_filters")
+
+
+@pytest.mark.parametrize("source", READ_1 + ["n_filters = None", "x = 32", "this is not code"])
+def test_typed_in_accepts_a_value_read_from_something(source):
+    assert not typed_in(source, "n_filters")
+
+
+@pytest.fixture
+def shell(model):
+    """A real IPython shell (what a notebook kernel runs), with ``model`` and ``checks``."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.user_ns.update(model=model, np=np, torch=torch)
+    shell.run_cell("from cnnlab import checks", store_history=True)
+    yield shell
+    InteractiveShell.clear_instance()
+
+
+def _run_exercise_1(shell, answer_cell: str):
+    """Run the answer cell then the test cell in ``shell``; the test cell's error."""
+    assert shell.run_cell(answer_cell, store_history=True).success
+    return shell.run_cell("checks.check_exercise_1(n_filters, model)",
+                          store_history=True).error_in_exec
+
+
+@pytest.mark.parametrize("answer_cell", TYPED_1)
+def test_exercise_1_in_a_kernel_rejects_a_typed_number_without_the_answer(shell, answer_cell):
+    error = _run_exercise_1(shell, answer_cell)
+    assert isinstance(error, AssertionError)
+    assert "typed in" in str(error) and "attribute" in str(error)
+    assert "32" not in str(error) and "out_channels" not in str(error)
+
+
+@pytest.mark.parametrize("answer_cell", READ_1)
+def test_exercise_1_in_a_kernel_accepts_a_value_read_from_the_layer(shell, answer_cell,
+                                                                     capsys):
+    assert _run_exercise_1(shell, answer_cell) is None
+    assert "Exercise 1: correct." in capsys.readouterr().out
+
+
+def test_exercise_1_in_a_kernel_judges_the_last_cell_that_assigned_the_answer(shell):
+    assert shell.run_cell("n_filters = 32", store_history=True).success
+    assert shell.run_cell("print(n_filters)", store_history=True).success  # not an answer
+    assert isinstance(_run_exercise_1(shell, "x = 1"), AssertionError)
+    assert _run_exercise_1(shell, "n_filters = model[0].out_channels") is None
+
+
+# --- needs: a lesson cell whose inputs an earlier cell did not make -----------------
+
+
+def _cell(code: str, **variables):
+    """Run ``code`` as a notebook cell would, with ``variables`` as the notebook's."""
+    from cnnlab import checks
+
+    exec(code, {"checks": checks, **variables})
+
+
+def test_needs_passes_when_every_name_is_ready():
+    _cell('checks.needs("features", "top")', features=np.zeros((2, 3)), top=np.zeros(2))
+
+
+@pytest.mark.parametrize("variables, named", [
+    ({}, ["`features`", "`top`"]),
+    ({"features": np.zeros(3)}, ["`top`"]),
+    ({"features": np.zeros(3), "top": None}, ["`top`"]),  # an empty answer is not ready
+])
+def test_needs_says_which_names_are_not_ready_and_what_to_do(variables, named):
+    with pytest.raises(AssertionError) as info:
+        _cell('checks.needs("features", "top")', **variables)
+    message = str(info.value)
+    assert all(name in message for name in named)
+    assert "not ready yet" in message and "first cell that stopped" in message
+    if len(named) == 1:
+        assert "`features`" not in message
 
 
 # --- Exercise 2: the weights of the second conv layer --------------------------------

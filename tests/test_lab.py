@@ -1,6 +1,8 @@
 """The whole lab, headless, on a tiny synthetic run: every figure, summary.json, index.html."""
 
+import html
 import json
+import re
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -62,6 +64,37 @@ def test_index_html_shows_every_figure(lab_run):
     for stem in FIGURES:
         assert f'src="{stem}.png"' in page
     assert f"{summary['accuracy']:.1%}" in page
+
+
+def test_index_html_gives_every_figure_its_title_as_alternative_text(lab_run):
+    out, summary = lab_run
+    page = (out / "figures" / "index.html").read_text()
+    images = re.findall(r"<img\b[^>]*>", page)
+    alts = dict(re.findall(r'<img src="([^"]*)" alt="([^"]*)">', page))
+    assert len(alts) == len(images)  # every image has an alt attribute
+    alts = {html.unescape(name): html.unescape(alt) for name, alt in alts.items()}
+    assert set(alts) == {f"{stem}.png" for stem in FIGURES}
+    assert alts == summary["figure_alt"]
+    for name, alt in alts.items():  # words about the figure, not its file name
+        assert alt and name not in alt and len(alt.split()) >= 3, (name, alt)
+    # the figure's own title, as drawn (the confusion matrix names its accuracy)
+    assert f"overall accuracy {summary['accuracy']:.1%}" in alts["confusion.png"]
+    assert alts["randomization.png"].startswith("Cascading randomisation")
+
+
+def test_describe_reads_alt_text_then_titles():
+    from matplotlib.figure import Figure
+
+    from cnnlab._figures import LabFigure, describe, set_alt
+
+    fig = LabFigure()
+    assert describe(fig) == "" and repr(fig).startswith("<LabFigure size")
+    for title in ("left", "right", "left", "", "four", "five"):
+        fig.add_subplot().set_title(title)
+    assert describe(fig) == "left; right; four"
+    fig.suptitle("The  whole\nfigure")
+    assert describe(fig) == "The whole figure" and repr(fig) == "<Figure: The whole figure>"
+    assert describe(set_alt(Figure(), "said")) == "said"
 
 
 def test_second_run_reuses_the_checkpoint(lab_run, tmp_path):

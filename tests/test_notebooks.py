@@ -576,6 +576,27 @@ def _errors(nb) -> dict[str, str]:
     return found
 
 
+#: Exceptions a cnnlab message is raised as (a check's hint, a bad argument).
+TEACHING_ERRORS = ("AssertionError", "ValueError", "TypeError")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+FRAME = re.compile(r"^\s*(?:File (?P<path>\S+?):\d+|Cell In\[)", re.M)
+
+
+def _every_error(nb) -> list[tuple[str, str, str, str]]:
+    """(cell id, exception name, message, where it was raised) of every error output;
+    where: the file of the innermost frame of its traceback, or "cell" for the cell's
+    own code."""
+    found = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.output_type == "error":
+                frames = [m for entry in output.traceback
+                          for m in FRAME.finditer(ANSI.sub("", entry))]
+                where = (frames[-1]["path"] or "cell") if frames else "unknown"
+                found.append((cell.id, output.ename, output.evalue, where))
+    return found
+
+
 def _stdout(cell) -> str:
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
@@ -632,3 +653,15 @@ def test_untouched_lesson_fails_every_test_cell(notebook_env, tmp_path, monkeypa
     # the features cell checks the extractor first: a hint, not a traceback from torch
     assert errors["features"].startswith("AssertionError: extractor is still empty"), \
         errors["features"]
+    # every error a student sees is cnnlab's own message (raised inside cnnlab: a check's
+    # hint, or an earlier cell's result not ready yet), or an unanswered cell's stub
+    raised = _every_error(nb)
+    assert len(raised) >= len(errors)
+    foreign = [(cell_id, ename, where, evalue[:120])
+               for cell_id, ename, evalue, where in raised
+               if not (cell_id in ANSWER_CELLS and ename == "NotImplementedError"
+                       and where == "cell")
+               and not (ename in TEACHING_ERRORS and where.startswith(str(ROOT / "cnnlab")))]
+    assert not foreign, f"errors that are not cnnlab's messages: {foreign}"
+    not_ready = {cell_id for cell_id, _, evalue, _ in raised if "not ready yet" in evalue}
+    assert {"features_shape", "topk", "occlusion", "tsne", "views", "sanity"} <= not_ready
