@@ -18,6 +18,9 @@ endless loop interrupted at the student-cell limit, a kernel that exits) graded 
   against the same submissions' sandboxed times from the ``--jobs 1`` run, per
   submission (nbgrader's own autograde time in each worker, from the repair to the
   re-check; goal: under 10 %);
+- what setup's saved results (step 4) save: the first ``--no-memo-subset`` submissions
+  (default 6) graded again at ``--jobs 1`` on a second course set up with ``--no-memo``,
+  nbgrader's time per submission against the same submissions' at ``--jobs 1``;
 - an estimate, stated as one, for 300 students on a 16-core machine: 300 x the seconds
   per submission at ``--jobs 1`` / (16 x the parallel efficiency measured at 2 jobs),
   and 16 x the peak memory per kernel; the same for 3,000 students on 64 cores.
@@ -51,11 +54,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "autograder"))
 
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+#: Exercises 8 and 10-12 answered the same way in every correct submission
+NEWER = {
+    "ex10_answer": "import torch\nout = []\nh = model[13].register_forward_hook(lambda m, i, o: "
+                   "out.append(o))\nmodel.eval()\nwith torch.no_grad():\n    model(cnnlab.normalize("
+                   "ex10_images).to(device))\nh.remove()\nhooked = out[0]",
+    "ex11_answer": "ranked = np.argsort(-features[:len(ex11_images), ex11_unit])[:ex11_k]",
+    "ex12_answer": "import torch\nmodel.eval()\nx = cnnlab.normalize(ex12_image[None]).to(device)"
+                   ".requires_grad_()\nmodel[:14](x)[0, ex12_unit].backward()\ngradient = x.grad[0]",
+    "ex8_answer": "import torch\nmodel.eval()\nwith torch.no_grad():\n    contribution = (model[13]"
+                  ".weight[ex8_unit].view(64, 8, 8) * model[:12](cnnlab.normalize(ex8_image[None]))"
+                  ".view(64, 8, 8)).sum(0)",
+}
 CORRECT = [
     {"ex1_answer": "n_filters = model[0].out_channels", "ex2_answer": "conv2_weights = model[2].weight",
-     "ex4_answer": "extractor = model[:14]", "ex5_answer": "units = [1, 2, 4, 14, 23, 29, 127]"},
+     "ex4_answer": "extractor = model[:14]", "ex5_answer": "units = [1, 2, 4, 14, 23, 29, 127]",
+     **NEWER},
     {"ex1_answer": "n_filters = len(model[0].weight)", "ex2_answer": "conv2_weights = model[2].weight.detach().numpy()",
-     "ex4_answer": "extractor = model[:-3]", "ex5_answer": "units = (1, 2, 4, 14, 23, 29, 0)"},
+     "ex4_answer": "extractor = model[:-3]", "ex5_answer": "units = (1, 2, 4, 14, 23, 29, 127)",
+     **NEWER},
 ]
 WRONG = {"ex1_answer": "n_filters = 3", "ex2_answer": "conv2_weights = model[0].weight",
          "ex4_answer": "extractor = model[:13]", "ex5_answer": "units = [1, 2, 4, 14, 23, 29, 128]"}
@@ -122,6 +139,8 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", help="a quick-profile model file to reuse (else trained)")
     p.add_argument("--n", type=int, default=40, help="submissions (40)")
     p.add_argument("--subset", type=int, default=8, help="submissions for --no-sandbox (8)")
+    p.add_argument("--no-memo-subset", type=int, default=6,
+                   help="submissions graded again on a course set up with --no-memo (6)")
     p.add_argument("--keep", action="store_true", help="keep the temporary course")
     args = p.parse_args(argv)
 
@@ -160,6 +179,25 @@ def main(argv=None) -> int:
                           "peak_rss_mb": _peaks(out)}
             print(f"{name:20s} {len(chosen):3d} submissions in {wall:7.1f} s "
                   f"({wall / len(chosen):.2f} s each), load {os.getloadavg()[0]:.2f}", flush=True)
+        # the same first submissions on a course set up without the solution's saved
+        # results (setup --no-memo), one at a time: what setup's step 4 saves per submission
+        bare_course = base / "course-no-memo"
+        if g.main([*setup[:1], str(bare_course), *setup[2:], "--no-memo"]) != 0:
+            return 1
+        bare_settings = g._settings(bare_course)
+        chosen = g.collect(bare_course, base / "subs")[:args.no_memo_subset]
+        start = time.perf_counter()
+        out = g.grade_students(bare_course, bare_settings, chosen, jobs=1, quiet=True)
+        wall = time.perf_counter() - start
+        runs["no memo, jobs 1"] = {"wall_s": round(wall, 1), "per_submission_s": round(wall / len(chosen), 2),
+                                   "outcomes": {s: out[s]["outcome"] for s in chosen},
+                                   "nbgrader_s": {s: out[s].get("seconds") for s in chosen},
+                                   "peak_rss_mb": _peaks(out)}
+        print(f"{'no memo, jobs 1':20s} {len(chosen):3d} submissions in {wall:7.1f} s "
+              f"({wall / len(chosen):.2f} s each), load {os.getloadavg()[0]:.2f}", flush=True)
+        both = [s for s in chosen if runs["jobs 1"]["nbgrader_s"][s] and out[s].get("seconds")]
+        memo_gain = (sum(out[s]["seconds"] for s in both)
+                     / sum(runs["jobs 1"]["nbgrader_s"][s] for s in both)) if both else None
         sub = [s for s in students[:args.subset]
                if runs["jobs 1"]["nbgrader_s"][s] and runs["no-sandbox, jobs 1"]["nbgrader_s"][s]]
         boxed = sum(runs["jobs 1"]["nbgrader_s"][s] for s in sub)
@@ -175,6 +213,8 @@ def main(argv=None) -> int:
             "speedup_jobs2": round(speedup, 2), "speedup_scheduler_2_workers": round(external, 2),
             "sandbox_overhead": round(boxed / bare - 1, 3) if bare else None,
             "overhead_on": len(sub),
+            "no_memo_over_memo_nbgrader_s": round(memo_gain, 2) if memo_gain else None,
+            "memo_compared_on": len(both),
             "peak_rss_mb_per_kernel": {"median": statistics.median(peaks) if peaks else None,
                                        "max": max(peaks) if peaks else None},
             "estimate_300_students_16_cores_min": round(est / 60, 1),
@@ -186,6 +226,9 @@ def main(argv=None) -> int:
         print(f"speed-up of 2 jobs: {speedup:.2f}x (goal >= 1.7x); sandbox overhead on "
               f"{len(sub)} submissions: {summary['sandbox_overhead']:+.1%} (goal < 10 %)"
               if bare else "no overhead measured")
+        if memo_gain:
+            print(f"without the solution's saved results (setup --no-memo) nbgrader takes "
+                  f"{memo_gain:.2f}x as long on the same {len(both)} submissions")
         print(f"ESTIMATE (not measured): 300 students on 16 cores ~ {est / 60:.0f} min, "
               f"assuming the 2-job efficiency holds at 16 jobs; memory ~ "
               f"{summary['estimate_memory_16_kernels_gb']} GB for 16 kernels")
