@@ -110,3 +110,27 @@ def test_the_feedback_configuration_runs_it():
     text = (ROOT / "autograder" / "nbgrader_config.py").read_text()
     feedback = text.split("c.GenerateFeedback.preprocessors")[1].split("]")[0]
     assert "course.AltText" in feedback
+
+
+def test_a_students_text_becomes_alt_text_as_text_only():
+    """A student's output decides the alt text (its text form): quotes and tags in it stay
+    inside the attribute, never a new attribute or element."""
+    from matplotlib.figure import Figure
+
+    bare = Figure(figsize=(1, 1))
+    data = {**_displayed(bare), "text/plain": 'x" onerror="alert(1)"><script>alert(2)</script>'}
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig", id="mine", outputs=[
+        nbformat.v4.new_output("display_data", data)])])
+    exporter = nbconvert.HTMLExporter(template_name="classic")
+    exporter.register_preprocessor(course.AltText, enabled=True)
+    html = exporter.from_notebook_node(nb)[0]
+    images = []
+
+    class Images(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                images.append(dict(attrs))
+
+    Images(convert_charrefs=True).feed(html)
+    assert images and images[0]["alt"] == data["text/plain"]
+    assert "onerror" not in images[0] and "<script>alert(2)" not in html
