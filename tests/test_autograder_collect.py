@@ -97,6 +97,7 @@ def _status(course: Path, sid: str) -> dict:
     return json.loads((course / "grading" / "status" / f"{sid}.json").read_text())
 
 
+@pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
 def test_honest_notebooks_are_collected_among_hostile_ones(collected):
     course, out = collected["course"], collected["out"]
     assert sorted(out["students"]) == sorted(["alice", "carol", *HOSTILE])
@@ -389,6 +390,7 @@ def _peak_while_graded(tmp_path, monkeypatch, manager) -> tuple:
         tracemalloc.stop()
 
 
+@pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
 def test_a_message_over_the_limit_never_reaches_the_grader(tmp_path, monkeypatch):
     """One ``write`` of 48 MB is one kernel message: the grader's client refuses it at
     the socket (``max_message_mb``), so the grader's memory never holds it, and the kernel
@@ -407,6 +409,7 @@ def test_a_message_over_the_limit_never_reaches_the_grader(tmp_path, monkeypatch
     assert plain > 48 << 20, plain >> 20  # the reference: the whole message, at least once
 
 
+@pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
 def test_a_kernel_deaf_to_interrupts_still_stops_the_notebook(tmp_path, monkeypatch):
     """The counter-case of the refused message: a kernel that ignores the interrupt sends
     no "idle", and with no refused message nbgrader's rule holds (the notebook stops
@@ -432,6 +435,7 @@ def test_a_kernel_deaf_to_interrupts_still_stops_the_notebook(tmp_path, monkeypa
     assert time.monotonic() - start < 30
 
 
+@pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
 def test_the_solution_runs_at_setup_in_this_python_whatever_python3_names(tmp_path):
     """Setup's solution run (the saved results) starts its kernel from a kernelspec of its
     own naming this interpreter: a "python3" kernelspec elsewhere on JUPYTER_PATH (a

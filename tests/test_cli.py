@@ -23,6 +23,7 @@ def run(*args, env_extra=None, cwd=None):
                               text=True, cwd=cwd or ROOT, env=env, timeout=600)
 
 
+@pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
 def test_help_of_each_command():
     for cmd in ("train", "lab"):
         r = run(cmd, "--help")
@@ -173,6 +174,7 @@ def test_lab_on_a_resnet_values_are_the_probes(own_lab, own_network):
         assert views["best_activation"] == pytest.approx(best, rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
 def test_lab_with_an_unknown_model_lists_the_valid_names(own_network, tmp_path):
     data, weights = own_network
     r = run("lab", "--model", "resnet81", "--weights", str(weights), "--data", str(data),
@@ -182,6 +184,7 @@ def test_lab_with_an_unknown_model_lists_the_valid_names(own_network, tmp_path):
     assert "The closest are resnet18" in r.stderr and "vgg11" in r.stderr
 
 
+@pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
 def test_lab_with_a_misspelt_layer_names_the_closest_layers(own_network, tmp_path):
     data, weights = own_network
     r = run("lab", "--model", "resnet18", "--weights", str(weights), "--data", str(data),

@@ -233,6 +233,7 @@ def test_the_wheel_and_sdist_carry_the_shipped_model_byte_for_byte(dist, tmp_pat
     assert info["config"].profile == "full" and not model.training
 
 
+@pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
 def test_the_wheel_installs_beside_an_existing_torch_without_reinstalling_it(dist, tmp_path):
     venv = tmp_path / "fresh"
     # Without pip: Python 3.11's ensurepip would add its own setuptools 65, which shadows

@@ -62,6 +62,7 @@ def test_loads_into_the_course_network_on_each_map_location(where, images):
                                atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
 @pytest.mark.realdata
 @pytest.mark.skipif(not REAL_ARCHIVE.exists(),
                     reason=f"real CIFAR-10 archive not found at {REAL_ARCHIVE} "
@@ -87,6 +88,7 @@ def test_a_file_of_another_recipe_or_none_is_a_clear_error(tmp_path):
         load_pretrained(path=tmp_path / "broken.pt")
 
 
+@pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
 def test_the_lab_with_the_shipped_model_trains_nothing(tmp_path, monkeypatch, capsys):
     def no_training(*args, **kwargs):
         raise AssertionError("the lab trained with pretrained=True")

@@ -182,6 +182,7 @@ def _course_arrays(source: Path, out: Path) -> dict[str, np.ndarray]:
         return dict(saved)
 
 
+@pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
 def test_course_arrays_are_unchanged_by_the_probe(tmp_path):
     old = tmp_path / "before"
     old.mkdir()
