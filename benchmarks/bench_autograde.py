@@ -30,10 +30,11 @@ On what: the data of ``--data`` (CIFAR-10 folder or ImageFolder archive; default
 The load average is printed: run it on an otherwise idle machine.
 
 Reproduce (from the repository root, nbgrader's environment active, bubblewrap
-installed; about 12 minutes on the project's 2-core CPU):
+installed; about 31 minutes on the project's 2-core CPU for the figures of the instructor
+guide, 2026-12-07):
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_autograde.py --n 40 --subset 8 \\
-        --checkpoint ~/.cache/cnnlab/checkpoints/cnnlab-quick.pt
+    OMP_NUM_THREADS=1 python benchmarks/bench_autograde.py --n 12 --subset 4 \\
+        --no-memo-subset 4 --checkpoint ~/.cache/cnnlab/checkpoints/cnnlab-quick.pt
 """
 
 from __future__ import annotations
