@@ -438,8 +438,9 @@ def test_a_kernel_deaf_to_interrupts_still_stops_the_notebook(tmp_path, monkeypa
 @pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
 def test_the_solution_runs_at_setup_in_this_python_whatever_python3_names(tmp_path):
     """Setup's solution run (the saved results) starts its kernel from a kernelspec of its
-    own naming this interpreter: a "python3" kernelspec elsewhere on JUPYTER_PATH (a
-    system Jupyter's, another Python) is not the one used."""
+    own naming this interpreter. The caller's JUPYTER_PATH, here holding a "python3" that
+    is another program, is replaced for the run. The system's own kernel folders are not
+    tested here: the test cannot write to them."""
     import cnnlab_grade
 
     elsewhere = tmp_path / "elsewhere" / "kernels" / "python3"
