@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -67,23 +68,39 @@ def exit_with_grader(poll_s: float = 1.0) -> None:
     """In an nbgrader run started by ``cnnlab_grade.py`` (a Dask worker): when that
     process dies (a killed worker, whose task the scheduler gives to another), stop this
     run and the kernel it started at once, instead of grading on, unseen, to the limits.
-    An nbgrader command an instructor runs (``$CNNLAB_GRADER_PID`` unset) is left alone."""
+    An nbgrader command an instructor runs (``$CNNLAB_GRADER_PID`` unset) is left alone.
+
+    A worker killed before this run read its config (nbgrader takes seconds to start)
+    has left it to the system already: the run stops at once, before any kernel starts.
+    A named process that is alive but not this run's parent did not start it: left alone."""
     import threading
 
+    import psutil
+
     grader = os.environ.pop(GRADER_PID_ENV, None)
-    if not grader or not grader.isdigit() or os.getppid() != int(grader):
+    if not grader or not grader.isdigit():
         return
 
-    def watch():
-        while os.getppid() == int(grader):
-            time.sleep(poll_s)
-        import psutil
+    def stop():
         for child in psutil.Process().children(recursive=True):  # the kernel's launcher...
             try:
                 child.kill()
             except psutil.Error:
                 continue
         os._exit(3)
+
+    if os.getppid() != int(grader):
+        if not psutil.pid_exists(int(grader)):
+            print(f"cnnlab: the grading process {grader} that started this nbgrader run is "
+                  "gone (a stopped worker): this run stops; the scheduler grades this "
+                  "student again elsewhere.", file=sys.stderr, flush=True)
+            stop()
+        return
+
+    def watch():
+        while os.getppid() == int(grader):
+            time.sleep(poll_s)
+        stop()
 
     threading.Thread(target=watch, name="cnnlab-exit-with-grader", daemon=True).start()
 

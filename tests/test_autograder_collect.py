@@ -463,15 +463,21 @@ def test_the_solution_runs_at_setup_in_this_python_whatever_python3_names(tmp_pa
 GRADER = """
 import os, subprocess, sys, time
 # the grading worker: starts "nbgrader" with its pid named, then waits to be killed
-child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], env={
+child = subprocess.Popen([sys.executable, "-c", *sys.argv[1:]], env={
     **os.environ, "CNNLAB_GRADER_PID": str(os.getpid())})
-print(child.pid, flush=True)
+if sys.argv[2:] != ["late"]:
+    print(child.pid, flush=True)
 time.sleep(600)
 """
 NBGRADER = f"""
-import subprocess, sys, time
+import os, subprocess, sys, time
 sys.path.insert(0, {str(ROOT / "autograder")!r})
 import cnnlab_nbgrader
+if sys.argv[1:] == ["late"]:  # its config loads after the worker is gone
+    print(os.getpid(), flush=True)
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(0.05)
 cnnlab_nbgrader.exit_with_grader(poll_s=0.1)
 kernel = subprocess.Popen(["sleep", "600"], start_new_session=True)  # a kernel, its own session
 print(kernel.pid, flush=True)
@@ -487,16 +493,29 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("grader_pid", ["named", "unset"])
+@pytest.mark.parametrize("grader_pid", ["named", "unset", "late"])
 def test_nbgrader_started_by_a_worker_stops_with_it(grader_pid):
     """A killed worker's nbgrader run stops with its kernel; one started by someone else
-    (no CNNLAB_GRADER_PID: an instructor's own command) outlives its parent."""
+    (no CNNLAB_GRADER_PID: an instructor's own command) outlives its parent. A run whose
+    worker was killed before its config loaded ("late") stops before starting a kernel."""
     import psutil
 
-    script = GRADER if grader_pid == "named" else GRADER.replace('"CNNLAB_GRADER_PID"', '"UNUSED"')
-    grader = subprocess.Popen([sys.executable, "-c", script, NBGRADER], stdout=subprocess.PIPE,
-                              text=True)
+    script = GRADER if grader_pid != "unset" else GRADER.replace('"CNNLAB_GRADER_PID"', '"UNUSED"')
+    grader = subprocess.Popen([sys.executable, "-c", script, NBGRADER,
+                               *(["late"] if grader_pid == "late" else [])],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     nbgrader = psutil.Process(int(grader.stdout.readline()))
+    if grader_pid == "late":
+        grader.kill()
+        grader.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(nbgrader.pid):
+            time.sleep(0.1)
+        assert not _alive(nbgrader.pid)
+        # it said why, and started no kernel (a kernel's pid would follow on stdout)
+        assert "that started this nbgrader run is gone" in grader.stderr.read()
+        assert grader.stdout.read() == ""
+        return
     kernel_pid = int(grader.stdout.readline())  # nbgrader writes into the same pipe
     try:
         grader.kill()
