@@ -14,6 +14,11 @@ read-only, as ``CNNLAB_MEMO``: a call with exactly the same inputs reads the sav
 answer gives other features, other units, another network) is computed as usual. So a
 student gets time, never a result that their own inputs would not give.
 
+Arguments are keyed as Python binds them (positional or by keyword, defaults filled in).
+An argument named ``units`` is keyed by its values alone: a list, a tuple, or a NumPy or
+torch vector of the same whole numbers is one key, as every remembered function reads
+``units`` through :func:`cnnlab.activations.validate_units`, which makes them one list.
+
 An argument this module cannot key for certain (an object it does not know, a network with
 a hook, an overridden ``forward``, a module class of the student's own) turns the memo off
 for that call. With neither variable set (a student's own notebook) the wrapper costs one
@@ -26,6 +31,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -37,7 +43,7 @@ from torch import nn
 READ_ENV = "CNNLAB_MEMO"  # a folder of saved results, read-only (grading kernels)
 RECORD_ENV = "CNNLAB_MEMO_RECORD"  # a folder to save results into (the solution's run)
 _TRUSTED_MODULES = ("torch.nn.", "torchvision.", "cnnlab.")
-_FORMAT = 1
+_FORMAT = 2
 
 
 class _Unkeyable(Exception):
@@ -149,6 +155,28 @@ def _set_random_states(states) -> None:
     np.random.set_state(numpy_state)
 
 
+def _unit_values(units):
+    """``units`` as a list of Python ints when it is a list, tuple or 1-D NumPy or torch
+    vector of whole numbers (the forms validate_units reads alike), else unchanged."""
+    if isinstance(units, torch.Tensor):
+        if units.ndim != 1 or units.dtype.is_floating_point or units.dtype.is_complex \
+                or units.dtype == torch.bool:
+            return units
+        return [int(u) for u in units.tolist()]
+    if isinstance(units, np.ndarray):
+        return [int(u) for u in units.tolist()] if units.ndim == 1 and units.dtype.kind in "iu" \
+            else units
+    if isinstance(units, (list, tuple)) and all(
+            isinstance(u, (int, np.integer)) and not isinstance(u, (bool, np.bool_)) for u in units):
+        return [int(u) for u in units]
+    return units
+
+
+@functools.cache
+def _signature(fn) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
 def _key(fn, args, kwargs) -> str:
     from . import config
 
@@ -157,8 +185,12 @@ def _key(fn, args, kwargs) -> str:
     h.update(f"threads {torch.get_num_threads()} {torch.get_default_dtype()} "
              f"grad {torch.is_grad_enabled()}".encode())
     _feed(h, config._ACTIVE.get() or config.get_config())  # what or_config(None, ...) reads
-    _feed(h, list(args))
-    _feed(h, dict(kwargs))
+    bound = _signature(fn).bind(*args, **kwargs)  # a call fn itself refuses: computed
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    if "units" in arguments:
+        arguments["units"] = _unit_values(arguments["units"])
+    _feed(h, arguments)
     torch_state, numpy_state = _random_states()
     _feed(h, torch_state)
     _feed(h, [numpy_state[0], numpy_state[1], *numpy_state[2:]])

@@ -90,6 +90,43 @@ def test_any_other_input_is_computed(memo, monkeypatch, model, images, change):
     assert len(CALLS) == 2, change
 
 
+@pytest.mark.parametrize("form", ["tuple", "numpy", "numpy int32", "tensor", "numpy items",
+                                  "by keyword", "default given"])
+def test_honest_forms_of_the_same_call_read_the_saved_result(memo, monkeypatch, model, images,
+                                                             form):
+    """A student's units as a tuple or a NumPy vector, or an argument by keyword, is the
+    solution's call: read back, not computed again."""
+    model.eval()
+    torch.manual_seed(5)
+    first = counted(model, images, [1, 2])
+    read_back(monkeypatch, memo)
+    torch.manual_seed(5)
+    units = {"tuple": (1, 2), "numpy": np.array([1, 2]), "numpy int32": np.array([1, 2], np.int32),
+             "tensor": torch.tensor([1, 2]), "numpy items": [np.int64(1), np.int64(2)]
+             }.get(form, [1, 2])
+    if form == "by keyword":
+        again = counted(model, units=units, images=images)
+    elif form == "default given":
+        again = counted(model, images, units, scale=1.0)
+    else:
+        again = counted(model, images, units)
+    assert len(CALLS) == 1, form
+    np.testing.assert_array_equal(again, first)
+
+
+@pytest.mark.parametrize("units", [[2, 1], [1, 2, 2], np.array([[1, 2]]), [True, 2]])
+def test_other_units_are_computed(memo, monkeypatch, model, images, units):
+    """Another order, a repeat, a 2-D array or a bool among the units is another call."""
+    model.eval()
+    counted(model, images, [1, 2])
+    read_back(monkeypatch, memo)
+    try:
+        counted(model, images, units)
+    except Exception:  # noqa: BLE001 - the function itself may refuse it; it still ran
+        pass
+    assert len(CALLS) == 2
+
+
 def test_a_module_class_of_the_students_own_is_never_keyed(memo, monkeypatch, model, images):
     class Mine(nn.Sequential):  # could compute anything in forward
         pass
