@@ -1,17 +1,21 @@
 """Grading on Dask, as an instructor runs it: a small class (right, wrong, blank, a forger,
 one whose kernel exits) on a short lesson (the set-up and Exercises 1, 2, 4 and 5 of the
-real one: what is tested here is the engine, not the lesson) graded by ``cnnlab_grade.py grade --jobs 1`` (one local worker
-process), then again by ``grade --scheduler`` on a scheduler and two workers started as
+real one: what is tested here is the engine, not the lesson) graded by ``cnnlab_grade.py
+grade --jobs 1`` (one local worker process) into a course's SQLite gradebook, then the
+same class by ``grade --scheduler`` into a second course whose gradebook is a PostgreSQL
+server of the test's own (``setup --db-url``), on a scheduler and two workers started as
 separate ``dask scheduler`` / ``dask worker`` commands, one of them killed while it grades.
 
-Both runs must give every student the same score, status, flag and report line; the
-killed worker's student is graded again elsewhere and every student is written once (the
-gradebook has as many rows after the second run as after the first). A worker whose
-bubblewrap is refused its user namespace (a fake ``bwrap`` failing as Docker's seccomp
-profile makes it fail) refuses to grade with the cause and the fix, not a traceback.
+Both runs must give every student the same score, status, flag and report line, and the
+gradebooks as many rows; the killed worker's student is graded again elsewhere and every
+student is written once; grading two students again changes nothing and adds no row. A
+worker whose bubblewrap is refused its user namespace (a fake ``bwrap`` failing as
+Docker's seccomp profile makes it fail) refuses to grade with the cause and the fix, not a
+traceback. Where PostgreSQL cannot run, the second course is SQLite and the test of the
+shared database says why it skips.
 
-Cost: five short submissions twice (the untrained course model, made-up images), about
-ten seconds each; skips, saying why, where bubblewrap cannot make a sandbox.
+Cost: five short submissions twice and two again (the untrained course model, made-up
+images), about ten seconds each; skips, saying why, where bubblewrap cannot make a sandbox.
 """
 
 from __future__ import annotations
@@ -117,12 +121,18 @@ def _rows(course: Path) -> dict[str, dict]:
         return {r["student"]: r for r in csv.DictReader(f)}
 
 
-def _gradebook_rows(course: Path) -> dict[str, int]:
-    """Rows per table of the course gradebook (students, submissions, grades, comments)."""
-    import sqlite3
-    with sqlite3.connect(course / "gradebook.db") as db:
-        return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in (
-            "student", "submitted_assignment", "submitted_notebook", "grade", "comment")}
+def _gradebook_rows(course: Path, db_url: str | None = None) -> dict[str, int]:
+    """Rows per table of the course gradebook (students, submissions, grades, comments):
+    its ``gradebook.db``, or the database at ``db_url``."""
+    import sqlalchemy
+    engine = sqlalchemy.create_engine(db_url or f"sqlite:///{course / 'gradebook.db'}")
+    try:
+        with engine.connect() as db:
+            return {t: db.execute(sqlalchemy.text(f"SELECT COUNT(*) FROM {t}")).scalar_one()
+                    for t in ("student", "submitted_assignment", "submitted_notebook", "grade",
+                              "comment")}
+    finally:
+        engine.dispose()
 
 
 def _kill_a_grading_worker(workers: list[subprocess.Popen], timeout: float = 600):
@@ -148,10 +158,53 @@ def _kill_a_grading_worker(workers: list[subprocess.Popen], timeout: float = 600
     raise AssertionError("no worker was seen grading")
 
 
+def _postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian's package, else on PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    initdb = found[-1] if found else shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
 @pytest.fixture(scope="module")
-def class_graded(tmp_path_factory):
+def postgres():
+    """A PostgreSQL server of its own: a temporary folder, a free port, run as ``nobody``
+    when the tests run as root (PostgreSQL refuses root); stopped and removed after.
+    Gives its URL, or the reason there is none (the class is then graded on SQLite)."""
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        yield None, "psycopg2 is not installed (pip install psycopg2-binary)"
+        return
+    server = _postgres_bin()
+    if server is None:
+        yield None, "PostgreSQL is not installed (Debian: apt-get install postgresql)"
+        return
+    import pwd
+    folder = Path(tempfile.mkdtemp(prefix="cnnlab-pg-"))
+    as_user = []
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+        as_user = ["runuser", "-u", "nobody", "--"]
+    port, data = _free_port(), folder / "data"
+    try:
+        subprocess.run([*as_user, server / "initdb", "-D", data, "-U", "cnnlab", "--auth=trust",
+                        "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*as_user, server / "pg_ctl", "-D", data, "-l", folder / "server.log", "-w",
+                        "-o", f"-p {port} -k {folder} -h 127.0.0.1", "start"], check=True,
+                       capture_output=True, timeout=120)
+        yield f"postgresql+psycopg2://cnnlab@127.0.0.1:{port}/postgres", None
+    finally:
+        subprocess.run([*as_user, server / "pg_ctl", "-D", data, "-m", "fast", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def class_graded(tmp_path_factory, postgres):
     base = tmp_path_factory.mktemp("dask")
-    course = base / "course"
+    course, shared = base / "course", base / "shared"
+    db_url, no_db = postgres
     env = {**os.environ,
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
@@ -172,9 +225,12 @@ def class_graded(tmp_path_factory):
     assert [c.id for c in lesson.cells] == list(SHORT), "a cell of the short lesson is gone"
     nbformat.write(lesson, solutions)
     setup = ["--checkpoint", ckpt, "--synthetic", "--kernel-memory", "2048", "--solutions",
-             str(solutions), "--student-cell-timeout", "60", "--no-self-check",
+             str(solutions), "--student-cell-timeout", "60",
              "--instructor-cell-timeout", "120", "--submission-timeout", "240"]
-    lab._run(["setup", str(course), *setup], env, timeout=600)
+    # the self-check (the solution and the blank release graded, then forgotten) runs here,
+    # on the short lesson; the second course and test_autograder.py's class skip it
+    checked = lab._run(["setup", str(course), *setup], env, timeout=600).stdout
+    setup.append("--no-self-check")
     lab._release["path"] = course / "release" / A / f"{A}.ipynb"
     subs = base / "submissions"
     for sid in CLASS:  # wrong without an endless loop: 60 s per cell, few interrupted
@@ -185,21 +241,30 @@ def class_graded(tmp_path_factory):
     serial = lab._run(["grade", str(course), "--submissions", str(subs), "--jobs", "1"], env,
                       timeout=900).stdout
     first, first_rows = _rows(course), _gradebook_rows(course)
+    # the same class on a cluster into one PostgreSQL gradebook (SQLite where there is none)
+    lab._run(["setup", str(shared), *(["--db-url", db_url] if db_url else []), *setup], env,
+             timeout=600)
     address, procs = _cluster(base, env, 2, "lab")
     try:
-        grading = subprocess.Popen([sys.executable, str(lab.GRADE), "grade", str(course),
-                                    "--scheduler", address], env=env, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        grading = subprocess.Popen([sys.executable, str(lab.GRADE), "grade", str(shared),
+                                    "--submissions", str(subs), "--scheduler", address], env=env,
+                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         killed = _kill_a_grading_worker(procs[1:])
         distributed, errors = grading.communicate(timeout=900)
         print(distributed, errors[-3000:])
         assert grading.returncode == 0, distributed[-3000:] + errors[-3000:]
     finally:
         _stop(procs)
-    return dict(course=course, base=base, env=env, serial=serial, first=first, setup=setup,
-                submissions=subs,
+    second, second_rows = _rows(shared), _gradebook_rows(shared, db_url)
+    # graded again (two local workers): no score changes, no row is added
+    lab._run(["grade", str(shared), "--jobs", "2", "--student", "blank", "--student", "wrong"],
+             env, timeout=600)
+    return dict(course=course, shared=shared, db_url=db_url, no_db=no_db, base=base, env=env,
+                checked=checked,
+                serial=serial, first=first, setup=setup, submissions=subs,
                 first_rows=first_rows, distributed=distributed, killed=killed,
-                second=_rows(course), second_rows=_gradebook_rows(course))
+                second=second, second_rows=second_rows,
+                third=_rows(shared), third_rows=_gradebook_rows(shared, db_url))
 
 
 @slow
@@ -221,12 +286,25 @@ def test_serial_grades_are_the_lessons(class_graded):
 
 
 @slow
+def test_setup_grades_the_solution_and_the_blank_release_then_forgets_them(class_graded):
+    """Setup's self-check: full marks for the solution, none for the blank release, and
+    neither is a student of the course afterwards (the cluster's course, set up without
+    the check, has the same rows and as many in its gradebook: the test below)."""
+    assert re.search(r"solution 5(\.0)?/5, blank release 0(\.0)?/5 \(\d+ s for both",
+                     class_graded["checked"]), class_graded["checked"]
+    assert sorted(class_graded["first"]) == sorted(CLASS)
+
+
+@slow
 def test_two_dask_workers_grade_as_one(class_graded):
-    """Every score, status, flag and report note equal on the cluster and serially; the
-    re-run added no row to the gradebook."""
+    """Every score, status, flag and report note equal on the cluster (into PostgreSQL) and
+    serially (into SQLite), with as many gradebook rows; a re-run changed no score and
+    added no row."""
     assert class_graded["second"] == class_graded["first"]
     assert class_graded["second_rows"] == class_graded["first_rows"]
     assert class_graded["first_rows"]["submitted_assignment"] == 4  # "exit": no grades
+    assert class_graded["third"] == class_graded["second"]
+    assert class_graded["third_rows"] == class_graded["second_rows"]
 
 
 @slow
@@ -272,58 +350,17 @@ def test_bwrap_refused_its_namespace_is_explained(tmp_path, monkeypatch):
     assert "seccomp" in problems[0] and "user.max_user_namespaces" in problems[0]
 
 
-def _postgres_bin() -> Path | None:
-    """The folder of PostgreSQL's server programs (Debian's package, else on PATH)."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    initdb = found[-1] if found else shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A PostgreSQL server of its own: a temporary folder, a free port, run as ``nobody``
-    when the tests run as root (PostgreSQL refuses root); stopped and removed after."""
-    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install psycopg2-binary)")
-    server = _postgres_bin()
-    if server is None:
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    import pwd
-    folder = Path(tempfile.mkdtemp(prefix="cnnlab-pg-"))
-    as_user = []
-    if os.geteuid() == 0:
-        nobody = pwd.getpwnam("nobody")
-        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
-        as_user = ["runuser", "-u", "nobody", "--"]
-    port, data = _free_port(), folder / "data"
-    try:
-        subprocess.run([*as_user, server / "initdb", "-D", data, "-U", "cnnlab", "--auth=trust",
-                        "-E", "UTF8"], check=True, capture_output=True, timeout=120)
-        subprocess.run([*as_user, server / "pg_ctl", "-D", data, "-l", folder / "server.log", "-w",
-                        "-o", f"-p {port} -k {folder} -h 127.0.0.1", "start"], check=True,
-                       capture_output=True, timeout=120)
-        yield f"postgresql+psycopg2://cnnlab@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, server / "pg_ctl", "-D", data, "-m", "fast", "stop"],
-                       capture_output=True, timeout=120)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 @slow
-def test_a_postgresql_gradebook_grades_as_sqlite(class_graded, postgres, tmp_path):
-    """setup --db-url: the course's gradebook is the PostgreSQL database (no gradebook.db);
-    two local workers grade into it as into SQLite, and nbgrader export reads it."""
-    course, env = tmp_path / "course", class_graded["env"]
-    lab._run(["setup", str(course), "--db-url", postgres, *class_graded["setup"]], env, timeout=600)
-    subs = tmp_path / "submissions"
-    for sid in ("blank", "exit"):
-        shutil.copytree(class_graded["submissions"] / sid, subs / sid)
-    lab._run(["grade", str(course), "--submissions", str(subs), "--jobs", "2"], env, timeout=600)
+def test_the_shared_gradebook_is_postgresql_and_nbgrader_reads_it(class_graded, tmp_path):
+    """setup --db-url: the cluster's course has no gradebook.db; its grades are in the
+    PostgreSQL database, and nbgrader export reads there what the report says."""
+    if class_graded["db_url"] is None:
+        pytest.skip(class_graded["no_db"])
+    course, env = class_graded["shared"], class_graded["env"]
     assert not (course / "gradebook.db").exists()
-    rows = _rows(course)
-    for sid in ("blank", "exit"):
-        assert rows[sid] == class_graded["first"][sid]
+    assert _gradebook_rows(course, class_graded["db_url"])["grade"] > 0
     run = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(tmp_path / "e.csv")],
                          cwd=course, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with open(tmp_path / "e.csv") as f:
-        assert {r["student"]: r for r in csv.DictReader(f)} == rows
+        assert {r["student"]: r for r in csv.DictReader(f)} == class_graded["third"]
