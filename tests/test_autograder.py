@@ -3,7 +3,8 @@ honest ones, every kernel in the bubblewrap sandbox.
 
 A course is set up from ``solutions/`` without the lesson's drawing and explorer cells
 (``DRAWING``: every exercise and every computation stays; the whole lesson runs in the
-notebook and browser tests), its self-check grading the solution and the blank release; then one ``grade --jobs 2`` run grades about twenty made-up submissions: honest
+notebook and browser tests), without setup's self-check (test_autograder_dask.py runs it);
+then one ``grade --jobs 2`` run grades about twenty made-up submissions: honest
 ones in many forms (shell commands, magics, ``CNNLAB_PROFILE`` set above the set-up,
 Colab copies, stripped metadata, answers reused in scratch cells), wrong and broken ones,
 and one hostile submission per attack class of issue 9 (reading secrets, the network,
@@ -140,9 +141,9 @@ def _shell(nb=None):
     return nb
 
 
-def _profile():
+def _profile(nb=None):
     """The lesson's own advice: set CNNLAB_PROFILE in a new cell above the set-up."""
-    nb = right()
+    nb = nb or right()
     nb.cells.insert([c.get("id") for c in nb.cells].index("setup"),
                     nbformat.v4.new_code_cell('import os\nos.environ["CNNLAB_PROFILE"] = "full"'))
     return nb
@@ -308,8 +309,9 @@ SUBMISSIONS = {
                            ex10_answer=HOOK_FORM, ex11_answer=RANK_FORM, ex12_answer=GRAD_FORM),
     "colab": _colab,
     "stripped": _stripped,
-    "unusual": lambda: _scratch(_shell()),
-    "profile": _profile,
+    # shell commands and magics, scratch cells, CNNLAB_PROFILE set above the set-up
+    "unusual": lambda: _scratch(_shell(_profile(right(
+        ex5_answer="units = [1, 2, 4, 14, 23, 29, 128]\nunits[-1] = 127  # fixed in place")))),
     # wrong and broken
     "blank": release,
     "wrong": lambda: right(ex1_answer="n_filters = 3\n"  # an exception named with escape codes
@@ -350,7 +352,6 @@ CASES = {
     "colab": ("graded", TOP, FULL, ["nbgrader metadata re-attached"]),
     "stripped": ("graded", TOP, FULL, ["nbgrader metadata re-attached"]),
     "unusual": ("graded", TOP, FULL, []),
-    "profile": ("graded", TOP, FULL, []),
     "blank": ("graded", 0, dict(ex1=0, ex2=0, ex4=0, ex5=0, ex10=0, ex11=0, ex12=0),
               ["left blank"]),
     # Exercise 4 interrupted: no features, so no ranking either (ex11); the hook and the
@@ -533,7 +534,8 @@ def graded(tmp_path_factory):
                           ).stdout.strip().splitlines()[-1]
     setup = _run(["setup", str(course), "--checkpoint", ckpt, "--synthetic", "--kernel-memory", "2048",
           "--solutions", str(snap / "solutions" / SOLUTION.name), "--student-cell-timeout", "10",
-          "--instructor-cell-timeout", "120", "--submission-timeout", "240"], env, timeout=900).stdout
+          "--instructor-cell-timeout", "120", "--submission-timeout", "240", "--no-self-check"],
+                 env, timeout=900).stdout  # the self-check: test_autograder_dask.py
     _release["path"] = course / "release" / A / f"{A}.ipynb"
     watched = [snap / "cnnlab", course / "source", course / "release", course / "checkpoints",
                course / "kernels", *[course / n for n in (
