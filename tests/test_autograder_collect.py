@@ -475,9 +475,8 @@ sys.path.insert(0, {str(ROOT / "autograder")!r})
 import cnnlab_nbgrader
 if sys.argv[1:] == ["late"]:  # its config loads after the worker is gone
     print(os.getpid(), flush=True)
-    parent = os.getppid()
-    while os.getppid() == parent:
-        time.sleep(0.05)
+    while os.getppid() == int(os.environ["CNNLAB_GRADER_PID"]):  # not os.getppid() read
+        time.sleep(0.05)  # here: the worker may be gone already
 cnnlab_nbgrader.exit_with_grader(poll_s=0.1)
 kernel = subprocess.Popen(["sleep", "600"], start_new_session=True)  # a kernel, its own session
 print(kernel.pid, flush=True)
@@ -506,15 +505,19 @@ def test_nbgrader_started_by_a_worker_stops_with_it(grader_pid):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     nbgrader = psutil.Process(int(grader.stdout.readline()))
     if grader_pid == "late":
-        grader.kill()
-        grader.wait()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _alive(nbgrader.pid):
-            time.sleep(0.1)
-        assert not _alive(nbgrader.pid)
-        # it said why, and started no kernel (a kernel's pid would follow on stdout)
-        assert "that started this nbgrader run is gone" in grader.stderr.read()
-        assert grader.stdout.read() == ""
+        try:
+            grader.kill()
+            grader.wait()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and _alive(nbgrader.pid):
+                time.sleep(0.1)
+            assert not _alive(nbgrader.pid)
+            # it said why, and started no kernel (a kernel's pid would follow on stdout)
+            assert "that started this nbgrader run is gone" in grader.stderr.read()
+            assert grader.stdout.read() == ""
+        finally:
+            if _alive(nbgrader.pid):
+                nbgrader.kill()
         return
     kernel_pid = int(grader.stdout.readline())  # nbgrader writes into the same pipe
     try:
