@@ -18,7 +18,8 @@ ask the network directly, through its gradients, and give one map per image:
 "model" is a :class:`cnnlab.Probe` (a target is one of its units: a channel of its
 layer, averaged over positions, or an output) or a network, read at its output:
 the unit extractor ``model[:14]`` (output (N, 128); a target is a unit) or the
-whole network (output (N, 10); a target is a class). Targets are one per image (or
+whole network (output (N, 10); a target is a class when the network carries class
+names, :attr:`cnnlab.Probe.classes`). Targets are one per image (or
 one int for all). Every map is a float32 array (N, H, W) (``contribution_map``:
 (N, h, w), the layer's grid) whose positive values mark pixels that raise the
 target. The colour channels are summed: a pixel's value is the effect of
@@ -45,7 +46,7 @@ from torch.overrides import TorchFunctionMode
 from ._inference import Runner, as_image_batch, evaluating, is_whole, prepare_batch
 from ._methods import method_names, registered
 from ._pixels import MEAN, STD
-from .config import CLASSES, or_config
+from .config import or_config
 from .device import model_device
 from .probe import Probe, find_layer, input_channels, last_spatial_layer
 
@@ -69,12 +70,6 @@ def gradients_on(model: nn.Module) -> Iterator[None]:
     """
     with evaluating(model), torch.inference_mode(False), torch.enable_grad():
         yield
-
-
-def _kind(n_out: int) -> str:
-    """What a target of a model with ``n_out`` outputs is called: a class when there are
-    as many as the lab's classes (:data:`cnnlab.config.CLASSES`), else a unit."""
-    return "class" if n_out == len(CLASSES) else "unit"
 
 
 def _probe(model) -> Probe:
@@ -115,15 +110,22 @@ def prepare_inputs(model, images, targets) -> tuple[torch.Tensor, torch.Tensor, 
     else:
         with evaluating(net), torch.no_grad():  # eval: no dropout draws from the RNG
             n_out = probe.outputs(x[:1])[0].shape[1]
-    return x, _targets(targets, x.shape[0], n_out).to(x.device), n_out
+    return x, _targets(targets, x.shape[0], n_out, probe).to(x.device), n_out
 
 
-def _targets(targets, n: int, n_out: int) -> torch.Tensor:
-    """One valid target per image as int64 (N,); an int is used for every image."""
-    kind = _kind(n_out)
+def _targets(targets, n: int, n_out: int, probe: Probe) -> torch.Tensor:
+    """One valid target per image as int64 (N,); an int is used for every image.
+
+    The messages call a target what ``probe`` calls its units (:attr:`Probe.kind`)
+    and list the class names it knows.
+    """
+    kind, classes = probe.kind, probe.classes
     valid = f"a {kind} number from 0 to {n_out - 1}"
-    if kind == "class":
-        valid += " (" + ", ".join(f"{i} {c}" for i, c in enumerate(CLASSES)) + ")"
+    if classes is not None:
+        if len(classes) != n_out:
+            raise ValueError(f"{len(classes)} class names were given for a network with "
+                             f"{n_out} outputs: give one name per output.")
+        valid += " (" + ", ".join(f"{i} {c}" for i, c in enumerate(classes)) + ")"
     if isinstance(targets, (torch.Tensor, np.ndarray)):
         targets = targets.tolist()  # a 0-d array gives a plain number
     if isinstance(targets, (str, bytes)):

@@ -22,7 +22,7 @@ from ._validate import whole_number
 from .device import check_precision, choose_precision
 
 #: The names of the lab's classes (CIFAR-10's) in label order: the data section's
-#: ``CLASSES``, and what the analyses call a network's outputs when there are as many.
+#: ``CLASSES``, and the names :func:`cnnlab.build_model` gives its 10 outputs.
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")
 

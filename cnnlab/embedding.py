@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from ._figures import class_style, new_figure
 from ._memo import remembered
+from ._pixels import to_display
 from ._validate import feature_array, whole_number
 from .config import or_config
 
@@ -203,6 +204,10 @@ def plot_embedding(
     classes: Sequence[str],
     fig: Figure | None = None,
     title: str | None = None,
+    *,
+    shown: Sequence[int] | None = None,
+    point: int | None = None,
+    image=None,
 ) -> Figure:
     """Scatter the 2-D embedding, one colour per class, with a legend of class names.
 
@@ -212,22 +217,39 @@ def plot_embedding(
         classes: class names in label order (``cnnlab.data.CLASSES``).
         fig: figure to draw into (cleared first); a new one if None.
         title: axes title; a default one if None.
+        shown: the classes (label numbers) whose points are drawn; None for all. The
+            legend keeps every class.
+        point: a point to circle (0..N-1), also when its class is not shown.
+        image: with ``point``, its image (C, H, W), drawn to the right of the map and
+            titled with the point's number and class.
 
     Returns:
         The matplotlib Figure (colours told apart with colour-vision deficiencies too:
         ``cnnlab._figures.CLASS_COLOURS``; beyond ten classes the marker changes).
     """
     embedding, labels = check_points(embedding, labels, classes)
+    visible = np.ones(len(labels), bool) if shown is None else np.isin(labels, list(shown))
+    if point is not None:
+        point = whole_number(point, "point", 0, len(labels) - 1, why="is not a point of the map")
     fig = new_figure(fig, figsize=(7.5, 6.0))
     ax = fig.add_subplot()
-    size = 3 if len(labels) > 2000 else 8
+    size = 3 if visible.sum() > 2000 else 8
     for c, name in enumerate(classes):
-        points = embedding[labels == c]
+        points = embedding[visible & (labels == c)]
         ax.scatter(points[:, 0], points[:, 1], s=size, label=name, alpha=0.7, linewidths=0,
                    **class_style(c))
     ax.legend(markerscale=3, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5),
               frameon=False)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title or f"t-SNE of {len(labels)} feature vectors, coloured by class")
+    ax.set_title(title or f"t-SNE of {int(visible.sum())} feature vectors, coloured by class")
+    if point is not None:
+        ax.scatter(*embedding[point], s=160, facecolors="none", edgecolors="black",
+                   linewidths=1.5, zorder=3)
+    if point is not None and image is not None:
+        thumb = ax.inset_axes([1.02, 0.0, 0.24, 0.24])
+        thumb.imshow(to_display(torch.as_tensor(np.asarray(image))))
+        thumb.set_xticks([])
+        thumb.set_yticks([])
+        thumb.set_title(f"#{point}: {classes[int(labels[point])]}", fontsize=9)
     return fig

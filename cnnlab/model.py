@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
-from .config import LabConfig
+from .config import CLASSES, LabConfig
 from .device import model_device as model_device  # re-exported: its old home
 from .probe import first_linear_index as first_linear_index  # re-exported
 from .probe import unit_layer as unit_layer  # re-exported
@@ -39,9 +39,11 @@ def build_model(num_classes: int = 10) -> nn.Sequential:
     """The course network for 32x32 RGB inputs normalised to [-1, 1].
 
     Returns:
-        ``nn.Sequential`` mapping (N, 3, 32, 32) float to (N, num_classes) logits.
+        ``nn.Sequential`` mapping (N, 3, 32, 32) float to (N, num_classes) logits. With
+        10 outputs it is CIFAR-10's network: its ``classes`` attribute names them
+        (:data:`cnnlab.config.CLASSES`, read by :class:`cnnlab.Probe`); else None.
     """
-    return nn.Sequential(
+    model = nn.Sequential(
         nn.Conv2d(3, 32, 3, padding=1),
         nn.ReLU(),
         nn.Conv2d(32, 32, 3, padding=1),
@@ -60,6 +62,8 @@ def build_model(num_classes: int = 10) -> nn.Sequential:
         nn.Dropout(0.5),
         nn.Linear(N_UNITS, num_classes),
     )
+    model.classes = CLASSES if num_classes == len(CLASSES) else None
+    return model
 
 
 def _versions() -> dict:

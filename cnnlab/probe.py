@@ -54,7 +54,7 @@ def find_layer(model: nn.Module, layer) -> tuple[str, nn.Module]:
     Args:
         model: any network.
         layer: a dotted name from ``model.named_modules()`` (``""`` is the whole
-            model, whose output is its classes), or one of its submodules.
+            model: its output), or one of its submodules.
 
     Returns:
         ``(name, module)``.
@@ -255,9 +255,15 @@ class Probe:
         mean: per-channel mean (pixels in [0, 1]) the network was trained with, one
             number or one per channel; None = the course's 0.5.
         std: per-channel standard deviation, like ``mean``; None = the course's 0.5.
+        classes: names of the network's outputs in order, when they are classes and
+            the probe reads them (``layer=""``); None = the network's own ``classes``
+            attribute if it has one (:func:`cnnlab.build_model` sets CIFAR-10's), else
+            none known.
 
     Attributes:
         model, layer (the name), module (the layer), mean, std,
+        classes: a tuple of names, or None (the units are not known to be classes),
+        kind: what one unit is called in messages, ``"class"`` or ``"unit"``,
         extractor: an ``nn.Module`` from uint8 images (N, C, H, W) to units (N, D).
 
     A module that runs more than once in a pass (ResNet's ``BasicBlock.relu``) is
@@ -265,6 +271,7 @@ class Probe:
 
     Raises:
         LayerError: no layer of that name (the message names the closest ones).
+        ValueError: ``classes`` given for an inner layer.
 
     Example:
         >>> probe = Probe(resnet, "layer3", mean=(0.485, 0.456, 0.406),
@@ -272,13 +279,29 @@ class Probe:
         >>> probe.units(images).shape      # (N, 256): layer3's channels
     """
 
-    def __init__(self, model: nn.Module, layer, *, mean=None, std=None) -> None:
+    def __init__(self, model: nn.Module, layer, *, mean=None, std=None,
+                 classes: Sequence[str] | None = None) -> None:
         self.model = model
         self.layer, self.module = find_layer(model, layer)
+        if isinstance(classes, str):
+            raise TypeError(f"classes={classes!r} must be a list of names, one per output.")
+        if classes is not None and self.layer:
+            raise ValueError(f"classes names a network's outputs, but this probe reads layer "
+                             f"{self.layer!r}: give classes only with layer=''.")
+        if classes is None and not self.layer:
+            classes = getattr(model, "classes", None)
+        self.classes = None if classes is None else tuple(map(str, classes))
         # None stays None: normalize's default (0.5, 0.5)
         self.mean = None if mean is None else _stat(mean, "mean")
         self.std = None if std is None else _stat(std, "std")
         self.extractor = Extractor(model, self.layer, self.mean, self.std)
+
+    @property
+    def kind(self) -> str:
+        """``"class"`` when the units have class names, else ``"unit"``. A network's
+        output is not always classes (the extractor ``model[:14]`` ends in units), so
+        only names, given or carried by the network, make them classes."""
+        return "unit" if self.classes is None else "class"
 
     def __repr__(self) -> str:
         return (f"Probe({type(self.model).__name__}, layer={self.layer!r}, "

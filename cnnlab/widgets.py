@@ -6,14 +6,23 @@ function (:func:`~cnnlab.activations.plot_top_k`, :func:`~cnnlab.occlusion.plot_
 :func:`~cnnlab.filters.plot_filters`, :func:`~cnnlab.embedding.plot_embedding`,
 :func:`~cnnlab.views.plot_unit_views`), unchanged. The arguments are checked by the
 functions that compute and draw; an explorer checks only what it needs to build its
-controls. Slow results (occlusion passes, a unit's views) are computed once per
-setting and cached; a draw that raises shows "Could not draw: ..." in the Output, and
-the next move draws again. Only core ipywidgets is used (JupyterLab, Notebook 7, VS
-Code, Colab), imported when an explorer is built.
+controls (a slider would silently clamp a bad starting value). Slow results (occlusion
+passes, a unit's views) are computed once per setting and cached; a draw that raises
+shows "Could not draw: ..." in the Output, and the next move draws again. Only core
+ipywidgets is used (JupyterLab, Notebook 7, VS Code, Colab), imported when an explorer
+is built: without it, every explorer raises an ImportError that says how to install it.
+
+The top-K explorers (unit, occlusion, attribution) share their first arguments:
+``images``, uint8 (N, C, H, W), the images the features were computed from;
+``features``, their (N, D) activations (``extract_features(extractor, images)``);
+``units``, the units visited or shown, each in 0..D-1; ``k``, top images per unit
+(None: the configuration's ``top_k``). They raise a ValueError when ``images`` and
+``features`` do not match, a unit is not a unit of the layer, or ``k`` is out of range.
 
 Every returned box carries ``output`` (the ``ipywidgets.Output`` drawn in), ``figure``
 (the last Figure drawn, None while an error is shown), ``error`` (the exception of the
-last failed draw) and ``n_draws`` (figures drawn so far).
+last failed draw), ``n_draws`` (figures drawn so far) and ``n_computed`` (slow results
+computed so far).
 """
 
 from __future__ import annotations
@@ -24,12 +33,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from torch import nn
 
 from ._methods import registered
-from ._pixels import to_display
 from ._validate import feature_array, whole_number
 from .activations import check_k, plot_top_k, top_k, validate_units
 from .config import or_config
@@ -106,9 +113,9 @@ def _new_box(ipw, explorer: str, static: str, **attributes):
     return box
 
 
-def _draw_into(box, ipw, rows: list, controls: dict,
-               make_figure: Callable[..., Figure | None]):
-    """Fill ``box``: ``rows`` of controls above ``interactive_output(draw, controls)``.
+def _draw_into(box, rows: list, controls: dict, make_figure: Callable[..., Figure | None]):
+    """Fill ``box``: ``rows`` (a widget, or a list of widgets side by side) above
+    ``interactive_output(draw, controls)``.
 
     ``draw(**values)`` displays ``make_figure(**values)``, or the line
     "Could not draw: <message>" if it raises; ``make_figure`` returning None
@@ -132,8 +139,9 @@ def _draw_into(box, ipw, rows: list, controls: dict,
             box.n_draws += 1
             display(fig)
 
+    ipw = _ipywidgets()
     box.output = ipw.interactive_output(draw, controls)
-    box.children = (*rows, box.output)
+    box.children = (*(ipw.HBox(r) if isinstance(r, list) else r for r in rows), box.output)
     return box
 
 
@@ -203,27 +211,22 @@ def unit_explorer(
     (``plot_occlusion``), each unit's maps computed once.
 
     Args:
-        images: uint8 (N, C, H, W), the images the features were computed from.
-        features: (N, D) activations, e.g. ``extract_features(extractor, images)``.
-        units: the units the slider visits, each in 0..D-1; None for all D.
-        k: images shown at first (the K slider runs 1..``max_k``); None: ``top_k``.
+        images, features, units, k: as the module says (units None: the slider visits
+            all D; k: images shown at first, the K slider runs 1..``max_k``).
         extractor: the network the features came from (a :class:`cnnlab.Probe` or
             ``model[:14]``); without it the mask toggle is disabled.
         max_k: largest K the slider offers (at most N).
         size, stride, threshold, sigma, precision: of the occlusion masks
-            (:func:`cnnlab.occlusion.top_k_occlusion`, :func:`~cnnlab.occlusion.plot_occlusion`),
+            (:func:`~cnnlab.occlusion.top_k_occlusion`, :func:`~cnnlab.occlusion.plot_occlusion`),
             checked when the masks are drawn; None for the configuration's.
 
     Returns:
         The ``ipywidgets.VBox``, with ``unit_slider``, ``k_slider``, ``mask_toggle``,
-        ``top_indices`` ((max_k, D) int64; its first K rows are ``top_k(features, K)``),
-        ``mask_cache`` (unit -> (m, 1, G, G) maps of its first m images) and
-        ``n_computed`` (occlusion passes run).
+        ``top_indices`` ((max_k, D) int64; its first K rows are ``top_k(features, K)``)
+        and ``mask_cache`` (unit -> (m, 1, G, G) maps of its first m images).
 
     Raises:
-        ImportError: ipywidgets is not installed.
-        ValueError: ``images`` and ``features`` do not match, a unit is not a unit of
-            the layer, or ``k``/``max_k`` is out of range.
+        ValueError: also for ``max_k`` out of range.
 
     Example:
         >>> unit_explorer(test.images, features, extractor=model[:14])
@@ -244,25 +247,20 @@ def unit_explorer(
                    k_slider=k_slider, mask_toggle=mask_toggle, top_indices=top,
                    mask_cache=mask_cache)
 
-    def unit_maps(unit: int, kk: int) -> np.ndarray:
+    def make_figure(unit, kk, masks: bool) -> Figure:
+        if not masks:
+            return plot_top_k(images, top[:kk], [unit], title=f"Unit {unit}: top {kk} images")
         if unit in mask_cache and mask_cache[unit].shape[0] < kk:
             del mask_cache[unit]  # computed for fewer images
-        return _computed(box, mask_cache, unit,
+        maps = _computed(box, mask_cache, unit,
                          f"Computing occlusion maps of unit {unit} on {kk} images...",
-                         lambda: top_k_occlusion(extractor, images, top[:kk], [unit],
-                                                 size=size, stride=stride,
-                                                 precision=precision))[:kk]
+                         lambda: top_k_occlusion(extractor, images, top[:kk], [unit], size=size,
+                                                 stride=stride, precision=precision))
+        return plot_occlusion(
+            images, top[:kk], [unit], maps[:kk], sigma=sigma, threshold=threshold,
+            title=f"Unit {unit}: top {kk} images, dimmed where occlusion mattered least")
 
-    def make_figure(unit, kk, masks: bool) -> Figure:
-        if masks:
-            return plot_occlusion(
-                images, top[:kk], [unit], unit_maps(unit, kk), sigma=sigma,
-                threshold=threshold,
-                title=f"Unit {unit}: top {kk} images, dimmed where occlusion mattered least",
-            )
-        return plot_top_k(images, top[:kk], [unit], title=f"Unit {unit}: top {kk} images")
-
-    return _draw_into(box, ipw, [ipw.HBox([unit_slider, k_slider, mask_toggle]), box.status],
+    return _draw_into(box, [[unit_slider, k_slider, mask_toggle], box.status],
                       {"unit": unit_slider, "kk": k_slider, "masks": mask_toggle}, make_figure)
 
 
@@ -289,10 +287,8 @@ def occlusion_explorer(
 
     Args:
         extractor: the network up to the units (a :class:`cnnlab.Probe` or ``model[:14]``).
-        images: uint8 (N, C, H, W), the images the features were computed from.
-        features: (N, D) activations of those images through ``extractor``.
-        units: the units shown, one column each; None for the configuration's.
-        k: top images per unit (rows); None for the configuration's ``top_k``.
+        images, features, units, k: as the module says (units: one column each; None
+            for the configuration's).
         size, stride, threshold, sigma: starting values; None for the configuration's
             (11, 4, 0.5, 2). The stride slider goes up to half the image.
         dim: brightness of the pixels below the threshold, in [0, 1].
@@ -300,14 +296,11 @@ def occlusion_explorer(
 
     Returns:
         The ``ipywidgets.VBox``, with ``size_slider``, ``stride_slider``,
-        ``threshold_slider``, ``sigma_slider``, ``top_indices`` ((K, D) int64),
-        ``cache`` ((size, stride) -> (K, U, G, G) maps) and ``n_computed``.
+        ``threshold_slider``, ``sigma_slider``, ``top_indices`` ((K, D) int64) and
+        ``cache`` ((size, stride) -> (K, U, G, G) maps).
 
     Raises:
-        ImportError: ipywidgets is not installed.
-        ValueError: ``images`` and ``features`` do not match, a unit is not a unit of
-            the layer, ``k`` is out of range, or a starting value is invalid (the
-            sliders need valid ones).
+        ValueError: also for an invalid starting value (the sliders need valid ones).
 
     Example:
         >>> occlusion_explorer(model[:14], test.images, features, units=[1, 2, 4])
@@ -329,26 +322,22 @@ def occlusion_explorer(
                    stride_slider=stride_slider, threshold_slider=threshold_slider,
                    sigma_slider=sigma_slider, top_indices=top, cache=cache)
 
-    def maps_for(key: tuple[int, int]) -> np.ndarray:
-        return _computed(box, cache, key,
-                         f"Computing occlusion maps for occluder {key[0]}, stride {key[1]} "
-                         f"({k} images x {len(units)} units)...",
-                         lambda: top_k_occlusion(extractor, images, top, units, size=key[0],
-                                                 stride=key[1], precision=precision))
-
     def make_figure(size, stride, threshold, sigma) -> Figure:
+        maps = _computed(box, cache, (size, stride),
+                         f"Computing occlusion maps for occluder {size}, stride {stride} "
+                         f"({k} images x {len(units)} units)...",
+                         lambda: top_k_occlusion(extractor, images, top, units, size=size,
+                                                 stride=stride, precision=precision))
         return plot_occlusion(
-            images, top, units, maps_for((size, stride)), sigma=sigma,
-            threshold=threshold, dim=dim,
+            images, top, units, maps, sigma=sigma, threshold=threshold, dim=dim,
             title=(f"Occluder {size}x{size}, stride {stride}: top {k} images, "
                    f"bright where the mask is >= {threshold:.2f}"),
         )
 
     controls = {"size": size_slider, "stride": stride_slider,
                 "threshold": threshold_slider, "sigma": sigma_slider}
-    rows = [ipw.HBox([size_slider, stride_slider]),
-            ipw.HBox([threshold_slider, sigma_slider]), box.status]
-    return _draw_into(box, ipw, rows, controls, make_figure)
+    rows = [[size_slider, stride_slider], [threshold_slider, sigma_slider], box.status]
+    return _draw_into(box, rows, controls, make_figure)
 
 
 def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
@@ -367,7 +356,6 @@ def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
         or ``"per_filter"``).
 
     Raises:
-        ImportError: ipywidgets is not installed.
         ValueError: the model has no ``nn.Conv2d`` child.
 
     Example:
@@ -418,7 +406,7 @@ def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
     layer_dropdown.observe(fit_channel_slider, names="value")
     box = _new_box(ipw, "filter_explorer", "plot_filters", layer_dropdown=layer_dropdown,
                    channel_slider=channel_slider, scale_buttons=scale_buttons)
-    return _draw_into(box, ipw, [ipw.HBox([layer_dropdown, channel_slider]), scale_buttons],
+    return _draw_into(box, [[layer_dropdown, channel_slider], scale_buttons],
                       {"layer": layer_dropdown, "channel": channel_slider,
                        "scale": scale_buttons}, make_figure)
 
@@ -432,8 +420,9 @@ def embedding_explorer(
 ) -> ipywidgets.VBox:
     """The t-SNE map with classes switched on and off, and one point's image.
 
-    The figure is ``plot_embedding`` of the points of the ticked classes, the chosen
-    point circled, its image to the right (shown even when its class is off).
+    The figure is ``plot_embedding(embedding, labels, classes, shown=ticked,
+    point=point, image=images[point])``: the points of the ticked classes, the chosen
+    point circled and its image to the right (shown even when its class is off).
 
     Args:
         embedding: (N, 2) from :func:`cnnlab.embedding.embed`.
@@ -447,14 +436,12 @@ def embedding_explorer(
         label order) and ``point_slider``.
 
     Raises:
-        ImportError: ipywidgets is not installed.
         ValueError: the arrays do not have one row per point, or ``point`` is out of
             range.
 
     Example:
         >>> embedding_explorer(xy, test.labels, CLASSES, test.images)
     """
-
     ipw = _ipywidgets()
     classes = list(classes)
     embedding, labels = check_points(embedding, labels, classes)
@@ -472,29 +459,18 @@ def embedding_explorer(
         shown = [c for c in range(len(classes)) if ticked[f"class_{c}"]]
         if not shown:
             raise ValueError("No class is ticked: tick at least one class to see its points.")
-        keep = np.isin(labels, shown)
-        fig = plot_embedding(
-            embedding[keep], labels[keep], classes,
-            title=f"t-SNE of {int(keep.sum())} of {n} points "
+        return plot_embedding(
+            embedding, labels, classes, shown=shown, point=point, image=images[point],
+            title=f"t-SNE of {int(np.isin(labels, shown).sum())} of {n} points "
                   f"({len(shown)} of {len(classes)} classes)",
         )
-        ax = fig.axes[0]
-        x, y = embedding[point]
-        ax.scatter([x], [y], s=160, facecolors="none", edgecolors="black",
-                   linewidths=1.5, zorder=3)
-        thumb = ax.inset_axes([1.02, 0.0, 0.24, 0.24])
-        thumb.imshow(to_display(torch.as_tensor(np.asarray(images[point]))))
-        thumb.set_xticks([])
-        thumb.set_yticks([])
-        thumb.set_title(f"#{point}: {classes[int(labels[point])]}", fontsize=9)
-        return fig
 
     controls = {"point": point_slider,
                 **{f"class_{c}": checkbox for c, checkbox in enumerate(class_boxes)}}
     rows = [ipw.HBox(class_boxes, layout=ipw.Layout(flex_flow="row wrap")), point_slider]
     box = _new_box(ipw, "embedding_explorer", "plot_embedding", class_boxes=class_boxes,
                    point_slider=point_slider)
-    return _draw_into(box, ipw, rows, controls, make_figure)
+    return _draw_into(box, rows, controls, make_figure)
 
 
 # --- Section 6: one unit, every view -------------------------------------------------
@@ -522,10 +498,8 @@ def attribution_explorer(
 
     Args:
         model: the course network (or ``model[:14]``, or a :class:`cnnlab.Probe`).
-        images: uint8 (N, C, H, W), the images the features were computed from.
-        features: (N, D) activations of those images.
-        units: the units the slider visits, each in 0..D-1; None for all D.
-        k: top images per unit the picker offers; None: the configuration's ``top_k``.
+        images, features, units, k: as the module says (units None: the slider visits
+            all D; k: top images per unit the picker offers).
         views: a :class:`cnnlab.views.UnitViews` already computed on the same images
             and features (with at least ``k`` images per unit), or None.
         n_best: best images leading the row.
@@ -535,13 +509,11 @@ def attribution_explorer(
     Returns:
         The ``ipywidgets.VBox``, with ``unit_control``, ``method_control`` (``"all"``
         or a name of :data:`cnnlab.views.VIEWS`), ``image_control`` (a rank, 0 = the
-        best image), ``top_indices``, ``cache`` (unit -> its one-unit views) and
-        ``n_computed`` (units whose views were computed here).
+        best image), ``top_indices`` and ``cache`` (unit -> its one-unit views;
+        ``n_computed`` counts those computed here).
 
     Raises:
-        ImportError: ipywidgets is not installed.
-        ValueError: ``images`` and ``features`` do not match, a unit is not a unit of
-            the layer, ``k`` is out of range, or ``views`` is not a UnitViews.
+        ValueError: also when ``views`` is not a UnitViews.
 
     Example:
         >>> attribution_explorer(model, test.images, features, units=config.units)
@@ -561,10 +533,10 @@ def attribution_explorer(
     first = next((u for u in (views.units if views is not None else []) if u in visited),
                  visited[0])  # start where nothing needs computing
     unit_control = _unit_control(ipw, units, visited, first, features.shape[1])
-    menu = [("every view", "all")] + [(registered(v).title.replace("\n", " "), v) for v in VIEWS]
-    if not synthesize:
-        menu = [item for item in menu if item[1] != "synthesized"]
-    method_control = ipw.Dropdown(options=menu, value="all", description="method")
+    menu = [(registered(v).title.replace("\n", " "), v) for v in VIEWS
+            if synthesize or v != "synthesized"]
+    method_control = ipw.Dropdown(options=[("every view", "all"), *menu], value="all",
+                                  description="method")
     image_control = ipw.Dropdown(
         options=[(f"#{r + 1}" + (" (best)" if r == 0 else ""), r) for r in range(k)],
         value=0, description="image",
@@ -588,5 +560,4 @@ def attribution_explorer(
                                n_best=min(n_best, k))
 
     controls = {"unit": unit_control, "method": method_control, "image": image_control}
-    rows = [ipw.HBox(list(controls.values())), box.status]
-    return _draw_into(box, ipw, rows, controls, make_figure)
+    return _draw_into(box, [list(controls.values()), box.status], controls, make_figure)

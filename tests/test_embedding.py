@@ -141,6 +141,30 @@ def test_plot_embedding_colours_and_legend(clusters, clusters_2d):
                                    to_rgba(CLASS_COLOURS[c])[:3])
 
 
+def test_plot_embedding_hides_classes_circles_a_point_and_shows_its_image():
+    """What the embedding explorer draws: the ticked classes only (the legend keeps all),
+    the chosen point circled even when its class is hidden, and its image beside."""
+    rng = np.random.default_rng(1)
+    xy = rng.normal(size=(12, 2)).astype(np.float32)
+    labels = np.arange(12) % 3
+    image = rng.integers(0, 256, size=(3, 4, 5), dtype=np.uint8)
+    fig = plot_embedding(xy, labels, ("a", "b", "c"), shown=[0, 2], point=4, image=image)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]
+    a, b, c, ring = ax.collections
+    np.testing.assert_allclose(a.get_offsets(), xy[labels == 0])
+    assert len(b.get_offsets()) == 0  # class b is hidden
+    np.testing.assert_allclose(c.get_offsets(), xy[labels == 2])
+    np.testing.assert_allclose(ring.get_offsets(), xy[[4]])  # point 4 is a b: still circled
+    (inset,) = ax.child_axes
+    assert inset.get_title() == "#4: b"
+    np.testing.assert_allclose(inset.get_images()[0].get_array(),
+                               image.transpose(1, 2, 0) / 255.0)
+    assert not plot_embedding(xy, labels, ("a", "b", "c")).axes[0].child_axes
+    with pytest.raises(ValueError, match="point=12 is not a point of the map"):
+        plot_embedding(xy, labels, ("a", "b", "c"), point=12)
+
+
 VISIONS = ("normal", "deuteranomaly", "protanomaly", "tritanomaly")
 
 

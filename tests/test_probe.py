@@ -20,6 +20,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from cnnlab.attribution import (contribution_map, grad_cam, gradient, guided_backprop,
                                 integrated_gradients)
 from cnnlab.activations import extract_features, top_k
+from cnnlab.config import CLASSES
 from cnnlab.data import normalize
 from cnnlab.filters import activation_maps, conv_weight
 from cnnlab.model import build_model
@@ -183,6 +184,40 @@ def _course_arrays(source: Path, out: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow  # about 5-10 s (a kernel, a subprocess or 10,000 images)
+def target_message(model, images, target: int) -> str:
+    """The message of ``gradient`` for one out-of-range target."""
+    with pytest.raises(ValueError, match="out of range") as caught:
+        gradient(model, images, target)
+    return str(caught.value)
+
+
+def test_a_target_is_a_class_only_where_class_names_are_known(model, images, resnet,
+                                                              pictures):
+    """Not by counting 10 outputs: a layer's 10 values are units, named outputs classes."""
+    assert Probe(model, "").classes == CLASSES and Probe(model[:14], "").classes is None
+    assert "a class number from 0 to 9 (0 airplane, 1 automobile," in target_message(
+        model, images, 10)
+    inner = target_message(Probe(model, "16"), images, 10)  # the same 10 values, by name
+    assert "a unit number from 0 to 9." in inner and "airplane" not in inner
+    assert "a unit number from 0 to 127." in target_message(model[:14], images, 128)
+    seven = build_model(7)
+    assert seven.classes is None
+    assert "a unit number from 0 to 6." in target_message(seven, images, 7)
+    names = ["a", "b", "c", "d", "e", "f", "g"]
+    assert "a class number from 0 to 6 (0 a, 1 b, 2 c, 3 d, 4 e, 5 f, 6 g)." in (
+        target_message(Probe(seven, "", classes=names), images, 7))
+    assert "a unit number from 0 to 511." in target_message(Probe(resnet, "layer4"),
+                                                            pictures, 512)
+    assert "a unit number from 0 to 9." in target_message(resnet, pictures, 10)
+    ten = [f"c{i}" for i in range(10)]
+    assert "a class number from 0 to 9 (0 c0, 1 c1," in target_message(
+        Probe(resnet, "", classes=ten), pictures, 10)
+    with pytest.raises(ValueError, match="7 class names .* 10 outputs"):
+        gradient(Probe(resnet, "", classes=names), pictures, 0)
+    with pytest.raises(ValueError, match="layer 'layer4'.*only with layer=''"):
+        Probe(resnet, "layer4", classes=ten)
+
+
 def test_course_arrays_are_unchanged_by_the_probe(tmp_path):
     old = tmp_path / "before"
     old.mkdir()
