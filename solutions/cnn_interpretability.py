@@ -41,8 +41,31 @@
 # lesson meets them: a forward hook (section 2), a ranking of images (section 3) and a
 # gradient by backpropagation (section 6).
 #
-# **Time:** one session of about two hours. The first code cell trains the network:
-# a minute or so on a GPU, a few minutes on a laptop's CPU.
+# **Time.** About 2 h for the core (everything but section 7), and 3 minutes more for
+# section 7. In minutes, section by section:
+#
+# | section | reading | running the cells | exercises | in all |
+# | --- | ---: | ---: | ---: | ---: |
+# | Introduction | 3 | 0 | 0 | 3 |
+# | 0. Set-up: the data and a trained network | 2 | 9 | 0 | 11 |
+# | 1. Filters | 3 | <1 | 15 | 18 |
+# | 2. Activations: 128 numbers per image | 4 | <1 | 15 | 19 |
+# | 3. The images each unit likes best | 3 | <1 | 15 | 18 |
+# | 4. Occlusion: which pixels does a unit rely on? | 2 | <1 | 5 | 8 |
+# | 5. A map of the feature space (t-SNE) | 2 | 1 | 5 | 8 |
+# | 6. One unit, every view | 8 | <1 | 25 | 34 |
+# | 7. Optional: dead units, and a second test of the maps | 3 | <1 | 0 | 3 |
+# | What you have seen | 1 | 0 | 0 | 1 |
+# | **core: all but the optional section** | | | | **120** |
+# | **optional section** | | | | **3** |
+#
+# The cells' time was measured by running the notebook once with its model answers, as
+# it comes (the `full` profile, training included), on a 2-core AMD EPYC without native
+# bf16 (so in fp32, as on most laptops); reading is counted at 180 words a minute; each
+# exercise gets an allowance, not a measurement: 10 minutes where you write several
+# lines of code, 5 for a one-line or a written answer (`benchmarks/bench_lesson_time.py`
+# adds them up). Discussion and the explorers come on top. On a GPU, or with
+# `PRETRAINED = True` in the set-up cell, most of the set-up's time goes away.
 #
 # **How to work.** Run the cells in order, from the top (Shift+Enter). Where a cell
 # says `# YOUR CODE HERE`, delete the line `raise NotImplementedError()` and write

@@ -231,6 +231,18 @@ def test_optional_section_follows_every_exercise(solution):
     assert {"ex12_answer", "ex8_answer", "ex9_answer"} <= set(graded[six])
 
 
+def test_intro_states_a_time_for_every_section(lesson):
+    """The introduction's table names every section of the lesson, in order, and its
+    reading minutes still match the words of each section (within 1.5 minutes)."""
+    bench = _tool("bench_lesson_time", "benchmarks")
+    rows = re.findall(r"(?m)^\| (?!\*\*|section \||-)(.+?) \| (\d+) \|", lesson.cells[0].source)
+    parts = bench.sections(lesson)
+    assert [title for title, _ in rows] == [title for title, _ in parts]
+    for (title, stated), (_, cells) in zip(rows, parts):
+        read = sum(bench.words(c.source) for c in cells if c.cell_type == "markdown") / 180
+        assert abs(int(stated) - read) <= 1.5, (title, stated, round(read, 1))
+
+
 def test_lesson_time_adds_measured_seconds_words_and_allowances():
     """benchmarks/bench_lesson_time.py on a tiny notebook: sections split at level-2
     headings, seconds from nbclient's timing metadata, words of the release's Markdown,
