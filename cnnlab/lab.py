@@ -76,11 +76,11 @@ FIGURES = {
     "of the same units and images, compared with the trained network's (Spearman correlation "
     "of |map|) as the layers are re-initialized from the top down. A method that stays high "
     "does not depend on what the network learned.",
-    "faithfulness_black": "Section 6. Deletion and insertion curves with a black fill: the "
-    "unit's value as the pixels each map ranks highest are painted black (or are the only "
-    "ones kept), against a random ranking.",
-    "faithfulness_blur": "Section 6. The same curves with a blurred copy of the image as the "
-    "fill: which method looks faithful depends on what removing a pixel means.",
+    "faithfulness_black": "Section 7 (optional). Deletion and insertion curves with a black "
+    "fill: the unit's value as the pixels each map ranks highest are painted black (or are "
+    "the only ones kept), against a random ranking.",
+    "faithfulness_blur": "Section 7 (optional). The same curves with a blurred copy of the "
+    "image as the fill: which method looks faithful depends on what removing a pixel means.",
 }
 
 

@@ -1,4 +1,4 @@
-"""Section 6: tests an explanation should pass, and which methods fail them.
+"""Sections 6 and 7: tests an explanation should pass, and which methods fail them.
 
 Two checks, each computed as arrays, with a plot function beside it:
 

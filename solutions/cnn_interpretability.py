@@ -27,8 +27,12 @@
 # 5. **A map of its feature space (t-SNE)**: all the test images on one 2-D map,
 #    each close to the images the network finds similar.
 # 6. **One unit, every view**: gradient maps, Grad-CAM, an exact contribution map and
-#    images synthesized for a unit, beside occlusion, and two tests of which of these
-#    explanations to trust.
+#    images synthesized for a unit, beside occlusion, and a sanity check of which of
+#    these explanations to trust.
+#
+# Section 7 is **optional**: what the synthesized images say about the units that never
+# fire, and a second test of the maps. It holds no exercise, so a class short of time
+# can stop after section 6 and miss nothing that is graded.
 #
 # Twelve exercises punctuate the way. Eight check themselves: run the cell below your
 # answer and it prints `Exercise N: correct.` or a hint. Four are short written
@@ -37,8 +41,31 @@
 # lesson meets them: a forward hook (section 2), a ranking of images (section 3) and a
 # gradient by backpropagation (section 6).
 #
-# **Time:** one session of about two hours. The first code cell trains the network:
-# a minute or so on a GPU, a few minutes on a laptop's CPU.
+# **Time.** About 2 h for the core (everything but section 7), and 3 minutes more for
+# section 7. In minutes, section by section:
+#
+# | section | reading | running the cells | exercises | in all |
+# | --- | ---: | ---: | ---: | ---: |
+# | Introduction | 3 | 0 | 0 | 3 |
+# | 0. Set-up: the data and a trained network | 2 | 9 | 0 | 11 |
+# | 1. Filters | 3 | <1 | 15 | 18 |
+# | 2. Activations: 128 numbers per image | 4 | <1 | 15 | 19 |
+# | 3. The images each unit likes best | 3 | <1 | 15 | 18 |
+# | 4. Occlusion: which pixels does a unit rely on? | 2 | <1 | 5 | 8 |
+# | 5. A map of the feature space (t-SNE) | 2 | 1 | 5 | 8 |
+# | 6. One unit, every view | 8 | <1 | 25 | 34 |
+# | 7. Optional: dead units, and a second test of the maps | 3 | <1 | 0 | 3 |
+# | What you have seen | 1 | 0 | 0 | 1 |
+# | **core: all but the optional section** | | | | **120** |
+# | **optional section** | | | | **3** |
+#
+# The cells' time was measured by running the notebook once with its model answers, as
+# it comes (the `full` profile, training included), on a 2-core AMD EPYC without native
+# bf16 (so in fp32, as on most laptops); reading is counted at 180 words a minute; each
+# exercise gets an allowance, not a measurement: 10 minutes where you write several
+# lines of code, 5 for a one-line or a written answer (`benchmarks/bench_lesson_time.py`
+# adds them up). Discussion and the explorers come on top. On a GPU, or with
+# `PRETRAINED = True` in the set-up cell, most of the set-up's time goes away.
 #
 # **How to work.** Run the cells in order, from the top (Shift+Enter). Where a cell
 # says `# YOUR CODE HERE`, delete the line `raise NotImplementedError()` and write
@@ -838,6 +865,17 @@ cnnlab.plot_unit_views(views)
 #   has no such step, so it still shows what pushes the unit down.
 # - The synthesized images are not photographs: they repeat the colours and textures
 #   the unit likes. Do they remind you of its top images?
+#
+# **Now explore.** Slide through all 128 units, pick one view in the menu (or every
+# view) and one of the unit's top images. A unit's views are computed the first time you
+# reach it (a few seconds), then kept. (`cnnlab.widgets.attribution_explorer`, in
+# `cnnlab/widgets.py`.)
+
+# %% id="views_explore" tags=["nbval-ignore-output"]
+from cnnlab import widgets
+
+checks.needs("features", "views")
+widgets.attribution_explorer(model, test.images, features, k=config.top_k, views=views)
 
 # %% [markdown] id="ex12_md" nbgrader={"grade": false, "grade_id": "ex12_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ### Exercise 12 (2 points): a gradient map by hand
@@ -881,30 +919,6 @@ gradient = network_input.grad[0]
 from cnnlab import checks
 
 checks.check_exercise_12(gradient, model, ex12_image, ex12_unit)
-
-# %% [markdown] id="dead_views_md" nbgrader={"grade": false, "grade_id": "dead_views_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# **The dead units again.** Section 2 found units that are never positive on a test
-# image, and their "top" images in section 3 were only the least negative ones. Is such
-# a unit broken, or does it detect something that no test image contains? The
-# synthesized image answers it: it was made for the unit, so if *any* image can make the
-# unit positive, it probably does.
-
-# %% id="dead_views" nbgrader={"grade": false, "grade_id": "dead_views", "locked": true, "schema_version": 3, "solution": false, "task": false}
-checks.needs("features", "views")
-dead = set(cnnlab.dead_units(features).tolist())
-for row, unit in enumerate(views.units):
-    best, reached = views.activation[row, 0], views.synthesized_activation[row]
-    note = "   dead on the test images" if unit in dead else ""
-    print(f"unit {unit:3d}: best test image {best:+6.2f}   synthesized image {reached:+6.2f}{note}")
-
-# %% [markdown] id="dead_views_after" nbgrader={"grade": false, "grade_id": "dead_views_after", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# With the `full` profile, every dead unit of the lab's list is driven above zero by its
-# synthesized image, and the live units reach several times the value of their best
-# test image. A dead unit is not broken: its weights describe a pattern, but no test
-# photo contains enough of it to outweigh the unit's negative bias. Its top images, on
-# the other hand, do not show that pattern; they are only the images that leave the
-# unit least negative. When a unit's best value is below zero, do not read a concept into
-# its top images.
 
 # %% [markdown] id="contribution_md" nbgrader={"grade": false, "grade_id": "contribution_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ### The contribution map, by hand
@@ -1012,6 +1026,68 @@ sanity.plot_randomization(randomization)
 # own layer is re-initialised, if its maps explain what the network learned? Compare
 # every line with that, and with the edge detector's. Exercise 9 asks about it.
 
+# %% [markdown] id="ex9_md" nbgrader={"grade": false, "grade_id": "ex9_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Exercise 9 (written, 2 points)
+#
+# Which method fails the sanity check, and how can you tell from the figure? What does
+# that mean for how far you can trust its maps, however sharp they look? Three or four
+# sentences.
+
+# %% [markdown] id="ex9_answer" nbgrader={"grade": true, "grade_id": "ex9_answer", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# **Your answer:**
+#
+# ### BEGIN SOLUTION
+# **Guided backprop** fails. Its correlation with the trained maps stays high after the
+# unit's own layer is re-initialised (around 0.8 with the `full` profile) and falls only
+# slowly as more layers go, still clearly above the others with every weight random; its
+# line is the closest to the edge detector's, which has no weights at all. The other
+# methods (gradient, SmoothGrad, Integrated Gradients, Grad-CAM, the contribution map,
+# occlusion) fall to 0.3 or less as soon as the unit's layer is random, and to about 0
+# when every layer is.
+#
+# So guided backprop's maps are mostly a picture of the image: by stopping every
+# negative signal at the ReLUs on the way back, it keeps the image's edges whatever the
+# weights are. Its sharp, object-shaped maps are not evidence of what the unit detects;
+# a method should pass this check before its maps are read as explanations.
+#
+# *Grading: 1 point for naming guided backprop with the evidence from the figure (its
+# line stays high while the others fall, near the edge detector's); 1 point for the
+# consequence (its maps reflect the input, e.g. edges, more than the learned weights, so
+# they cannot be trusted as explanations of the network).*
+# ### END SOLUTION
+
+# %% [markdown] id="dead_views_md" nbgrader={"grade": false, "grade_id": "dead_views_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## 7. Optional: dead units, and a second test of the maps
+#
+# **The core of the lab ends with Exercise 9: every exercise is behind you.** If time is
+# short, stop here and read *What you have seen* at the end. The two parts below go
+# further, and nothing in them is graded: what the synthesized images say about the
+# dead units, and a test of whether the maps point at the pixels that matter.
+#
+# ### The dead units again: what a synthesized image reveals
+#
+# Section 2 found units that are never positive on a test image, and their "top" images
+# in section 3 were only the least negative ones. Is such a unit broken, or does it
+# detect something that no test image contains? The synthesized image answers it: it
+# was made for the unit, so if *any* image can make the unit positive, it probably does.
+
+# %% id="dead_views" nbgrader={"grade": false, "grade_id": "dead_views", "locked": true, "schema_version": 3, "solution": false, "task": false}
+checks.needs("features", "views")
+dead = set(cnnlab.dead_units(features).tolist())
+for row, unit in enumerate(views.units):
+    best, reached = views.activation[row, 0], views.synthesized_activation[row]
+    note = "   dead on the test images" if unit in dead else ""
+    print(f"unit {unit:3d}: best test image {best:+6.2f}   synthesized image {reached:+6.2f}{note}")
+
+# %% [markdown] id="dead_views_after" nbgrader={"grade": false, "grade_id": "dead_views_after", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# With the `full` profile, every dead unit of the lab's list is driven above zero by its
+# synthesized image, and the live units reach several times the value of their best
+# test image. A dead unit is not broken: its weights describe a pattern, but no test
+# photo contains enough of it to outweigh the unit's negative bias. Its top images, on
+# the other hand, do not show that pattern; they are only the images that leave the
+# unit least negative. When a unit's best value is below zero, do not read a concept into
+# its top images.
+
 # %% [markdown] id="faithfulness_md" nbgrader={"grade": false, "grade_id": "faithfulness_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ### Another test: do the maps point at what matters?
 #
@@ -1052,48 +1128,6 @@ sanity.plot_faithfulness(blur)
 # noisy; `cnnlab lab` draws them for every top image. No single test settles which map to
 # trust: the sanity check rules a method out, faithfulness ranks the others only for one
 # meaning of "removing a pixel".
-#
-# **Now explore.** Slide through all 128 units, pick one view in the menu (or every
-# view) and one of the unit's top images. A unit's views are computed the first time you
-# reach it (a few seconds), then kept. (`cnnlab.widgets.attribution_explorer`, in
-# `cnnlab/widgets.py`.)
-
-# %% id="views_explore" tags=["nbval-ignore-output"]
-from cnnlab import widgets
-
-checks.needs("features", "views")
-widgets.attribution_explorer(model, test.images, features, k=config.top_k, views=views)
-
-# %% [markdown] id="ex9_md" nbgrader={"grade": false, "grade_id": "ex9_md", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# ### Exercise 9 (written, 2 points)
-#
-# Which method fails the sanity check, and how can you tell from the figure? What does
-# that mean for how far you can trust its maps, however sharp they look? Three or four
-# sentences.
-
-# %% [markdown] id="ex9_answer" nbgrader={"grade": true, "grade_id": "ex9_answer", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
-# **Your answer:**
-#
-# ### BEGIN SOLUTION
-# **Guided backprop** fails. Its correlation with the trained maps stays high after the
-# unit's own layer is re-initialised (around 0.8 with the `full` profile) and falls only
-# slowly as more layers go, still clearly above the others with every weight random; its
-# line is the closest to the edge detector's, which has no weights at all. The other
-# methods (gradient, SmoothGrad, Integrated Gradients, Grad-CAM, the contribution map,
-# occlusion) fall to 0.3 or less as soon as the unit's layer is random, and to about 0
-# when every layer is.
-#
-# So guided backprop's maps are mostly a picture of the image: by stopping every
-# negative signal at the ReLUs on the way back, it keeps the image's edges whatever the
-# weights are. Its sharp, object-shaped maps are not evidence of what the unit detects;
-# a method should pass this check before its maps are read as explanations, and even
-# then (faithfulness) what it shows depends on how "removing a pixel" is defined.
-#
-# *Grading: 1 point for naming guided backprop with the evidence from the figure (its
-# line stays high while the others fall, near the edge detector's); 1 point for the
-# consequence (its maps reflect the input, e.g. edges, more than the learned weights, so
-# they cannot be trusted as explanations of the network).*
-# ### END SOLUTION
 
 # %% [markdown] id="wrap_up" nbgrader={"grade": false, "grade_id": "wrap_up", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## What you have seen
@@ -1112,8 +1146,8 @@ widgets.attribution_explorer(model, test.images, features, k=config.top_k, views
 #   synthesized images answer "what does this unit use?" in different ways, and they do
 #   not always agree. A **sanity check** (randomise the weights, see whether the map
 #   changes) rules out a method whose sharp maps show the image rather than the
-#   network, and **deletion curves** rank the others only for one way of removing a
-#   pixel.
+#   network; in the optional section, **deletion curves** rank the others only for one
+#   way of removing a pixel.
 #
 # **Going further.** The library Captum implements these attribution methods and many
 # more (its `Occlusion` does what section 4 did, its `LayerGradientXActivation` gives

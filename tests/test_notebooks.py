@@ -101,8 +101,8 @@ CELL_TIMEOUT = 300
 EXECUTION_TIMEOUT = 1200
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+def _tool(name: str, folder: str = "tools"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -213,6 +213,77 @@ def test_solution_follows_the_nbgrader_contract(solution):
     assert order[-1] == "wrap_up"
     first_code = next(cell.id for cell in solution.cells if cell.cell_type == "code")
     assert first_code == "setup"
+
+
+def test_optional_section_follows_every_exercise(solution):
+    """A class short of time stops after section 6 and misses no graded cell: section 7,
+    the only optional one, holds no answer or test cell and comes just before the wrap-up;
+    Exercises 12, 8 and 9 are in section 6."""
+    bench = _tool("bench_lesson_time", "benchmarks")
+    parts = bench.sections(solution)
+    titles = [title for title, _ in parts]
+    assert [t for t in titles if bench.OPTIONAL.match(t)] == [titles[-2]], titles
+    assert titles[-2].startswith("7. Optional") and titles[-1] == "What you have seen"
+    graded = {title: [c.id for c in cells if _role(c) not in (None, "locked")]
+              for title, cells in parts}
+    assert graded[titles[-2]] == []
+    six = next(t for t in titles if t.startswith("6. "))
+    assert {"ex12_answer", "ex8_answer", "ex9_answer"} <= set(graded[six])
+
+
+def test_intro_states_a_time_for_every_section(lesson):
+    """The introduction's table names every section of the lesson, in order, and its
+    reading minutes still match the words of each section (within 1.5 minutes)."""
+    bench = _tool("bench_lesson_time", "benchmarks")
+    rows = re.findall(r"(?m)^\| (?!\*\*|section \||-)(.+?) \| (\d+) \|", lesson.cells[0].source)
+    parts = bench.sections(lesson)
+    assert [title for title, _ in rows] == [title for title, _ in parts]
+    for (title, stated), (_, cells) in zip(rows, parts):
+        read = sum(bench.words(c.source) for c in cells if c.cell_type == "markdown") / 180
+        assert abs(int(stated) - read) <= 1.5, (title, stated, round(read, 1))
+
+
+def test_lesson_time_adds_measured_seconds_words_and_allowances():
+    """benchmarks/bench_lesson_time.py on a tiny notebook: sections split at level-2
+    headings, seconds from nbclient's timing metadata, words of the release's Markdown,
+    one allowance per answer by its kind."""
+    bench = _tool("bench_lesson_time", "benchmarks")
+    v4 = nbformat.v4
+
+    def answer(cell, grade):
+        cell.metadata["nbgrader"] = {"solution": True, "grade": grade, "grade_id": cell.id}
+        return cell
+
+    def timed(cell, start, end):
+        cell.metadata["execution"] = {
+            "iopub.execute_input": f"2026-12-07T10:00:{start}Z",
+            "shell.execute_reply": f"2026-12-07T10:00:{end}Z"}
+        return cell
+
+    solved = v4.new_notebook(cells=[
+        v4.new_markdown_cell("# A lab\n\nOne two three.", id="intro"),
+        v4.new_markdown_cell("## 1. Looking\n\nfour words, it's here", id="one"),
+        timed(v4.new_code_cell("x = 1", id="code"), "01.000000", "03.500000"),
+        timed(answer(v4.new_code_cell("### BEGIN SOLUTION\nx = 2\n### END SOLUTION",
+                                      id="short"), False), "03.500000", "04.000000"),
+        timed(answer(v4.new_code_cell("### BEGIN SOLUTION\ny = 1\n\ny += x\n"
+                                      "### END SOLUTION", id="long"), False),
+              "04.000000", "04.250000"),
+        v4.new_markdown_cell("## 2. Optional: more", id="two"),
+        answer(v4.new_markdown_cell("### BEGIN SOLUTION\nA model answer.\n### END SOLUTION",
+                                    id="written"), True),
+    ])
+    release = nbformat.from_dict(json.loads(json.dumps(solved)))
+    release.cells[-1].source = "YOUR ANSWER HERE"
+    rows = bench.table(release, solved, {"write": 10, "line": 5, "written": 3}, wpm=2)
+    assert [(r["section"], r["optional"], r["words"], r["exercises"], r["exercise_min"])
+            for r in rows] == [("Introduction", False, 5, 0, 0),
+                               ("1. Looking", False, 6, 2, 15),
+                               ("2. Optional: more", True, 6, 1, 3)]
+    assert rows[1]["compute_s"] == pytest.approx(3.25)
+    assert rows[1]["total_min"] == pytest.approx(6 / 2 + 3.25 / 60 + 15)
+    with pytest.raises(ValueError, match="'intro' has no execution timing"):
+        bench.cell_seconds(solved.cells[0])
 
 
 def test_test_cells_call_the_checks_through_the_module(solution):
