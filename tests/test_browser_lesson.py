@@ -141,8 +141,11 @@ def server(tmp_path_factory, trained):
     write_kernelspec(tmp / "jupyter-path", KERNEL)
     env = jupyter_environment(
         tmp, tmp / "jupyter-path",
-        # Every cell in the page (no windowing), so the test finds each one.
-        **{"notebook-extension/tracker": {"windowingMode": "none"}})
+        # Every cell in the page (no windowing), so the test finds each one; no autosave,
+        # so the only save is the test's own Ctrl+S (an autosave begun while Run All was
+        # still writing would otherwise be read back in its place).
+        **{"notebook-extension/tracker": {"windowingMode": "none"},
+           "docmanager-extension/plugin": {"autosave": False}})
     env.update(kernel_env, PIP_NO_INDEX="1")  # whatever runs, the kernel downloads nothing
     log_path = tmp / "jupyter.log"
     with running_jupyterlab(root, env, log_path, TOKEN) as base:
@@ -377,7 +380,9 @@ def _assert_no_error_anywhere(notebook: Notebook) -> None:
     stderr = "\n".join(page.locator(f".jp-Notebook {STDERR_SELECTOR}").all_inner_texts())
     assert "Error" not in stderr, stderr[:3000]
     cells = _saved_cells(notebook)
-    assert all(c["execution_count"] for c in cells if c["cell_type"] == "code"), "not all ran"
+    not_run = [c.get("id") for c in cells
+               if c["cell_type"] == "code" and not c["execution_count"]]
+    assert not not_run, f"saved without an execution count: {not_run}"
     assert _errors(cells) == []
 
 
