@@ -51,6 +51,16 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+#: nbformat validates notebooks with jsonschema, whose optional checker of the "iri"
+#: format builds a grammar when imported (over 2 s of every nbgrader start here). No
+#: schema of nbformat or nbgrader names a format, so the checker is never used: left
+#: unimported, here and in every nbgrader run this file starts (``NBGRADER``).
+_UNUSED = "rfc3987_syntax"
+sys.modules.setdefault(_UNUSED, None)  # an import of it then fails, as when not installed
+#: ``python -m nbgrader`` with the checker above left out
+NBGRADER = [sys.executable, "-c", f"import sys; sys.modules.setdefault({_UNUSED!r}, None); "
+            "from nbgrader.apps.nbgraderapp import main; main()"]
+
 import bounds  # noqa: E402
 import cnnlab_nbgrader as course_lib  # noqa: E402
 import nbformat  # noqa: E402
@@ -127,8 +137,8 @@ def solution_submission(release, source):
     return nb
 
 
-MEMO_SCRIPT = """
-import sys, nbformat
+MEMO_SCRIPT = f"import sys; sys.modules.setdefault({_UNUSED!r}, None)" + """
+import nbformat
 from nbclient import NotebookClient
 nb = nbformat.read(sys.argv[1], as_version=4)
 NotebookClient(nb, timeout=float(sys.argv[3]), kernel_name=sys.argv[4],
@@ -225,7 +235,7 @@ def setup(args) -> int:
     sandbox.write_kernelspec(course)
 
     print(f"[1/5] nbgrader generate_assignment {A} in {course}", flush=True)
-    run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", A, "--force"],
+    run = subprocess.run([*NBGRADER, "generate_assignment", A, "--force"],
                          cwd=course, env=_env(), capture_output=True, text=True)
     if run.returncode != 0:
         raise GradingError("nbgrader generate_assignment failed:\n" + run.stdout + run.stderr)
@@ -419,7 +429,7 @@ def _autograde(course: Path, sid: str, env: dict, limit: float) -> dict:
     """One submission through plain ``nbgrader autograde`` on its own gradebook copy
     (``grading/work/<student>/``), killed with all it started at the time limit."""
     folder = course / "grading" / "work" / sid
-    command = [sys.executable, "-m", "nbgrader", "autograde", A, "--student", sid, "--force",
+    command = [*NBGRADER, "autograde", A, "--student", sid, "--force",
                f"--CourseDirectory.db_url=sqlite:///{folder / 'gradebook.db'}"]
     rc, peak = _run_capped(command, course, folder / "nbgrader.log", env, limit + WORKER_START_S)
     st = course_lib.read_status(course, sid)
@@ -826,8 +836,7 @@ def feedback_one(course: Path, settings: dict, sid: str, limit: float) -> dict:
         return {"outcome": "not-written", "reason": f"the autograded notebook is {why}"}
     folder = course / "grading" / "work" / sid
     folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "nbgrader", "generate_feedback", A, "--student", sid,
-               "--force"]
+    command = [*NBGRADER, "generate_feedback", A, "--student", sid, "--force"]
     rc, _ = _run_capped(command, course, folder / "feedback.log", _env(), limit)
     size = html.stat().st_size if html.is_file() else None
     reason = (f"stopped at the time limit of {limit:g} s" if rc is None else
