@@ -186,6 +186,7 @@ def completeness_error(net, images, targets, steps):
     return np.abs(maps.sum((1, 2)) - gain).sum() / np.abs(gain).sum()
 
 
+@pytest.mark.slow  # about 12 s: 6 images at 256 steps, twice
 def test_integrated_gradients_is_complete(model):
     """The maps add up to f(x) - f(black), up to the trapezoid rule's error.
 
@@ -212,6 +213,7 @@ def briefly_trained():
     return model.eval(), synthetic_cifar10("test", n=16, seed=0)
 
 
+@pytest.mark.slow  # about 15-30 s: a model trained for it first
 def test_integrated_gradients_is_complete_within_2_percent_at_32_steps(briefly_trained):
     """The issue's bound on a trained model: at the lab's 32 steps the maps add up to
     f(x) - f(black) within 2 %, for each image's strongest unit and for its class.

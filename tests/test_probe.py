@@ -218,6 +218,7 @@ def test_a_target_is_a_class_only_where_class_names_are_known(model, images, res
         Probe(resnet, "layer4", classes=ten)
 
 
+@pytest.mark.slow  # about 10 s: every analysis of the course network, twice
 def test_course_arrays_are_unchanged_by_the_probe(tmp_path):
     old = tmp_path / "before"
     old.mkdir()
