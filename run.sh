@@ -70,7 +70,9 @@ else
   if [ $# -gt 0 ]; then
     python -m pytest "$@"
   else
-    # The unit tests, then every solution notebook top to bottom (nbval).
-    python -m pytest tests solutions --nbval-lax --nbval-cell-timeout=600 --durations=20
+    # The unit tests, then every solution notebook top to bottom (nbval); the wall time
+    # and the CPU time after it (CPU over wall: how busy the cores were).
+    TIMEFORMAT='tests: %R s wall, %U s user + %S s system CPU'
+    time python -m pytest tests solutions --nbval-lax --nbval-cell-timeout=600 --durations=40
   fi
 fi
