@@ -42,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -431,7 +432,8 @@ def _autograde(course: Path, sid: str, env: dict, limit: float) -> dict:
     folder = course / "grading" / "work" / sid
     command = [*NBGRADER, "autograde", A, "--student", sid, "--force",
                f"--CourseDirectory.db_url=sqlite:///{folder / 'gradebook.db'}"]
-    rc, peak = _run_capped(command, course, folder / "nbgrader.log", env, limit + WORKER_START_S)
+    rc, peak = _run_capped(command, course, folder / "nbgrader.log", env, limit + WORKER_START_S,
+                          fork=True)
     st = course_lib.read_status(course, sid)
     if rc is None:
         out = {"outcome": "killed", "reason": f"stopped at the time limit of {limit:g} s"}
@@ -458,33 +460,196 @@ def _autograde(course: Path, sid: str, env: dict, limit: float) -> dict:
     return out
 
 
-def _run_capped(command: list[str], cwd: Path, log: Path, env: dict, limit: float) -> tuple:
+#: A worker's nbgrader fork server: imports what every ``nbgrader autograde`` run needs
+#: once (nbgrader, nbclient, torch for the re-check: 5-6 s of every fresh start here),
+#: then forks one run per request. Single-threaded, so forking is safe (a Dask worker has
+#: threads, and is daemonic: multiprocessing may not start children from it). Protocol on
+#: the socket it is given (one message each): a JSON request {args, cwd, env} with the
+#: fd its output goes to; it answers {"pid"}, then {"rc"} when the run ends. It exits when the worker is
+#: gone (end of file on the socket); a run it started then sees its parent change and
+#: stops (``cnnlab_nbgrader.exit_with_grader``: the env names this server).
+FORK_SERVER = f"""
+import json, os, select, socket, sys, time
+sys.modules.setdefault({_UNUSED!r}, None)
+import nbclient, nbgrader.apps.nbgraderapp, torch  # noqa: F401 (for every run)
+sock = socket.socket(fileno=int(sys.argv[1]))  # AF_UNIX, SOCK_SEQPACKET
+
+
+def answer(**message):
+    sock.send(json.dumps(message).encode())
+
+
+def run(job, out):
+    code = 1
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.chdir(job["cwd"])
+        os.environ.clear()
+        os.environ.update(job["env"])
+        sys.argv = ["nbgrader", *job["args"]]
+        nbgrader.apps.nbgraderapp.main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+while True:
+    try:
+        data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
+    except OSError:
+        break
+    if not data or not fds:
+        break
+    pid = os.fork()
+    if pid == 0:
+        sock.close()
+        run(json.loads(data), fds[0])
+    os.close(fds[0])
+    answer(pid=pid)
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if select.select([sock], [], [], 0.2)[0]:
+            if not sock.recv(1, socket.MSG_PEEK):
+                sys.exit(0)  # the worker is gone, and so is this server
+            time.sleep(0.2)  # a request before this run's end: it waits its turn
+    answer(rc=os.waitstatus_to_exitcode(status))
+"""
+
+
+class _ForkServer:
+    """This worker process's ``FORK_SERVER``, started on its first use; one run at a
+    time (``lock``). Where it cannot start or answer, runs start as plain processes."""
+
+    lock = threading.Lock()
+    _current: _ForkServer | None = None
+    _failed = False
+    START_S = 120  # the server's own imports, before its first answer
+
+    def __init__(self):
+        import socket
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.proc = subprocess.Popen([sys.executable, "-c", FORK_SERVER, str(theirs.fileno())],
+                                     pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=_env())
+        theirs.close()
+        self.pid = self.proc.pid
+
+    @classmethod
+    def get(cls) -> _ForkServer | None:
+        if cls._failed:
+            return None
+        if cls._current is None or cls._current.proc.poll() is not None:
+            cls._current = cls()
+        return cls._current
+
+    def _message(self, timeout: float) -> dict | None:
+        """The server's next message; None after ``timeout`` seconds; EOFError if the
+        server is gone."""
+        import select
+        if not select.select([self.sock], [], [], timeout)[0]:
+            return None
+        data = self.sock.recv(1 << 16)
+        if not data:
+            raise EOFError("the nbgrader fork server is gone")
+        return json.loads(data)
+
+    def start(self, args: list[str], cwd: Path, env: dict, out: int) -> int:
+        """Start ``nbgrader ARGS`` in ``cwd`` with ``env``, its output into the fd
+        ``out``; its pid. OSError or EOFError when the server cannot."""
+        import socket
+        socket.send_fds(self.sock, [json.dumps({"args": args, "cwd": str(cwd),
+                                                "env": env}).encode()], [out])
+        while True:  # an earlier run's end, unread (it was killed at its limit), first
+            message = self._message(self.START_S)
+            if message is None:
+                raise EOFError("the nbgrader fork server did not answer")
+            if "pid" in message:
+                return message["pid"]
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status of the run started last; None while it runs."""
+        message = self._message(timeout)
+        return None if message is None else message.get("rc")
+
+
+def _run_capped(command: list[str], cwd: Path, log: Path, env: dict, limit: float,
+                fork: bool = False) -> tuple:
     """Run ``command`` (from ``cwd``, in a session of its own) for at most
     ``limit`` seconds, its output into ``log`` up to ``WORKER_LOG_BYTES`` (and its last
-    ``LOG_TAIL_BYTES``); then kill all it started. Returns (exit status or None when
-    killed at the limit, its peak resident memory in bytes, sampled every half second)."""
-    import threading
-    import time
-
+    ``LOG_TAIL_BYTES``); then kill all it started. ``fork``: ``command`` is an nbgrader
+    command (``NBGRADER`` + its arguments), forked from this worker's fork server where it
+    runs (the named grading process is then that server). Returns (exit status or None
+    when killed at the limit, its peak resident memory in bytes, sampled every half
+    second)."""
     import psutil
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                start_new_session=True)
-        copier = threading.Thread(target=bounds.copy_capped, daemon=True, args=(
-            proc.stdout, f, WORKER_LOG_BYTES, "log", LOG_TAIL_BYTES))
-        copier.start()
-        deadline, peak, rc = time.monotonic() + limit, 0, None
+    locked = fork and _ForkServer.lock.acquire(blocking=False)  # else a plain process
+    server, proc, pid, rc = None, None, None, None
+    if locked:
         try:
-            while rc is None and time.monotonic() < deadline:
-                try:
-                    rc = proc.wait(timeout=0.5)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(psutil.Error):
-                        peak = max(peak, psutil.Process(proc.pid).memory_info().rss)
-        finally:
-            _kill_tree(proc.pid)  # nothing of a submission outlives it
-            copier.join(timeout=10)
+            server = _ForkServer.get()
+        except OSError:
+            _ForkServer._failed = True
+    try:
+        with open(log, "wb") as f:
+            read_end, write_end = os.pipe()
+            try:
+                if server is not None:
+                    if course_lib.GRADER_PID_ENV in env:
+                        env = {**env, course_lib.GRADER_PID_ENV: str(server.pid)}
+                    try:
+                        pid = server.start(command[len(NBGRADER):], cwd, env, write_end)
+                    except (OSError, EOFError):
+                        _ForkServer._failed = True  # plain processes from now on
+                        server = None
+                if pid is None:
+                    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=write_end,
+                                            stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                            start_new_session=True)
+                    pid = proc.pid
+            finally:
+                os.close(write_end)
+            source = os.fdopen(read_end, "rb")
+            copier = threading.Thread(target=bounds.copy_capped, daemon=True, args=(
+                source, f, WORKER_LOG_BYTES, "log", LOG_TAIL_BYTES))
+            copier.start()
+            deadline, peak = time.monotonic() + limit, 0
+            try:
+                while rc is None and time.monotonic() < deadline:
+                    if proc is not None:
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            rc = proc.wait(timeout=0.5)
+                    else:
+                        try:
+                            rc = server.wait(0.5)
+                        except EOFError:  # the server died: so did its run
+                            rc = -1
+                    if rc is None:
+                        with contextlib.suppress(psutil.Error):
+                            peak = max(peak, psutil.Process(pid).memory_info().rss)
+            finally:
+                _kill_tree(pid)  # nothing of a submission outlives it
+                copier.join(timeout=10)
+                source.close()
+    finally:
+        if locked:
+            _ForkServer.lock.release()
     return rc, peak
 
 

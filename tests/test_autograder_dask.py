@@ -136,24 +136,28 @@ def _gradebook_rows(course: Path, db_url: str | None = None) -> dict[str, int]:
 
 
 def _kill_a_grading_worker(workers: list[subprocess.Popen], timeout: float = 600):
-    """SIGKILL the worker process (under its nanny) that runs ``nbgrader autograde``,
-    a few seconds into it; returns the student it was grading."""
+    """SIGKILL a worker process (under its nanny) while a kernel of its grading runs,
+    a few seconds into it; returns the student it was grading. The kernel is found by
+    its launcher's command line (``sandbox.py COURSE/grading/runtime/STUDENT/kernel.json``),
+    the worker above it (an nbgrader run forked by the worker's fork server, or started
+    by the worker itself) as the ancestor whose parent is a nanny."""
     import psutil
     nannies = {p.pid for p in workers}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in psutil.process_iter(["cmdline", "create_time"]):
             cmd = proc.info["cmdline"] or []
-            if "autograde" not in cmd or time.time() - proc.info["create_time"] < 5:
+            found = [a for a in cmd if a.endswith("kernel.json") and "/grading/runtime/" in a]
+            if not found or time.time() - proc.info["create_time"] < 3:
                 continue
             try:
-                worker = proc.parent()
-                if worker is None or worker.ppid() not in nannies:
+                worker = next((p for p in proc.parents() if p.ppid() in nannies), None)
+                if worker is None:
                     continue
                 worker.kill()
             except psutil.Error:
                 continue
-            return cmd[cmd.index("--student") + 1]
+            return Path(found[0]).parent.name
         time.sleep(0.5)
     raise AssertionError("no worker was seen grading")
 
