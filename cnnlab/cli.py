@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="its number of outputs (default: the data's number of classes)")
     own.add_argument("--layer", metavar="NAME",
                      help="the layer whose units the lab reads, a dotted name from "
-                     "named_modules() such as layer3 (default: the last layer with a "
+                     "named_modules() such as layer3, or '' for the network's outputs "
+                     "(named by the data's classes) (default: the last layer with a "
                      "spatial output)")
     own.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                      help="resize the images to H x W (default: their own size)")
@@ -155,7 +156,7 @@ def _network(args, n_classes: int):
     load_weights(model, args.weights)
     mean, std = _numbers(args.mean, "--mean"), _numbers(args.std, "--std")
     # checked now, before any work: a typo names the closest layers
-    layer = Probe(model, args.layer, mean=mean, std=std).layer if args.layer else None
+    layer = None if args.layer is None else Probe(model, args.layer, mean=mean, std=std).layer
     return Network(model, args.model, layer, mean, std, str(args.weights))
 
 

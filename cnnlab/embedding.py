@@ -218,7 +218,7 @@ def plot_embedding(
         fig: figure to draw into (cleared first); a new one if None.
         title: axes title; a default one if None.
         shown: the classes (label numbers) whose points are drawn; None for all. The
-            legend keeps every class.
+            legend keeps every class; the default title counts the points and classes shown.
         point: a point to circle (0..N-1), also when its class is not shown.
         image: with ``point``, its image (C, H, W), drawn to the right of the map and
             titled with the point's number and class.
@@ -242,6 +242,9 @@ def plot_embedding(
               frameon=False)
     ax.set_xticks([])
     ax.set_yticks([])
+    if title is None and shown is not None:
+        title = (f"t-SNE of {int(visible.sum())} of {len(labels)} points "
+                 f"({len(shown)} of {len(classes)} classes)")
     ax.set_title(title or f"t-SNE of {int(visible.sum())} feature vectors, coloured by class")
     if point is not None:
         ax.scatter(*embedding[point], s=160, facecolors="none", edgecolors="black",

@@ -128,7 +128,8 @@ class Network:
         name: how it was named (``"resnet18"``, ``"mypkg.nets:small"``), for the summary.
         layer: the layer whose units the lab reads, a name from ``named_modules()``;
             None = the last layer with a spatial output
-            (:func:`cnnlab.probe.last_spatial_layer`).
+            (:func:`cnnlab.probe.last_spatial_layer`); ``""`` = the network's outputs,
+            named by the data's classes when there is one output per class.
         mean, std: the per-channel normalisation it was trained with (None: 0.5).
         weights: the file the weights came from, for the summary.
     """
@@ -273,11 +274,17 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
     else:
         with stage("load"):
             model = network.model.to(device).eval()
-            layer = network.layer or last_spatial_layer(model, image_shape)
+            layer = (last_spatial_layer(model, image_shape) if network.layer is None
+                     else network.layer)
             probe = Probe(model, layer, mean=network.mean, std=network.std)
+            if layer == "" and probe.units(test.images[:1]).shape[1] == len(test.classes):
+                # it reads the network's outputs, one per class: the data's folders name them
+                probe = Probe(model, "", mean=network.mean, std=network.std,
+                              classes=test.classes)
             info = {"metrics": {}, "reused": True, "checkpoint": network.weights}
         like = train.images
-        print(f"reading {network.name} at layer {probe.layer!r} on images of shape "
+        named = "" if probe.classes is None else f" (the classes {', '.join(probe.classes)})"
+        print(f"reading {network.name} at layer {probe.layer!r}{named} on images of shape "
               f"{image_shape}", flush=True)
     with stage("evaluate"):  # already done when the model was just trained
         result = info.get("evaluation")
@@ -376,6 +383,7 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
         "device": str(device),
         "network": "course" if network is None else network.name,
         "layer": probe.layer,
+        "classes": None if probe.classes is None else list(probe.classes),
         "mean": list(probe.mean or [MEAN]),
         "std": list(probe.std or [STD]),
         "image_shape": list(image_shape),

@@ -4,11 +4,11 @@ Each explorer is its controls plus ``ipywidgets.interactive_output(draw, control
 at every move the Output is cleared and ``draw`` displays the Figure of the static plot
 function (:func:`~cnnlab.activations.plot_top_k`, :func:`~cnnlab.occlusion.plot_occlusion`,
 :func:`~cnnlab.filters.plot_filters`, :func:`~cnnlab.embedding.plot_embedding`,
-:func:`~cnnlab.views.plot_unit_views`), unchanged. The arguments are checked by the
-functions that compute and draw; an explorer checks only what it needs to build its
-controls (a slider would silently clamp a bad starting value). Slow results (occlusion
-passes, a unit's views) are computed once per setting and cached; a draw that raises
-shows "Could not draw: ..." in the Output, and the next move draws again. Only core
+:func:`~cnnlab.views.plot_unit_views`), unchanged. Those functions check their
+arguments: an explorer checks only what it needs to build its controls (a slider would
+silently clamp a bad starting value), and a draw that raises shows "Could not draw: ..."
+and the function's message in the Output; the next move draws again. Slow results
+(occlusion passes, a unit's views) are computed once per setting and cached. Only core
 ipywidgets is used (JupyterLab, Notebook 7, VS Code, Colab), imported when an explorer
 is built: without it, every explorer raises an ImportError that says how to install it.
 
@@ -18,6 +18,9 @@ The top-K explorers (unit, occlusion, attribution) share their first arguments:
 ``units``, the units visited or shown, each in 0..D-1; ``k``, top images per unit
 (None: the configuration's ``top_k``). They raise a ValueError when ``images`` and
 ``features`` do not match, a unit is not a unit of the layer, or ``k`` is out of range.
+Their occlusion settings (``size``, ``stride``, ``threshold``, ``sigma``, ``dim``,
+``precision``) go to :func:`~cnnlab.occlusion.top_k_occlusion` and
+:func:`~cnnlab.occlusion.plot_occlusion`; None is the configuration's value.
 
 Every returned box carries ``output`` (the ``ipywidgets.Output`` drawn in), ``figure``
 (the last Figure drawn, None while an error is shown), ``error`` (the exception of the
@@ -37,10 +40,10 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ._methods import registered
-from ._validate import feature_array, whole_number
-from .activations import check_k, plot_top_k, top_k, validate_units
+from ._validate import whole_number
+from .activations import plot_top_k, top_k, validate_units
 from .config import or_config
-from .embedding import check_points, plot_embedding
+from .embedding import plot_embedding
 from .filters import plot_filters
 from .occlusion import check_mask_settings, occluder_centres, plot_occlusion, top_k_occlusion
 
@@ -74,23 +77,18 @@ def _figures_inline(shell) -> None:
     """Have ``shell`` display Figures as PNG (what ``%matplotlib inline`` sets up),
     unless it already displays them in some image format."""
     formatters = shell.display_formatter.formatters
-    for mime in ("image/png", "image/svg+xml", "image/jpeg", "application/pdf"):
-        try:
-            formatters[mime].lookup_by_type(Figure)
-            return
-        except KeyError:
-            continue
-    from IPython.core.pylabtools import select_figure_formats
+    if not any(formatters[mime].for_type(Figure)  # the printer of that format, or None
+               for mime in ("image/png", "image/svg+xml", "image/jpeg", "application/pdf")):
+        from IPython.core.pylabtools import select_figure_formats
 
-    select_figure_formats(shell, {"png"}, bbox_inches="tight")
+        select_figure_formats(shell, {"png"}, bbox_inches="tight")
 
 
 def _describe(exc: Exception) -> str:
     """The error's message; its type too unless it is one of cnnlab's teaching errors."""
     message = str(exc).strip() or "(no message)"
-    if isinstance(exc, (ValueError, TypeError)):
-        return message
-    return f"{type(exc).__name__}: {message}"
+    teaching = isinstance(exc, (ValueError, TypeError))
+    return message if teaching else f"{type(exc).__name__}: {message}"
 
 
 def _new_box(ipw, explorer: str, static: str, **attributes):
@@ -115,11 +113,11 @@ def _new_box(ipw, explorer: str, static: str, **attributes):
 
 def _draw_into(box, rows: list, controls: dict, make_figure: Callable[..., Figure | None]):
     """Fill ``box``: ``rows`` (a widget, or a list of widgets side by side) above
-    ``interactive_output(draw, controls)``.
+    ``interactive_output(draw, controls)``, and draw the first figure.
 
     ``draw(**values)`` displays ``make_figure(**values)``, or the line
     "Could not draw: <message>" if it raises; ``make_figure`` returning None
-    leaves the Output as it is. The first draw happens here.
+    leaves the Output as it is.
     """
     from IPython.display import display
 
@@ -155,10 +153,10 @@ def _slider(ipw, description: str, value, low, high, step=1):
                            continuous_update=False, readout_format=".2f")
 
 
-def _unit_control(ipw, units, visited: list[int], first: int, n_units: int):
+def _unit_control(ipw, units, visited: list[int], first: int):
     """A slider over every unit (``units`` None), or over the listed ones."""
     if units is None:
-        return _slider(ipw, "unit", first, 0, n_units - 1)
+        return _slider(ipw, "unit", first, 0, visited[-1])
     return ipw.SelectionSlider(options=visited, value=first, description="unit",
                                continuous_update=False)
 
@@ -175,34 +173,25 @@ def _computed(box, cache: dict, key, message: str, compute: Callable):
     return cache[key]
 
 
-def _top_setup(images, features, units, k) -> tuple[np.ndarray, list[int], int]:
-    """``(features, units, k)`` checked: (N, D) with one row per image of ``images``, the
-    units (None: all D) and ``k`` (None: the configuration's ``top_k``)."""
-    features = feature_array(features)
-    n, n_units = features.shape
-    if len(images) != n:
+def _top_setup(images, features, units, k) -> tuple[np.ndarray, list[int]]:
+    """``(top_k(features, k), units)``: the (K, D) top indices, ``features`` checked to
+    have a row per image, and the units a list (None: all D)."""
+    top = top_k(features, k)
+    if len(images) != len(features):
         raise ValueError(
-            f"images holds {len(images)} images but features has {n} rows: "
+            f"images holds {len(images)} images but features has {len(features)} rows: "
             "pass the images the features were computed from, e.g. "
             "features = extract_features(extractor, images)."
         )
-    units = list(range(n_units)) if units is None else validate_units(units, n_units)
-    return features, units, check_k(or_config(k, "top_k"), n)
+    n_units = top.shape[1]
+    return top, list(range(n_units)) if units is None else validate_units(units, n_units)
 
 
 def unit_explorer(
-    images,
-    features,
-    units: Sequence[int] | None = None,
-    k: int | None = None,
-    extractor: nn.Module | None = None,
-    *,
-    max_k: int = 20,
-    size: int | None = None,
-    stride: int | None = None,
-    threshold: float | None = None,
-    sigma: float | None = None,
-    precision: str = "fp32",
+    images, features, units: Sequence[int] | None = None, k: int | None = None,
+    extractor: nn.Module | None = None, *, max_k: int = 20,
+    size: int | None = None, stride: int | None = None,
+    threshold: float | None = None, sigma: float | None = None, precision: str = "fp32",
 ) -> ipywidgets.VBox:
     """A slider over the units, showing one unit's top-K images at a time.
 
@@ -216,9 +205,7 @@ def unit_explorer(
         extractor: the network the features came from (a :class:`cnnlab.Probe` or
             ``model[:14]``); without it the mask toggle is disabled.
         max_k: largest K the slider offers (at most N).
-        size, stride, threshold, sigma, precision: of the occlusion masks
-            (:func:`~cnnlab.occlusion.top_k_occlusion`, :func:`~cnnlab.occlusion.plot_occlusion`),
-            checked when the masks are drawn; None for the configuration's.
+        size, stride, threshold, sigma, precision: of the masks, as the module says.
 
     Returns:
         The ``ipywidgets.VBox``, with ``unit_slider``, ``k_slider``, ``mask_toggle``,
@@ -232,11 +219,11 @@ def unit_explorer(
         >>> unit_explorer(test.images, features, extractor=model[:14])
     """
     ipw = _ipywidgets()
-    features, visited, k = _top_setup(images, features, units, k)
-    n, n_units = features.shape
-    max_k = min(max(whole_number(max_k, "max_k", advice="The default is 20."), k), n)
-    top = top_k(features, max_k)  # (max_k, D); its first K rows are top_k(features, K)
-    unit_slider = _unit_control(ipw, units, visited, visited[0], n_units)
+    top, visited = _top_setup(images, features, units, k)
+    k = len(top)
+    max_k = min(max(whole_number(max_k, "max_k", advice="The default is 20."), k), len(images))
+    top = top_k(features, max_k)  # its first K rows are top_k(features, K)
+    unit_slider = _unit_control(ipw, units, visited, visited[0])
     k_slider = _slider(ipw, "K", k, 1, max_k)
     mask_toggle = ipw.ToggleButton(
         value=False, description="occlusion masks", disabled=extractor is None,
@@ -265,17 +252,9 @@ def unit_explorer(
 
 
 def occlusion_explorer(
-    extractor: nn.Module,
-    images,
-    features,
-    units: Sequence[int] | None = None,
-    k: int | None = None,
-    *,
-    size: int | None = None,
-    stride: int | None = None,
-    threshold: float | None = None,
-    sigma: float | None = None,
-    dim: float = 0.3,
+    extractor: nn.Module, images, features, units: Sequence[int] | None = None,
+    k: int | None = None, *, size: int | None = None, stride: int | None = None,
+    threshold: float | None = None, sigma: float | None = None, dim: float = 0.3,
     precision: str = "fp32",
 ) -> ipywidgets.VBox:
     """Sliders for the occluder's size and stride and the mask's threshold and smoothing.
@@ -289,10 +268,8 @@ def occlusion_explorer(
         extractor: the network up to the units (a :class:`cnnlab.Probe` or ``model[:14]``).
         images, features, units, k: as the module says (units: one column each; None
             for the configuration's).
-        size, stride, threshold, sigma: starting values; None for the configuration's
-            (11, 4, 0.5, 2). The stride slider goes up to half the image.
-        dim: brightness of the pixels below the threshold, in [0, 1].
-        precision: ``"auto"`` or ``"fp32"``, for the occlusion passes.
+        size, stride, threshold, sigma, dim, precision: as the module says; the
+            sliders start there (the stride slider goes up to half the image).
 
     Returns:
         The ``ipywidgets.VBox``, with ``size_slider``, ``stride_slider``,
@@ -306,13 +283,12 @@ def occlusion_explorer(
         >>> occlusion_explorer(model[:14], test.images, features, units=[1, 2, 4])
     """
     ipw = _ipywidgets()
-    features, units, k = _top_setup(images, features, or_config(units, "units"), k)
+    top, units = _top_setup(images, features, or_config(units, "units"), k)
     size, stride = or_config(size, "occluder"), or_config(stride, "stride")
     image_size = int(images.shape[-1])
     occluder_centres(image_size, size, stride)  # checks size and stride
     sigma, threshold, dim = check_mask_settings(sigma, threshold, dim)
 
-    top = top_k(features, k)
     size_slider = _slider(ipw, "occluder", size, 1, image_size)
     stride_slider = _slider(ipw, "stride", stride, 1, max(image_size // 2, stride))
     threshold_slider = _slider(ipw, "threshold", threshold, 0.0, 1.0, 0.05)
@@ -325,12 +301,12 @@ def occlusion_explorer(
     def make_figure(size, stride, threshold, sigma) -> Figure:
         maps = _computed(box, cache, (size, stride),
                          f"Computing occlusion maps for occluder {size}, stride {stride} "
-                         f"({k} images x {len(units)} units)...",
+                         f"({len(top)} images x {len(units)} units)...",
                          lambda: top_k_occlusion(extractor, images, top, units, size=size,
                                                  stride=stride, precision=precision))
         return plot_occlusion(
             images, top, units, maps, sigma=sigma, threshold=threshold, dim=dim,
-            title=(f"Occluder {size}x{size}, stride {stride}: top {k} images, "
+            title=(f"Occluder {size}x{size}, stride {stride}: top {len(top)} images, "
                    f"bright where the mask is >= {threshold:.2f}"),
         )
 
@@ -363,47 +339,29 @@ def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
     """
     ipw = _ipywidgets()
     layers = list(model.children())
-    convs = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
+    convs = [(i, layer) for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
     if not convs:
         raise ValueError(f"{type(model).__name__} has no nn.Conv2d among its children, so "
                          "there are no filters to show. Pass the network from "
                          "cnnlab.build_model().")
-
-    def label(i: int) -> str:
-        conv = layers[i]
-        kh, kw = conv.kernel_size
-        return f"model[{i}]: Conv2d({conv.in_channels}, {conv.out_channels}, {kh}x{kw})"
-
     layer_dropdown = ipw.Dropdown(
-        options=[(label(i), i) for i in convs], value=convs[0], description="layer"
-    )
-    channel_slider = _slider(ipw, "channel", 0, 0, max(layers[convs[0]].in_channels - 1, 0))
-    channel_slider.disabled = layers[convs[0]].in_channels == 3
+        options=[(f"model[{i}]: Conv2d({c.in_channels}, {c.out_channels}, "
+                  f"{c.kernel_size[0]}x{c.kernel_size[1]})", i) for i, c in convs],
+        value=convs[0][0], description="layer")
+    channel_slider = _slider(ipw, "channel", 0, 0, 0)  # fitted to the layer by each draw
     scale_buttons = ipw.ToggleButtons(
         options=[("global", "global"), ("per filter", "per_filter")], value="global",
         description="scale",
         tooltips=["The whole weight tensor scaled to [0, 1] once: filters can be compared",
                   "Each filter scaled on its own: shows each one's pattern"])
-    fitting = [False]  # True while the channel slider is fitted to a new layer
-
-    def fit_channel_slider(change) -> None:
-        """Runs before the layer's redraw (observers run in the order registered);
-        the channel it clamps is drawn once, by that redraw."""
-        n_in = layers[change["new"]].in_channels
-        fitting[0] = True
-        try:
-            channel_slider.value = min(channel_slider.value, n_in - 1)
-            channel_slider.max = max(n_in - 1, 0)
-            channel_slider.disabled = n_in == 3
-        finally:
-            fitting[0] = False
 
     def make_figure(layer, channel, scale) -> Figure | None:
-        if fitting[0]:
+        n_in = layers[layer].in_channels
+        channel_slider.max, channel_slider.disabled = max(n_in - 1, 0), n_in == 3
+        if channel_slider.value != channel:  # clamped to the layer: that move drew it
             return None
         return plot_filters(layers[layer].weight, scale=scale, channel=channel)
 
-    layer_dropdown.observe(fit_channel_slider, names="value")
     box = _new_box(ipw, "filter_explorer", "plot_filters", layer_dropdown=layer_dropdown,
                    channel_slider=channel_slider, scale_buttons=scale_buttons)
     return _draw_into(box, [[layer_dropdown, channel_slider], scale_buttons],
@@ -411,13 +369,8 @@ def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
                        "scale": scale_buttons}, make_figure)
 
 
-def embedding_explorer(
-    embedding,
-    labels,
-    classes: Sequence[str],
-    images,
-    point: int = 0,
-) -> ipywidgets.VBox:
+def embedding_explorer(embedding, labels, classes: Sequence[str], images,
+                       point: int = 0) -> ipywidgets.VBox:
     """The t-SNE map with classes switched on and off, and one point's image.
 
     The figure is ``plot_embedding(embedding, labels, classes, shown=ticked,
@@ -436,34 +389,28 @@ def embedding_explorer(
         label order) and ``point_slider``.
 
     Raises:
-        ValueError: the arrays do not have one row per point, or ``point`` is out of
-            range.
+        ValueError: ``images`` does not have one image per point, or ``point`` is out
+            of range.
 
     Example:
         >>> embedding_explorer(xy, test.labels, CLASSES, test.images)
     """
     ipw = _ipywidgets()
-    classes = list(classes)
-    embedding, labels = check_points(embedding, labels, classes)
-    n = embedding.shape[0]
+    n = len(embedding)
     if len(images) != n:
         raise ValueError(f"embedding has {n} points but images holds {len(images)}: pass "
                          "one image per point, in the same order.")
-    point = whole_number(point, "point", 0, n - 1, why="is not a point of the map")
-
+    point_slider = _slider(ipw, "point", whole_number(point, "point", 0, n - 1,
+                                                      why="is not a point of the map"), 0, n - 1)
     class_boxes = [ipw.Checkbox(value=True, description=name, indent=False,
                                 layout=ipw.Layout(width="auto")) for name in classes]
-    point_slider = _slider(ipw, "point", point, 0, n - 1)
 
     def make_figure(point, **ticked) -> Figure:
-        shown = [c for c in range(len(classes)) if ticked[f"class_{c}"]]
+        shown = [c for c in range(len(class_boxes)) if ticked[f"class_{c}"]]
         if not shown:
             raise ValueError("No class is ticked: tick at least one class to see its points.")
-        return plot_embedding(
-            embedding, labels, classes, shown=shown, point=point, image=images[point],
-            title=f"t-SNE of {int(np.isin(labels, shown).sum())} of {n} points "
-                  f"({len(shown)} of {len(classes)} classes)",
-        )
+        return plot_embedding(embedding, labels, classes, shown=shown, point=point,
+                              image=images[point])
 
     controls = {"point": point_slider,
                 **{f"class_{c}": checkbox for c, checkbox in enumerate(class_boxes)}}
@@ -477,15 +424,8 @@ def embedding_explorer(
 
 
 def attribution_explorer(
-    model: nn.Module,
-    images,
-    features,
-    units: Sequence[int] | None = None,
-    k: int | None = None,
-    views=None,
-    *,
-    n_best: int = 3,
-    synthesize: bool = True,
+    model: nn.Module, images, features, units: Sequence[int] | None = None,
+    k: int | None = None, views=None, *, n_best: int = 3, synthesize: bool = True,
     method_options: dict[str, dict] | None = None,
 ) -> ipywidgets.VBox:
     """A unit slider, a method menu and an image picker over section 6's views.
@@ -521,18 +461,17 @@ def attribution_explorer(
     from .views import VIEWS, UnitViews, plot_unit_views, unit_views
 
     ipw = _ipywidgets()
-    features, visited, k = _top_setup(images, features, units, k)
+    top, visited = _top_setup(images, features, units, k)
+    k = len(top)
     if views is not None and (not isinstance(views, UnitViews) or views.k < k):
         raise ValueError(
             "views must be the UnitViews that unit_views(model, images, top, units) "
             f"returns, with at least k={k} images per unit; pass views=None to compute "
             "them here."
         )
-    top = top_k(features, k)
-
     first = next((u for u in (views.units if views is not None else []) if u in visited),
                  visited[0])  # start where nothing needs computing
-    unit_control = _unit_control(ipw, units, visited, first, features.shape[1])
+    unit_control = _unit_control(ipw, units, visited, first)
     menu = [(registered(v).title.replace("\n", " "), v) for v in VIEWS
             if synthesize or v != "synthesized"]
     method_control = ipw.Dropdown(options=[("every view", "all"), *menu], value="all",

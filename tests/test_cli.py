@@ -141,6 +141,7 @@ def test_lab_on_a_resnet_reads_the_layer_and_normalisation_it_was_given(own_lab)
     assert summary["feature_shape"] == [24, 256]  # layer3's 256 channels, 3 x 8 test images
     assert summary["units"] == [2, 4] and set(summary["unit_views"]) == {"2", "4"}
     assert set(summary["per_class_accuracy"]) == set(CLASSES)
+    assert summary["classes"] is None  # layer3's units are not the classes
     # the sanity check re-initialises only what layer3 reads: no layer4 and no fc
     layers = summary["sanity"]["layers"]
     assert layers[0] == "trained" and layers[1].startswith("layer3.")
@@ -238,6 +239,22 @@ class OneConv(nn.Module):
 '''
 
 
+def _tiny_network(folder: Path, num_classes: int) -> tuple[str, ...]:
+    """``my_nets.py`` (TINY_NET) and a state_dict of its OneConv written to ``folder``:
+    the flags ``--model my_nets:OneConv --weights FILE`` (``folder`` on PYTHONPATH)."""
+    import importlib.util
+
+    import torch
+
+    (folder / "my_nets.py").write_text(TINY_NET)
+    spec = importlib.util.spec_from_file_location("my_nets", folder / "my_nets.py")
+    my_nets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(my_nets)
+    torch.manual_seed(0)
+    torch.save(my_nets.OneConv(num_classes=num_classes).state_dict(), folder / "w.pt")
+    return "--model", "my_nets:OneConv", "--weights", str(folder / "w.pt")
+
+
 @pytest.mark.slow  # three runs of the command (12-15 s)
 def test_lab_on_a_network_of_your_own_says_which_sections_do_not_apply(own_network,
                                                                         tmp_path):
@@ -245,21 +262,10 @@ def test_lab_on_a_network_of_your_own_says_which_sections_do_not_apply(own_netwo
     conv's filters, the confusion matrix and guided backprop (no ReLU before the conv)
     are skipped, each with its reason; every other figure is written; the default layer
     is the last one with a spatial output."""
-    import torch
-
     data, _ = own_network
-    (tmp_path / "my_nets.py").write_text(TINY_NET)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("my_nets", tmp_path / "my_nets.py")
-    my_nets = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(my_nets)
-    torch.manual_seed(0)
-    torch.save(my_nets.OneConv(num_classes=5).state_dict(), tmp_path / "w.pt")
     out = tmp_path / "out"
-    r = run("lab", "--profile", "quick", "--model", "my_nets:OneConv", "--weights",
-            str(tmp_path / "w.pt"), "--num-classes", "5", "--data", str(data),
-            "--size", "32", "48", "--units", "1", "6", "--out", str(out),
+    r = run("lab", "--profile", "quick", *_tiny_network(tmp_path, 5), "--num-classes", "5",
+            "--data", str(data), "--size", "32", "48", "--units", "1", "6", "--out", str(out),
             env_extra={"PYTHONPATH": f"{tmp_path}:{ROOT}", "CNNLAB_SOURCE": ""})
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -277,3 +283,22 @@ def test_lab_on_a_network_of_your_own_says_which_sections_do_not_apply(own_netwo
     assert all((out / name).read_bytes()[:4] == b"\x89PNG" for name in written)
     page = (out / "index.html").read_text()
     assert "Sections skipped" in page and "filters_conv2" in page
+
+
+@pytest.mark.slow  # one run of the command on 24 small images (about 10 s)
+def test_lab_reading_the_outputs_of_your_network_names_them_by_the_datas_classes(
+        own_network, tmp_path):
+    """``--layer ''`` reads the network's outputs; with one output per class of the
+    ImageFolder, the lab's probe names them by the data's folders (ant, bee, cow), so its
+    targets are classes; at an inner layer (the ResNet's layer3) they stay units."""
+    data, _ = own_network
+    out = tmp_path / "out"
+    r = run("lab", "--profile", "quick", *_tiny_network(tmp_path, 3), "--layer", "",
+            "--data", str(data), "--size", "16", "24", "--units", "1", "--out", str(out),
+            env_extra={"PYTHONPATH": f"{tmp_path}:{ROOT}", "CNNLAB_SOURCE": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layer"] == "" and summary["feature_shape"] == [24, 3]
+    assert summary["classes"] == list(CLASSES)
+    assert "at layer '' (the classes ant, bee, cow)" in r.stdout
+    assert "confusion" not in summary["skipped"]

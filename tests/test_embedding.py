@@ -151,6 +151,7 @@ def test_plot_embedding_hides_classes_circles_a_point_and_shows_its_image():
     fig = plot_embedding(xy, labels, ("a", "b", "c"), shown=[0, 2], point=4, image=image)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]
+    assert ax.get_title() == "t-SNE of 8 of 12 points (2 of 3 classes)"
     a, b, c, ring = ax.collections
     np.testing.assert_allclose(a.get_offsets(), xy[labels == 0])
     assert len(b.get_offsets()) == 0  # class b is hidden

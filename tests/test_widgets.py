@@ -422,6 +422,18 @@ def test_embedding_explorer_hides_classes_and_shows_the_chosen_point(screen, ima
     assert points_drawn() == 5 + 1
 
 
+def test_embedding_explorer_shows_plot_embeddings_error_for_bad_labels(screen, images):
+    """The explorer leaves the points' checks to plot_embedding: its message is shown."""
+    xy = np.zeros((N_IMAGES, 2), np.float32)
+    box = widgets.embedding_explorer(xy, np.zeros(N_IMAGES - 1, int), ["a", "b"], images)
+    text = shown_text(screen)
+    assert text.startswith("Could not draw: labels must have one class per point, "
+                           f"shape ({N_IMAGES},), got ({N_IMAGES - 1},)")
+    assert box.figure is None and isinstance(box.error, ValueError)
+    with pytest.raises(ValueError, match="embedding has 20 points but images holds 19"):
+        widgets.embedding_explorer(xy, np.zeros(N_IMAGES, int), ["a"], images[:19])
+
+
 # --- behaviour outside Jupyter ---------------------------------------------------
 
 
