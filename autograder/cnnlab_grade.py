@@ -702,10 +702,26 @@ def course_bundle(course: Path, settings: dict) -> dict[str, bytes]:
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "gradebook.db"
-        with _gradebook(settings) as src, _gradebook(settings, db) as dst:
-            _copy_assignment(src, dst)
+        assignment_gradebook(settings, db)
         files["gradebook.db"] = db.read_bytes()
     return files
+
+
+def assignment_gradebook(settings: dict, db: Path) -> None:
+    """Write at ``db`` a new SQLite gradebook holding the course's assignment and no
+    student, stamped with the course gradebook's schema version: nbgrader, given a new
+    file, asks ``alembic heads`` for it in a subprocess (about 6 s on 2 cores)."""
+    import sqlite3
+
+    from sqlalchemy import text
+    with _gradebook(settings) as src:
+        version = src.db.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        with contextlib.closing(sqlite3.connect(db)) as new:
+            new.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+            new.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (version,))
+            new.commit()
+        with _gradebook(settings, db) as dst:
+            _copy_assignment(src, dst)
 
 
 def _copy_assignment(src, dst) -> None:
@@ -758,7 +774,7 @@ def grade_task(bundle: dict[str, bytes], job: dict) -> dict:
     """One student graded on a worker, in a private course folder made from ``bundle``.
 
     ``job``: student, notebook (bytes), status (its grading record), limit (s), jobs,
-    no_sandbox. Returns {"student", "outcome", "status", "log", "autograded": {path:
+    no_sandbox, probe (check this worker's sandbox before its first task). Returns {"student", "outcome", "status", "log", "autograded": {path:
     bytes}, "grades": the gradebook rows or None}, or {"refused": why, "worker"} when this
     worker's sandbox does not hold. Nothing is written outside the private folder, so
     running a task twice is harmless."""
@@ -769,7 +785,7 @@ def grade_task(bundle: dict[str, bytes], job: dict) -> dict:
         course = root / "course"
         course.mkdir()
         settings = _private_course(course, bundle)
-        if not job["no_sandbox"]:
+        if job["probe"]:
             if "problems" not in _PROBED:
                 try:
                     _PROBED["problems"] = sandbox.self_check(settings)
@@ -896,7 +912,9 @@ def grade_students(course: Path, settings: dict, students: list[str], jobs: int 
     workers get the course and the submission over the wire and send back the autograded
     notebook and the grades; this process alone writes the course folder and the
     gradebook, once per student, as each task finishes. A task whose worker dies runs
-    again on another."""
+    again on another. A cluster's workers check their sandbox before their first task;
+    local ones are this machine, whose sandbox ``grade`` and ``setup`` have just checked
+    (the check costs each worker about 5 s of every run)."""
     import uuid
 
     from distributed import as_completed
@@ -921,7 +939,8 @@ def grade_students(course: Path, settings: dict, students: list[str], jobs: int 
             running = {}
             for sid in queue:
                 job = {"student": sid, "limit": limit, "jobs": max(1, workers),
-                       "no_sandbox": no_sandbox, "status": course_lib.read_status(course, sid),
+                       "no_sandbox": no_sandbox, "probe": bool(scheduler) and not no_sandbox,
+                       "status": course_lib.read_status(course, sid),
                        "notebook": (course / "submitted" / sid / A / f"{A}.ipynb").read_bytes()}
                 running[client.submit(_GRADE_TASK, bundle, job, retries=2, pure=False,
                                       key=f"cnnlab-grade-{sid}-{uuid.uuid4().hex}")] = sid

@@ -368,3 +368,36 @@ def test_the_shared_gradebook_is_postgresql_and_nbgrader_reads_it(class_graded, 
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with open(tmp_path / "e.csv") as f:
         assert {r["student"]: r for r in csv.DictReader(f)} == class_graded["third"]
+
+
+@pytest.mark.filterwarnings("ignore:Object of type")  # SQLAlchemy on nbgrader's autoflush
+def test_the_workers_gradebook_is_the_assignment_at_the_courses_schema(tmp_path, monkeypatch):
+    """What each worker grades in (``assignment_gradebook``): the course's assignment, its
+    cells and points, and no student, at the schema version nbgrader's own ``alembic heads``
+    gives, without starting alembic (6 s of every grading run)."""
+    import cnnlab_grade
+    from nbgrader import api
+    from sqlalchemy import text
+    settings = {**sandbox.DEFAULTS, "course_root": str(tmp_path), "db_url": None}
+    asked, ask = [], api.get_alembic_version
+    monkeypatch.setattr(api, "get_alembic_version", lambda: asked.append(ask()) or asked[-1])
+    with api.Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}", settings["course_id"]) as gb:
+        gb.add_assignment(A)
+        gb.add_notebook(A, A)
+        gb.add_grade_cell("ex1_test", A, A, max_score=2, cell_type="code")
+        gb.add_solution_cell("ex1_answer", A, A)
+        gb.add_source_cell("ex1_test", A, A, cell_type="code", locked=True, source="x = 1",
+                           checksum="c")
+        gb.add_student("alice")
+        gb.add_submission(A, "alice")
+    (head,) = asked  # the course gradebook, made by nbgrader as ``setup`` makes it
+    monkeypatch.setattr(api, "get_alembic_version", lambda: pytest.fail("alembic was started"))
+    cnnlab_grade.assignment_gradebook(settings, tmp_path / "worker.db")
+    with api.Gradebook(f"sqlite:///{tmp_path / 'worker.db'}", settings["course_id"]) as gb:
+        notebook = gb.find_notebook(A, A)
+        assert {c.name: c.max_score for c in notebook.grade_cells} == {"ex1_test": 2}
+        assert [c.name for c in notebook.solution_cells] == ["ex1_answer"]
+        assert [(c.name, c.locked, c.source) for c in notebook.source_cells] == [
+            ("ex1_test", True, "x = 1")]
+        assert gb.students == []
+        assert gb.db.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head
