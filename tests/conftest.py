@@ -42,6 +42,25 @@ def lesson_source() -> str:
 
 SESSION: dict[str, Path] = {}
 
+#: the modules that grade a made-up class in the sandbox. ``run.sh test`` runs the suite
+#: on two pytest-xdist workers (``-n 2``): these on one, every other test on the other, in
+#: file order as without xdist. They need none of the session's fixtures (no trained
+#: model, no memo), so nothing here is made twice.
+GRADING = ("test_autograder.py", "test_autograder_dask.py")
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, when it is installed
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TwoLanes(LoadScopeScheduling):
+        """Two work units: the grading modules, and everything else."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return "grading" if nodeid.split("::")[0].endswith(GRADING) else "lesson"
+
+    return TwoLanes(config, log)
+
 
 def pytest_configure(config):
     folder = Path(tempfile.mkdtemp(prefix="cnnlab-test-checkpoints-"))
