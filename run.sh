@@ -70,15 +70,14 @@ else
   if [ $# -gt 0 ]; then
     python -m pytest "$@"
   else
-    # The unit tests, then every solution notebook top to bottom (nbval), on two workers:
-    # the grading tests on one, the rest on the other (tests/conftest.py). Then the wall
-    # time, and how busy the machine's cores were meanwhile (Linux: /proc/stat).
+    # The whole suite (tests/test_notebooks.py runs the solution notebook top to bottom)
+    # on two workers: the grading tests on one, the rest on the other (tests/conftest.py).
+    # Then the wall time, and how busy the machine's cores were meanwhile (/proc/stat).
     busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat 2>/dev/null; }
     read -r busy0 all0 < <(busy || echo 0 0)
     start=$SECONDS
     status=0
-    python -m pytest tests solutions --nbval-lax --nbval-cell-timeout=600 --durations=40 \
-      -n 2 || status=$?
+    python -m pytest tests --durations=40 -n 2 || status=$?
     read -r busy1 all1 < <(busy || echo 0 0)
     echo "tests: $((SECONDS - start)) s wall; the cores were $(( all1 > all0 ? 100 * (busy1 - busy0) / (all1 - all0) : 0 )) % busy"
     exit $status

@@ -3,7 +3,7 @@ model trained once per test session for the tests that run the notebook.
 
 The whole run uses one checkpoint folder of its own (``CNNLAB_CHECKPOINTS``, set before
 anything is collected): the user's saved models are never read or written, and the
-notebook kernels, the browser's and nbval's all reuse the one model trained here. The
+notebook kernels and the browser's all reuse the one model trained here. The
 lesson's kernels also share one memo (``cnnlab/_memo.py``, as the grader's kernels do):
 the first kernel to run a cell's calls computes them, later kernels with exactly the
 same inputs read the results."""

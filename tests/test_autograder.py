@@ -448,7 +448,7 @@ DRAWING = ("plot_conv1", "activation_maps", "class_means", "topk_plot", "topk_ex
 
 def graded_lesson(nb):
     """The lesson as this class is graded on: without its ``DRAWING`` cells (the whole
-    lesson runs in test_notebooks.py, test_browser_lesson.py and nbval)."""
+    lesson runs in test_notebooks.py and test_browser_lesson.py)."""
     ids = [c.get("id") for c in nb.cells]
     assert set(DRAWING) <= set(ids), sorted(set(DRAWING) - set(ids))
     nb.cells = [c for c in nb.cells if c.get("id") not in DRAWING]
