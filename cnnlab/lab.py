@@ -100,20 +100,20 @@ NETWORK_FIGURES = {
     "filters_conv1": "The filters of the first conv layer ({conv1}).",
     "filters_conv2": "The filters of the second conv layer ({conv2}), input channel 0 in grey.",
     "activation_maps": "The feature maps of layer {maps_layer} for one test image.",
-    "firing": "How often each of the {units} units of layer {layer} fires (is positive) on "
+    "firing": "How often each of the {units} {units_of} fires (is positive) on "
     "the test images (a conv layer's channels averaged over positions), and its largest "
     "value.",
-    "top_k": "The test images that excite each chosen unit of layer {layer} most, best first.",
+    "top_k": "The test images that excite each chosen {unit_of} most, best first.",
     "occlusion": "The same images, dimmed where hiding a {occluder}x{occluder} patch changed "
     "the unit least.",
-    "tsne": "t-SNE map of the {units}-d units of layer {layer} on the test images, one "
+    "tsne": "t-SNE map of the {units}-d {units_of} on the test images, one "
     "colour per class.",
     "confusion": "Confusion matrix on the test images, with per-class accuracy.",
     "unit_views": "One unit, every view: each chosen unit's best test images, then occlusion, "
     "gradient, SmoothGrad, Integrated Gradients, Grad-CAM and the contribution map "
     "(gradient x activation) on its best image, and an image synthesized to excite it.",
     "randomization": "The sanity check (cascading randomization) over the conv and Linear "
-    "layers that layer {layer} reads, from the top down.",
+    "layers that {reader} reads, from the top down.",
     "faithfulness_black": "Deletion and insertion curves with a black fill.",
     "faithfulness_blur": "Deletion and insertion curves with a blurred copy as the fill.",
 }
@@ -276,11 +276,11 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
             model = network.model.to(device).eval()
             layer = (last_spatial_layer(model, image_shape) if network.layer is None
                      else network.layer)
-            probe = Probe(model, layer, mean=network.mean, std=network.std)
-            if layer == "" and probe.units(test.images[:1]).shape[1] == len(test.classes):
-                # it reads the network's outputs, one per class: the data's folders name them
-                probe = Probe(model, "", mean=network.mean, std=network.std,
-                              classes=test.classes)
+            n_out = predict(model, test.images[:1], config.precision, mean=network.mean,
+                            std=network.std).shape[1]
+            # read at its outputs, one per class: the data's folders name them
+            classes = test.classes if layer == "" and n_out == len(test.classes) else None
+            probe = Probe(model, layer, mean=network.mean, std=network.std, classes=classes)
             info = {"metrics": {}, "reused": True, "checkpoint": network.weights}
         like = train.images
         named = "" if probe.classes is None else f" (the classes {', '.join(probe.classes)})"
@@ -288,8 +288,9 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
               f"{image_shape}", flush=True)
     with stage("evaluate"):  # already done when the model was just trained
         result = info.get("evaluation")
-        n_out = predict(model, test.images[:1], config.precision, mean=probe.mean,
-                        std=probe.std).shape[1] if result is None else len(test.classes)
+        if network is None:
+            n_out = predict(model, test.images[:1], config.precision).shape[1] \
+                if result is None else len(test.classes)
         if n_out == len(test.classes):
             result = result or evaluate(model, test, config.precision, probe.mean, probe.std)
         else:
@@ -324,14 +325,14 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
         save(plot_firing(firing, units), "firing")
     with stage("top_k"):
         top = top_k(features, config.top_k)
-        save(plot_top_k(test.images, top, units), "top_k")
+        save(plot_top_k(test.images, top, units, classes=probe.classes), "top_k")
     with stage("occlusion"):
         # the occluder scaled to the image (the profile's 11 and 4 on 32x32), fp32
         occluder = scaled_occluder(*image_shape[1:])
         omaps = top_k_occlusion(probe, test.images, top, units, size=occluder[0],
                                 stride=occluder[1])
         save(plot_occlusion(test.images, top, units, omaps, sigma=config.sigma,
-                            threshold=config.threshold), "occlusion")
+                            threshold=config.threshold, classes=probe.classes), "occlusion")
     with stage("tsne"):
         n = min(config.tsne_points or len(test), len(test))
         pca_dims, perplexity = tsne_settings(config, n, features.shape[1])
@@ -373,7 +374,12 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
     if network is None:
         captions = FIGURES
     else:
-        facts = {"layer": probe.layer, "units": features.shape[1], "occluder": occluder[0],
+        outputs = probe.layer == ""  # "layer ''" reads badly: they are the network's outputs
+        facts = {"unit_of": "output of the network" if outputs else f"unit of layer {probe.layer}",
+                 "units_of": "outputs of the network" if outputs
+                 else f"units of layer {probe.layer}",
+                 "reader": "the network's output" if outputs else f"layer {probe.layer}",
+                 "units": features.shape[1], "occluder": occluder[0],
                  "maps_layer": maps_layer(model) if convs else "",
                  "conv1": convs[0] if convs else "", "conv2": convs[1] if len(convs) > 1 else ""}
         captions = {stem: text.format(**facts) for stem, text in NETWORK_FIGURES.items()}
