@@ -43,6 +43,7 @@ from .sanity import (
     SANITY_METHODS,
     cascading_randomization,
     faithfulness,
+    weight_layers,
     plot_faithfulness,
     plot_randomization,
 )
@@ -113,7 +114,7 @@ NETWORK_FIGURES = {
     "gradient, SmoothGrad, Integrated Gradients, Grad-CAM and the contribution map "
     "(gradient x activation) on its best image, and an image synthesized to excite it.",
     "randomization": "The sanity check (cascading randomization) over the conv and Linear "
-    "layers that {reader} reads, from the top down.",
+    "layers that {reader} reads, from the top down{by_block}.",
     "faithfulness_black": "Deletion and insertion curves with a black fill.",
     "faithfulness_blur": "Deletion and insertion curves with a blurred copy as the fill.",
 }
@@ -230,6 +231,19 @@ def tsne_settings(config: LabConfig, n: int, dims: int) -> tuple[int, float]:
               f"(profile: {config.pca_dims}), perplexity {perplexity:.1f} (profile: "
               f"{config.perplexity})", flush=True)
     return pca_dims, perplexity
+
+
+#: Above this many weight layers under the probe's layer (ResNet-18's 20 at layer4), the
+#: sanity check re-initialises a top-level block a step (``by="block"``: 5 steps instead
+#: of 20, each recomputing every method); the course network (5) and ResNet-18 up to its
+#: layer3 (15) keep Adebayo et al.'s cascade, a layer a step.
+CASCADE_LAYERS_AT_MOST = 16
+
+
+def cascade_by(probe: Probe, input_size) -> str:
+    """How the lab's sanity check steps down the network: ``"layer"``, or ``"block"``
+    when the probe reads more than :data:`CASCADE_LAYERS_AT_MOST` weight layers."""
+    return "block" if len(weight_layers(probe, input_size)) > CASCADE_LAYERS_AT_MOST else "layer"
 
 
 def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
@@ -361,7 +375,8 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
         # recomputed for each randomized copy of the network
         randomization = cascading_randomization(
             probe, *views.batch(2)[:2], seed=config.seed,
-            methods=[m for m in SANITY_METHODS if m in methods or m not in MAP_VIEWS])
+            methods=[m for m in SANITY_METHODS if m in methods or m not in MAP_VIEWS],
+            by=cascade_by(probe, image_shape))
         save(plot_randomization(randomization), "randomization")
     with stage("faithfulness"):
         images6, targets6, maps6 = views.batch()
@@ -380,6 +395,8 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
                  else f"units of layer {probe.layer}",
                  "reader": "the network's output" if outputs else f"layer {probe.layer}",
                  "units": features.shape[1], "occluder": occluder[0],
+                 "by_block": ", a top-level block (all its conv and Linear layers) a step"
+                 if randomization.by == "block" else "",
                  "maps_layer": maps_layer(model) if convs else "",
                  "conv1": convs[0] if convs else "", "conv2": convs[1] if len(convs) > 1 else ""}
         captions = {stem: text.format(**facts) for stem, text in NETWORK_FIGURES.items()}
@@ -415,6 +432,7 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
         },
         "trustworthiness": trust,
         "sanity": {
+            "by": randomization.by,
             "layers": list(randomization.layers),
             "correlation": {m: [round(float(c), 4) for c in row] for m, row in
                             zip(randomization.methods, randomization.correlation)},

@@ -199,3 +199,16 @@ def test_the_lab_at_a_network_s_outputs_names_them_by_class_and_builds_one_probe
     assert "10 outputs of the network fires" in captions["firing.png"]
     assert "10-d outputs of the network" in captions["tsne.png"]
     assert "layer ''" not in " ".join(captions.values()) and "of layer " not in captions["tsne.png"]
+
+
+def test_the_lab_cascades_a_block_at_a_time_only_on_deep_networks(resnet):
+    """ResNet-18 read at layer4 (20 weight layers under it) is randomised a block at a
+    time; at layer3 (15) and on the course network (5), a layer at a time as before."""
+    from cnnlab.lab import cascade_by
+    from cnnlab.model import build_model, unit_layer
+    from cnnlab.probe import Probe
+
+    assert cascade_by(Probe(resnet, "layer4"), (3, 32, 32)) == "block"
+    assert cascade_by(Probe(resnet, "layer3"), (3, 32, 32)) == "layer"
+    course = build_model()
+    assert cascade_by(Probe(course, unit_layer(course)), (3, 32, 32)) == "layer"
