@@ -519,8 +519,8 @@ Dead units (never positive on the test images): <b>{n_dead} of {summary['feature
 ({summary['dead_fraction']:.0%})</b>.</p>
 {skipped}{figures}
 <h2>Sanity check: correlation with the trained maps</h2>
-<p>Spearman correlation of |map| with the trained network's, as layers are re-initialized
-from the top down (mean over the chosen units' top images).</p>
+<p>Spearman correlation of |map| with the trained network's, as {sanity.get('by', 'layer')}s
+are re-initialized from the top down (mean over the chosen units' top images).</p>
 <table><tr><th>method</th>{sanity_head}</tr>{sanity_rows}</table>
 <h2>Faithfulness: areas under the deletion and insertion curves</h2>
 <p>Deletion: lower is better; insertion: higher is better; "beats random": the share of images

@@ -140,6 +140,8 @@ class Randomization:
             correlation of |map| with the trained map's |map| (1.0 at step 0; images
             whose trained map is constant, e.g. all-zero Grad-CAMs, are left out).
         compared: int (n_methods,): how many images entered each method's mean.
+        by: ``"layer"`` or ``"block"``, what one step re-initialised
+            (:func:`randomization_steps`).
     """
 
     layers: list[str]
