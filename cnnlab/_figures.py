@@ -27,6 +27,18 @@ def new_figure(fig: Figure | None, figsize: tuple[float, float]) -> Figure:
     return fig
 
 
+def unit_word(classes) -> str:
+    """What one unit of a figure is called: ``"class"`` when the units have class names
+    (``classes``, as :attr:`cnnlab.Probe.classes`), else ``"unit"``."""
+    return "unit" if classes is None else "class"
+
+
+def unit_label(u: int, classes=None) -> str:
+    """A unit's label in a figure: ``"unit 3"``, or ``"class 'cat'"`` when the units are
+    classes (``classes``: one name per unit, in order)."""
+    return f"unit {u}" if classes is None else f"class {classes[u]!r}"
+
+
 #: One colour per class, in hue order: ten colours chosen (by a max-min search over an
 #: sRGB grid) to stay apart for readers with normal colour vision and with each of the
 #: three colour-vision deficiencies at full severity: every pair at least 17 apart in

@@ -93,3 +93,22 @@ def feature_array(features, name: str = "features", dtype=None,
         )
     return features
 
+
+
+def class_names(classes, n_units: int) -> tuple[str, ...] | None:
+    """``classes`` (names of the units when they are a network's classes, as
+    :attr:`cnnlab.Probe.classes`) as a tuple of ``n_units`` strings; None stays None.
+
+    Raises:
+        TypeError: one string instead of a list of names.
+        ValueError: not one name per unit.
+    """
+    if classes is None:
+        return None
+    if isinstance(classes, str):
+        raise TypeError(f"classes={classes!r} must be a list of names, one per unit.")
+    classes = tuple(map(str, classes))
+    if len(classes) != n_units:
+        raise ValueError(f"classes has {len(classes)} names for {n_units} units: give one "
+                         "name per unit (probe.classes), or None to number the units.")
+    return classes

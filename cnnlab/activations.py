@@ -19,11 +19,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ._figures import new_figure
+from ._figures import new_figure, unit_label, unit_word
 from ._inference import Runner, as_image_batch
 from ._memo import remembered
 from ._pixels import to_display
-from ._validate import feature_array, whole_number
+from ._validate import class_names, feature_array, whole_number
 from .config import or_config
 from .probe import as_extractor, first_linear_index, input_channels
 
@@ -249,8 +249,10 @@ def _unit_grid(
     units: Sequence[int],
     column: Callable[[int, int], np.ndarray],
     title: str,
+    classes: Sequence[str] | None = None,
 ) -> Figure:
-    """K rows of images, one column per unit titled "unit u".
+    """K rows of images, one column per unit titled "unit u" (or "class 'name'" when
+    ``classes`` names the units, :func:`cnnlab._figures.unit_label`).
 
     ``column(j, u)`` gives column ``j`` (unit ``u``): K display images (K, H, W, 3);
     it is called column by column, after the figure is made.
@@ -265,7 +267,7 @@ def _unit_grid(
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(f"unit {u}", fontsize=9)
+                ax.set_title(unit_label(u, classes), fontsize=9)
     fig.suptitle(title)
     return fig
 
@@ -276,6 +278,7 @@ def plot_top_k(
     units: Sequence[int],
     fig: Figure | None = None,
     title: str | None = None,
+    classes: Sequence[str] | None = None,
 ) -> Figure:
     """Grid of the top-K images: K rows, one column per unit, titled "unit u".
 
@@ -285,18 +288,26 @@ def plot_top_k(
         units: units to show, each in 0..D-1.
         fig: figure to draw into (cleared first); a new one if None.
         title: figure title; a default one if None.
+        classes: D names when the units are a network's classes (a probe's outputs,
+            :attr:`cnnlab.Probe.classes`): each column is then titled "class 'name'";
+            None numbers the units.
 
     Returns:
         The matplotlib Figure.
+
+    Raises:
+        ValueError: bad ``top_indices`` or units, or not one class name per unit.
     """
 
     images = as_image_batch(images)
     top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
+    classes = class_names(classes, top_indices.shape[1])
     k = top_indices.shape[0]
     return _unit_grid(
         fig, k, units,
         lambda j, u: to_display(images[torch.as_tensor(top_indices[:, u])]),
-        title or f"Top {k} images per unit (most activating at the top)",
+        title or f"Top {k} images per {unit_word(classes)} (most activating at the top)",
+        classes,
     )
 
 

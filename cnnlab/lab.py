@@ -43,6 +43,7 @@ from .sanity import (
     SANITY_METHODS,
     cascading_randomization,
     faithfulness,
+    weight_layers,
     plot_faithfulness,
     plot_randomization,
 )
@@ -100,20 +101,20 @@ NETWORK_FIGURES = {
     "filters_conv1": "The filters of the first conv layer ({conv1}).",
     "filters_conv2": "The filters of the second conv layer ({conv2}), input channel 0 in grey.",
     "activation_maps": "The feature maps of layer {maps_layer} for one test image.",
-    "firing": "How often each of the {units} units of layer {layer} fires (is positive) on "
+    "firing": "How often each of the {units} {units_of} fires (is positive) on "
     "the test images (a conv layer's channels averaged over positions), and its largest "
     "value.",
-    "top_k": "The test images that excite each chosen unit of layer {layer} most, best first.",
+    "top_k": "The test images that excite each chosen {unit_of} most, best first.",
     "occlusion": "The same images, dimmed where hiding a {occluder}x{occluder} patch changed "
     "the unit least.",
-    "tsne": "t-SNE map of the {units}-d units of layer {layer} on the test images, one "
+    "tsne": "t-SNE map of the {units}-d {units_of} on the test images, one "
     "colour per class.",
     "confusion": "Confusion matrix on the test images, with per-class accuracy.",
     "unit_views": "One unit, every view: each chosen unit's best test images, then occlusion, "
     "gradient, SmoothGrad, Integrated Gradients, Grad-CAM and the contribution map "
     "(gradient x activation) on its best image, and an image synthesized to excite it.",
     "randomization": "The sanity check (cascading randomization) over the conv and Linear "
-    "layers that layer {layer} reads, from the top down.",
+    "layers that {reader} reads, from the top down{by_block}.",
     "faithfulness_black": "Deletion and insertion curves with a black fill.",
     "faithfulness_blur": "Deletion and insertion curves with a blurred copy as the fill.",
 }
@@ -232,6 +233,19 @@ def tsne_settings(config: LabConfig, n: int, dims: int) -> tuple[int, float]:
     return pca_dims, perplexity
 
 
+#: Above this many weight layers under the probe's layer (ResNet-18's 20 at layer4), the
+#: sanity check re-initialises a top-level block a step (``by="block"``: 5 steps instead
+#: of 20, each recomputing every method); the course network (5) and ResNet-18 up to its
+#: layer3 (15) keep Adebayo et al.'s cascade, a layer a step.
+CASCADE_LAYERS_AT_MOST = 16
+
+
+def cascade_by(probe: Probe, input_size) -> str:
+    """How the lab's sanity check steps down the network: ``"layer"``, or ``"block"``
+    when the probe reads more than :data:`CASCADE_LAYERS_AT_MOST` weight layers."""
+    return "block" if len(weight_layers(probe, input_size)) > CASCADE_LAYERS_AT_MOST else "layer"
+
+
 def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
              network, pretrained) -> dict:
     out = Path(out)
@@ -276,11 +290,11 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
             model = network.model.to(device).eval()
             layer = (last_spatial_layer(model, image_shape) if network.layer is None
                      else network.layer)
-            probe = Probe(model, layer, mean=network.mean, std=network.std)
-            if layer == "" and probe.units(test.images[:1]).shape[1] == len(test.classes):
-                # it reads the network's outputs, one per class: the data's folders name them
-                probe = Probe(model, "", mean=network.mean, std=network.std,
-                              classes=test.classes)
+            n_out = predict(model, test.images[:1], config.precision, mean=network.mean,
+                            std=network.std).shape[1]
+            # read at its outputs, one per class: the data's folders name them
+            classes = test.classes if layer == "" and n_out == len(test.classes) else None
+            probe = Probe(model, layer, mean=network.mean, std=network.std, classes=classes)
             info = {"metrics": {}, "reused": True, "checkpoint": network.weights}
         like = train.images
         named = "" if probe.classes is None else f" (the classes {', '.join(probe.classes)})"
@@ -288,8 +302,9 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
               f"{image_shape}", flush=True)
     with stage("evaluate"):  # already done when the model was just trained
         result = info.get("evaluation")
-        n_out = predict(model, test.images[:1], config.precision, mean=probe.mean,
-                        std=probe.std).shape[1] if result is None else len(test.classes)
+        if network is None:
+            n_out = predict(model, test.images[:1], config.precision).shape[1] \
+                if result is None else len(test.classes)
         if n_out == len(test.classes):
             result = result or evaluate(model, test, config.precision, probe.mean, probe.std)
         else:
@@ -324,14 +339,14 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
         save(plot_firing(firing, units), "firing")
     with stage("top_k"):
         top = top_k(features, config.top_k)
-        save(plot_top_k(test.images, top, units), "top_k")
+        save(plot_top_k(test.images, top, units, classes=probe.classes), "top_k")
     with stage("occlusion"):
         # the occluder scaled to the image (the profile's 11 and 4 on 32x32), fp32
         occluder = scaled_occluder(*image_shape[1:])
         omaps = top_k_occlusion(probe, test.images, top, units, size=occluder[0],
                                 stride=occluder[1])
         save(plot_occlusion(test.images, top, units, omaps, sigma=config.sigma,
-                            threshold=config.threshold), "occlusion")
+                            threshold=config.threshold, classes=probe.classes), "occlusion")
     with stage("tsne"):
         n = min(config.tsne_points or len(test), len(test))
         pca_dims, perplexity = tsne_settings(config, n, features.shape[1])
@@ -360,7 +375,8 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
         # recomputed for each randomized copy of the network
         randomization = cascading_randomization(
             probe, *views.batch(2)[:2], seed=config.seed,
-            methods=[m for m in SANITY_METHODS if m in methods or m not in MAP_VIEWS])
+            methods=[m for m in SANITY_METHODS if m in methods or m not in MAP_VIEWS],
+            by=cascade_by(probe, image_shape))
         save(plot_randomization(randomization), "randomization")
     with stage("faithfulness"):
         images6, targets6, maps6 = views.batch()
@@ -373,7 +389,14 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
     if network is None:
         captions = FIGURES
     else:
-        facts = {"layer": probe.layer, "units": features.shape[1], "occluder": occluder[0],
+        outputs = probe.layer == ""  # "layer ''" reads badly: they are the network's outputs
+        facts = {"unit_of": "output of the network" if outputs else f"unit of layer {probe.layer}",
+                 "units_of": "outputs of the network" if outputs
+                 else f"units of layer {probe.layer}",
+                 "reader": "the network's output" if outputs else f"layer {probe.layer}",
+                 "units": features.shape[1], "occluder": occluder[0],
+                 "by_block": ", a top-level block (all its conv and Linear layers) a step"
+                 if randomization.by == "block" else "",
                  "maps_layer": maps_layer(model) if convs else "",
                  "conv1": convs[0] if convs else "", "conv2": convs[1] if len(convs) > 1 else ""}
         captions = {stem: text.format(**facts) for stem, text in NETWORK_FIGURES.items()}
@@ -409,6 +432,7 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
         },
         "trustworthiness": trust,
         "sanity": {
+            "by": randomization.by,
             "layers": list(randomization.layers),
             "correlation": {m: [round(float(c), 4) for c in row] for m, row in
                             zip(randomization.methods, randomization.correlation)},
@@ -495,8 +519,8 @@ Dead units (never positive on the test images): <b>{n_dead} of {summary['feature
 ({summary['dead_fraction']:.0%})</b>.</p>
 {skipped}{figures}
 <h2>Sanity check: correlation with the trained maps</h2>
-<p>Spearman correlation of |map| with the trained network's, as layers are re-initialized
-from the top down (mean over the chosen units' top images).</p>
+<p>Spearman correlation of |map| with the trained network's, as {sanity.get('by', 'layer')}s
+are re-initialized from the top down (mean over the chosen units' top images).</p>
 <table><tr><th>method</th>{sanity_head}</tr>{sanity_rows}</table>
 <h2>Faithfulness: areas under the deletion and insertion curves</h2>
 <p>Deletion: lower is better; insertion: higher is better; "beats random": the share of images

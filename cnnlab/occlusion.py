@@ -24,12 +24,12 @@ from matplotlib.figure import Figure
 from scipy.ndimage import gaussian_filter, zoom
 from torch import nn
 
-from ._figures import new_figure, set_alt
+from ._figures import new_figure, set_alt, unit_word
 from ._inference import Runner, as_image_batch, prepare_batch
 from ._memo import remembered
 from ._pixels import normalize, to_display
 from ._progress import bar
-from ._validate import is_whole, number_in, whole_number
+from ._validate import class_names, is_whole, number_in, whole_number
 from .activations import _check_top_indices, _unit_grid, validate_units
 from .config import IMAGE_SIDE, or_config
 from .probe import as_extractor, input_channels
@@ -457,6 +457,7 @@ def plot_occlusion(
     dim: float = 0.3,
     fig: Figure | None = None,
     title: str | None = None,
+    classes: Sequence[str] | None = None,
 ) -> Figure:
     """The top-K grid again, each image seen through its occlusion mask.
 
@@ -471,12 +472,16 @@ def plot_occlusion(
             configuration's).
         fig: figure to draw into (cleared first); a new one if None.
         title: figure title; a default one if None.
+        classes: D names when the units are a network's classes, as for
+            :func:`cnnlab.activations.plot_top_k`; None numbers the units.
 
     Returns:
-        The matplotlib Figure: K rows, one column per unit titled "unit u".
+        The matplotlib Figure: K rows, one column per unit titled "unit u" (or
+        "class 'name'").
     """
     images = as_image_batch(images)
     top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
+    classes = class_names(classes, top_indices.shape[1])
     maps = np.asarray(maps)
     k = top_indices.shape[0]
     if maps.ndim != 4 or maps.shape[:2] != (k, len(units)):
@@ -491,5 +496,7 @@ def plot_occlusion(
             images[torch.as_tensor(top_indices[:, u])], maps[:, j],
             sigma=sigma, threshold=threshold, dim=dim,
         ),
-        title or f"Top {k} images per unit, dimmed where occlusion mattered least",
+        title or f"Top {k} images per {unit_word(classes)}, dimmed where occlusion "
+        "mattered least",
+        classes,
     )

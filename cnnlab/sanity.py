@@ -4,7 +4,8 @@ Two checks, each computed as arrays, with a plot function beside it:
 
 - :func:`cascading_randomization` (Adebayo et al., "Sanity Checks for Saliency
   Maps", 2018): re-initialise the network's weights layer by layer from the top
-  down and compare each method's map with the trained network's. A map that
+  down (or, coarser and cheaper on a deep network, a top-level block at a time) and
+  compare each method's map with the trained network's. A map that
   explains the network must change once the weights it explains are gone. An
   edge detector of the image (model-independent by construction) is the control
   that never changes.
@@ -131,19 +132,23 @@ class Randomization:
     """Result of :func:`cascading_randomization`.
 
     Attributes:
-        layers: names of the steps, e.g. ``["trained", "13 Linear", "8 Conv2d", ...]``;
+        layers: names of the steps, e.g. ``["trained", "13 Linear", "8 Conv2d", ...]``
+            (by block: ``["trained", "fc Linear", "layer4 (5 layers)", ...]``);
             step s has every layer named in steps 1..s re-initialised.
         methods: the methods compared, rows of ``correlation``.
         correlation: float (n_methods, n_steps): mean over images of the Spearman rank
             correlation of |map| with the trained map's |map| (1.0 at step 0; images
             whose trained map is constant, e.g. all-zero Grad-CAMs, are left out).
         compared: int (n_methods,): how many images entered each method's mean.
+        by: ``"layer"`` or ``"block"``, what one step re-initialised
+            (:func:`randomization_steps`).
     """
 
     layers: list[str]
     methods: list[str]
     correlation: np.ndarray
     compared: np.ndarray
+    by: str = "layer"
 
     def at(self, method: str, layer: str) -> float:
         """The correlation of one method after one step, by names."""
@@ -161,6 +166,56 @@ def weight_layers(model, input_size=None) -> list[tuple[str, nn.Module]]:
     Returns:
         ``[("<dotted name> <type>", module), ...]``, reversed ``named_modules()`` order.
     """
+    return [(_label(name, m), m) for name, m in _weight_layers(model, input_size)]
+
+
+#: How :func:`cascading_randomization` steps down the network.
+CASCADES = ("layer", "block")
+
+
+def randomization_steps(model, input_size=None, by: str = "layer"
+                        ) -> list[tuple[str, list[nn.Module]]]:
+    """The steps of the cascade, top first: a name and the layers each re-initialises.
+
+    Both ways re-initialise the same layers, :func:`weight_layers`; only the grouping
+    differs.
+
+    Args:
+        model, input_size: as for :func:`weight_layers`.
+        by: ``"layer"``: one conv or Linear layer a step, named as :func:`weight_layers`
+            names it. ``"block"``: the layers grouped by the top-level child of the
+            network that holds them (``layer4`` of a ResNet), a block a step, named by
+            the child and its number of layers (``"layer4 (5 layers)"``; a block of one
+            layer keeps its layer's name, ``"fc Linear"``).
+
+    Returns:
+        ``[(name, [module, ...]), ...]``, the top (output side) first.
+
+    Raises:
+        ValueError: ``by`` is neither ``"layer"`` nor ``"block"``.
+    """
+    if by not in CASCADES:
+        raise ValueError(f"by={by!r} is not a way to cascade: use 'layer' (one conv or "
+                         "Linear layer a step, as Adebayo et al.) or 'block' (a top-level "
+                         "block of the network a step: fewer, coarser steps).")
+    found = _weight_layers(model, input_size)
+    if by == "layer":
+        return [(_label(name, m), [m]) for name, m in found]
+    blocks: dict[str, list[tuple[str, nn.Module]]] = {}
+    for name, m in found:  # top first, so the blocks are too
+        blocks.setdefault(name.split(".")[0], []).append((name, m))
+    return [(_label(*members[0]) if len(members) == 1
+             else f"{block} ({len(members)} layers)", [m for _, m in members])
+            for block, members in blocks.items()]
+
+
+def _label(name: str, module: nn.Module) -> str:
+    """A weight layer's name in the cascade: ``"layer4.1.conv2 Conv2d"``."""
+    return f"{name} {type(module).__name__}"
+
+
+def _weight_layers(model, input_size) -> list[tuple[str, nn.Module]]:
+    """``[(dotted name, module), ...]`` of :func:`weight_layers`, top first."""
     probe = model if isinstance(model, Probe) else None
     net = model.model if probe else model
     found = [(name, m) for name, m in net.named_modules()
@@ -173,7 +228,7 @@ def weight_layers(model, input_size=None) -> list[tuple[str, nn.Module]]:
         below = order[probe.layer]
         found = [(name, m) for name, m in found
                  if order.get(name) is not None and order[name] <= below]
-    return [(f"{name} {type(m).__name__}", m) for name, m in reversed(found)]
+    return found[::-1]
 
 
 def cascading_randomization(
@@ -182,6 +237,7 @@ def cascading_randomization(
     targets,
     methods: Sequence[str] | None = None,
     seed: int | None = None,
+    by: str = "layer",
 ) -> Randomization:
     """Re-initialise the layers from the top down and watch each method's maps.
 
@@ -190,6 +246,11 @@ def cascading_randomization(
     ``Linear`` (or conv) down to the first conv layer, in reversed
     ``named_modules()`` order; for a probe, only the layers its layer reads. At each step every
     method's maps are compared with its trained maps by :func:`spearman_abs`.
+    ``by="layer"`` is Adebayo et al.'s cascade, one layer a step (on a ResNet-18, 21
+    steps, each recomputing every method); ``by="block"`` re-initialises the same
+    layers a top-level block at a time (``fc``, ``layer4``, ..., ``conv1``: 6 steps),
+    coarser: it shows which block a map depends on, not which layer
+    (:func:`randomization_steps`).
     A method whose correlation stays high does not depend on what the network
     learned (guided backprop here); the edge-detector control stays at 1.0.
 
@@ -202,12 +263,13 @@ def cascading_randomization(
         methods: names from :data:`SANITY_METHODS`; None = all of them.
         seed: seeds the re-initialisation; None = ``LabConfig.seed``. The global
             random state is left as it was.
+        by: ``"layer"`` or ``"block"``, a step's extent (:func:`randomization_steps`).
 
     Returns:
-        A :class:`Randomization` with ``correlation`` (n_methods, 1 + n_weight_layers).
+        A :class:`Randomization` with ``correlation`` (n_methods, 1 + n_steps).
 
     Raises:
-        ValueError: unknown method, bad images or targets (as for the methods).
+        ValueError: unknown method or ``by``, bad images or targets (as for the methods).
 
     Example:
         >>> r = cascading_randomization(model[:14], images, 14, methods=["gradient"])
@@ -220,12 +282,14 @@ def cascading_randomization(
         raise TypeError(f"seed={seed!r} must be an integer.")
     x, t, _ = prepare_inputs(model, images, targets)
     net = copy.deepcopy(model)
+    steps = randomization_steps(net, tuple(x.shape[1:]), by)
     trained = {m: method_maps(m, net, x, t.cpu()) for m in methods}
     names, rho = ["trained"], [np.ones((len(methods), len(x)))]
-    for step, (name, layer) in enumerate(weight_layers(net, tuple(x.shape[1:])), start=1):
+    for step, (name, group) in enumerate(steps, start=1):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed) + step)
-            layer.reset_parameters()
+            for layer in group:
+                layer.reset_parameters()
         names.append(name)
         rho.append(np.stack([spearman_abs(trained[m], method_maps(m, net, x, t.cpu()))
                              for m in methods]))
@@ -239,7 +303,7 @@ def cascading_randomization(
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(compared[:, None] > 0, total / compared[:, None], np.nan)
     return Randomization(layers=names, methods=methods,
-                         correlation=mean.astype(np.float32), compared=compared)
+                         correlation=mean.astype(np.float32), compared=compared, by=by)
 
 
 # --- faithfulness -----------------------------------------------------------------------
@@ -475,7 +539,7 @@ def plot_randomization(result: Randomization, fig: Figure | None = None,
                   rotation=30, ha="right")
     ax.set_ylim(-0.15, 1.05)
     ax.axhline(0, color="black", lw=0.5)
-    ax.set_xlabel("layers re-initialised, from the top down")
+    ax.set_xlabel(f"{result.by}s re-initialised, from the top down")
     ax.set_ylabel("Spearman correlation of |map| with the trained one")
     ax.set_title(title or "Cascading randomisation: maps that stay the same ignore the weights")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))

@@ -25,12 +25,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ._figures import new_figure
+from ._figures import new_figure, unit_label, unit_word
 from ._inference import as_image_batch
 from ._memo import remembered
 from ._methods import choose, method_names, registered
 from ._pixels import to_display
-from ._validate import whole_number
+from ._validate import class_names, whole_number
 from .activations import _check_top_indices, check_k
 from .config import or_config
 from .occlusion import masked_images, top_k_occlusion
@@ -72,6 +72,9 @@ class UnitViews:
         exact: whether ``bias`` is the units' ``Linear`` bias (the probe's layer is a
             ``Linear``, as the course network's 128 units), so that each contribution
             map sums to ``activation - bias``.
+        classes: the names of the probe's D units when they are a network's classes
+            (:attr:`cnnlab.Probe.classes`; the figure then names each row by its
+            class), else None.
     """
 
     units: list[int]
@@ -84,6 +87,7 @@ class UnitViews:
     synthesized: torch.Tensor | None = None
     synthesized_activation: np.ndarray | None = None
     exact: bool = True
+    classes: tuple[str, ...] | None = None
 
     @property
     def k(self) -> int:
@@ -131,7 +135,7 @@ class UnitViews:
             synthesized=None if self.synthesized is None else self.synthesized[j:j + 1],
             synthesized_activation=(None if self.synthesized_activation is None
                                     else self.synthesized_activation[j:j + 1]),
-            exact=self.exact,
+            exact=self.exact, classes=self.classes,
         )
 
 
@@ -202,6 +206,7 @@ def unit_views(
     chosen = images[flat]  # (U*K, C, H, W)
     targets = np.repeat(units, k).tolist()
     values = probe.units(chosen).float().cpu().numpy()
+    classes = class_names(probe.classes, values.shape[1])
     activation = values[np.arange(len(targets)), targets].reshape(len(units), k)
     bias = unit_bias(probe)
     exact = bias is not None
@@ -238,6 +243,7 @@ def unit_views(
         synthesized=synthesized,
         synthesized_activation=synthesized_activation,
         exact=exact,
+        classes=classes,
     )
 
 
@@ -327,6 +333,8 @@ def plot_unit_views(
     "all zero"); occlusion is drawn as the lab's mask of section 4; the
     synthesized image is titled with the activation it reached, beside the best
     test image's.
+    Rows are labelled "unit u", or "class 'name'" when the views are of a network's
+    classes (``views.classes``).
 
     Args:
         views: from :func:`unit_views`.
@@ -395,8 +403,10 @@ def plot_unit_views(
             ax.set_xticks([])
             ax.set_yticks([])
         dead = " (dead)" if act[0] <= 0 else ""
-        axes[i, 0].set_ylabel(f"unit {unit}{dead}", fontsize=9)
+        axes[i, 0].set_ylabel(f"{unit_label(unit, views.classes)}{dead}", fontsize=9)
     rank = "best image" if image == 0 else f"image #{image + 1}"
-    fig.suptitle(title or f"One unit, every view: the maps are on each unit's {rank} "
-                 "(red raises the unit, blue lowers it)")
+    word = unit_word(views.classes)
+    raises = "the unit" if views.classes is None else "the class's score"
+    fig.suptitle(title or f"One {word}, every view: the maps are on each {word}'s {rank} "
+                 f"(red raises {raises}, blue lowers it)")
     return fig

@@ -40,8 +40,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ._methods import registered
-from ._validate import whole_number
-from .activations import plot_top_k, top_k, validate_units
+from ._validate import feature_array, whole_number
+from .activations import check_k, plot_top_k, top_k, validate_units
 from .config import or_config
 from .embedding import plot_embedding
 from .filters import plot_filters
@@ -173,10 +173,15 @@ def _computed(box, cache: dict, key, message: str, compute: Callable):
     return cache[key]
 
 
-def _top_setup(images, features, units, k) -> tuple[np.ndarray, list[int]]:
-    """``(top_k(features, k), units)``: the (K, D) top indices, ``features`` checked to
-    have a row per image, and the units a list (None: all D)."""
-    top = top_k(features, k)
+def _top_setup(images, features, units, k, most: int | None = None
+               ) -> tuple[np.ndarray, int, list[int]]:
+    """``(top, k, units)`` with one :func:`top_k`: ``k`` checked (None: the
+    configuration's), ``features`` checked to have a row per image, the units a list
+    (None: all D), and ``top`` the (K', D) top indices: K' = k, or ``max(k, most)`` up to
+    N for a K slider (its first k rows are ``top_k(features, k)``)."""
+    features = feature_array(features)
+    k = check_k(or_config(k, "top_k"), len(features))
+    top = top_k(features, k if most is None else min(max(most, k), len(features)))
     if len(images) != len(features):
         raise ValueError(
             f"images holds {len(images)} images but features has {len(features)} rows: "
@@ -184,7 +189,7 @@ def _top_setup(images, features, units, k) -> tuple[np.ndarray, list[int]]:
             "features = extract_features(extractor, images)."
         )
     n_units = top.shape[1]
-    return top, list(range(n_units)) if units is None else validate_units(units, n_units)
+    return top, k, list(range(n_units)) if units is None else validate_units(units, n_units)
 
 
 def unit_explorer(
@@ -219,10 +224,9 @@ def unit_explorer(
         >>> unit_explorer(test.images, features, extractor=model[:14])
     """
     ipw = _ipywidgets()
-    top, visited = _top_setup(images, features, units, k)
-    k = len(top)
-    max_k = min(max(whole_number(max_k, "max_k", advice="The default is 20."), k), len(images))
-    top = top_k(features, max_k)  # its first K rows are top_k(features, K)
+    max_k = whole_number(max_k, "max_k", advice="The default is 20.")
+    top, k, visited = _top_setup(images, features, units, k, most=max_k)
+    max_k = len(top)  # its first K rows are top_k(features, K)
     unit_slider = _unit_control(ipw, units, visited, visited[0])
     k_slider = _slider(ipw, "K", k, 1, max_k)
     mask_toggle = ipw.ToggleButton(
@@ -283,7 +287,7 @@ def occlusion_explorer(
         >>> occlusion_explorer(model[:14], test.images, features, units=[1, 2, 4])
     """
     ipw = _ipywidgets()
-    top, units = _top_setup(images, features, or_config(units, "units"), k)
+    top, _, units = _top_setup(images, features, or_config(units, "units"), k)
     size, stride = or_config(size, "occluder"), or_config(stride, "stride")
     image_size = int(images.shape[-1])
     occluder_centres(image_size, size, stride)  # checks size and stride
@@ -461,8 +465,7 @@ def attribution_explorer(
     from .views import VIEWS, UnitViews, plot_unit_views, unit_views
 
     ipw = _ipywidgets()
-    top, visited = _top_setup(images, features, units, k)
-    k = len(top)
+    top, k, visited = _top_setup(images, features, units, k)
     if views is not None and (not isinstance(views, UnitViews) or views.k < k):
         raise ValueError(
             "views must be the UnitViews that unit_views(model, images, top, units) "

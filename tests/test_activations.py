@@ -320,3 +320,17 @@ def test_plot_firing_colours_the_dead_units_and_marks_the_chosen_ones():
     assert "3 of 6 never do" in fig._suptitle.get_text()
     with pytest.raises(ValueError, match="is not a unit of this layer"):
         plot_firing(features, units=[6])
+
+
+def test_plot_top_k_titles_a_network_s_outputs_by_their_classes():
+    """Given the names of the units (a probe's classes), each column says its class; the
+    names must be one per unit."""
+    images = torch.zeros(8, 3, 4, 4, dtype=torch.uint8)
+    top = top_k(np.random.default_rng(4).normal(size=(8, 3)), k=2)
+    fig = plot_top_k(images, top, [2, 0], classes=["ant", "bee", "cow"])
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["class 'cow'", "class 'ant'"]
+    assert fig._suptitle.get_text().startswith("Top 2 images per class")
+    with pytest.raises(ValueError, match="classes has 2 names for 3 units"):
+        plot_top_k(images, top, [0], classes=["ant", "bee"])
+    with pytest.raises(TypeError, match="one per unit"):
+        plot_top_k(images, top, [0], classes="ant")

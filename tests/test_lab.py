@@ -150,3 +150,65 @@ def test_index_html_shows_the_section_6_tables(lab_run):
     assert f"{len(summary['dead_units'])} of 128" in page
     corr = summary["sanity"]["correlation"]["gradient"][-1]
     assert f"<td>{corr:.2f}</td>" in page
+
+
+def test_the_lab_at_a_network_s_outputs_names_them_by_class_and_builds_one_probe(
+        tmp_path, monkeypatch):
+    """A tiny network of your own read at layer '' (one output per class of the data):
+    one Probe is built, named by the data's classes; its figures title the columns by
+    class and the captions speak of the network's outputs, not of "layer ''"."""
+    import cnnlab.lab as lab
+    from cnnlab.probe import Probe
+
+    built, figures = [], {}
+
+    class CountedProbe(Probe):
+        def __init__(self, *args, **kwargs):
+            built.append((args[1:], kwargs.get("classes")))
+            super().__init__(*args, **kwargs)
+
+    def keep(name, plot):
+        def plot_and_keep(*args, **kwargs):
+            figures[name] = plot(*args, **kwargs)
+            return figures[name]
+        return plot_and_keep
+
+    monkeypatch.setattr(lab, "Probe", CountedProbe)
+    for name in ("plot_top_k", "plot_occlusion", "plot_unit_views"):
+        monkeypatch.setattr(lab, name, keep(name, getattr(lab, name)))
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 10))
+    train, test = synthetic_cifar10("train", n=40), synthetic_cifar10("test", n=30)
+    config = get_config("quick", units=(3, 8), top_k=3, tsne_points=30, tsne_iter=250,
+                        smoothgrad_samples=2, ig_steps=4, featvis_steps=4,
+                        faithfulness_steps=2)
+    summary = run_lab(config, train, test, tmp_path, device=torch.device("cpu"),
+                      progress=False, network=lab.Network(net, "tiny", layer=""))
+    assert built == [(("",), test.classes)]
+    assert summary["classes"] == list(test.classes)
+    names = [f"class {test.classes[u]!r}" for u in (3, 8)]
+    for name in ("plot_top_k", "plot_occlusion"):
+        assert [ax.get_title() for ax in figures[name].axes[:2]] == names, name
+    rows = [ax.get_ylabel().split(" (dead)")[0] for ax in figures["plot_unit_views"].axes
+            if ax.get_ylabel()]
+    assert rows == names
+    captions = summary["figures"]
+    assert "each chosen output of the network most" in captions["top_k.png"]
+    assert "10 outputs of the network fires" in captions["firing.png"]
+    assert "10-d outputs of the network" in captions["tsne.png"]
+    assert "layer ''" not in " ".join(captions.values()) and "of layer " not in captions["tsne.png"]
+
+
+def test_the_lab_cascades_a_block_at_a_time_only_on_deep_networks(resnet):
+    """ResNet-18 read at layer4 (20 weight layers under it) is randomised a block at a
+    time; at layer3 (15) and on the course network (5), a layer at a time as before."""
+    from cnnlab.lab import cascade_by
+    from cnnlab.model import build_model, unit_layer
+    from cnnlab.probe import Probe
+
+    assert cascade_by(Probe(resnet, "layer4"), (3, 32, 32)) == "block"
+    assert cascade_by(Probe(resnet, "layer3"), (3, 32, 32)) == "layer"
+    course = build_model()
+    assert cascade_by(Probe(course, unit_layer(course)), (3, 32, 32)) == "layer"

@@ -19,6 +19,7 @@ from cnnlab.sanity import (
     method_maps,
     plot_faithfulness,
     plot_randomization,
+    randomization_steps,
     spearman_abs,
     weight_layers,
 )
@@ -356,3 +357,78 @@ def test_faithfulness_of_a_one_channel_probe_inside_the_network():
     np.testing.assert_allclose(result.deletion[:, -1], black.mean(), rtol=1e-5)
     randomised = cascading_randomization(probe, images, [1, 5], methods=["gradient"])
     assert randomised.layers == ["trained", "2 Conv2d", "0 Conv2d"]  # not the Linear
+
+
+# --- cascading by block -------------------------------------------------------------------
+
+RESNET_BLOCKS = ["fc Linear", "layer4 (5 layers)", "layer3 (5 layers)", "layer2 (5 layers)",
+                 "layer1 (4 layers)", "conv1 Conv2d"]
+
+
+def test_by_block_cascades_over_the_top_level_children_and_resets_exactly_them(monkeypatch):
+    """On a ResNet-18 at 32x32, by="block" takes one step per top-level child that holds
+    weights, top first; after step k the conv and Linear weights of exactly the first k
+    blocks differ from the trained ones (read off the copy each step's maps come from),
+    and the same layers as by="layer" are re-initialised in the end."""
+    import torchvision
+
+    import cnnlab.sanity as sanity
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    trained = state(net)
+    seen = []
+
+    def maps_and_state(method, model, x, t, **kwargs):
+        if method == "edges":
+            seen.append(state(model))
+        return method_maps(method, model, x, t, **kwargs)
+
+    monkeypatch.setattr(sanity, "method_maps", maps_and_state)
+    pictures = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8,
+                             generator=torch.Generator().manual_seed(5))
+    result = cascading_randomization(net, pictures, [3, 7], methods=["gradient", "edges"],
+                                     seed=0, by="block")
+    assert result.layers == ["trained", *RESNET_BLOCKS] and result.by == "block"
+    assert result.correlation.shape == (2, 7)
+    np.testing.assert_allclose(result.correlation[1], 1.0)  # the edge control
+    assert same_state(state(net), trained)  # the model given is untouched
+    blocks = ["fc", "layer4", "layer3", "layer2", "layer1", "conv1"]
+    weights = [k for k in trained if k.rsplit(".", 1)[0] in
+               {name.split()[0] for name, _ in weight_layers(net)}]
+    assert len(seen) == 7
+    for k, after in enumerate(seen):
+        changed = {key for key in trained if not torch.equal(after[key], trained[key])}
+        assert changed == {key for key in weights if key.split(".")[0] in blocks[:k]}, k
+    # by layer: 21 steps over the same layers
+    steps = randomization_steps(net, by="layer")
+    assert len(steps) == 21 and [m for _, g in steps for m in g] == \
+        [m for _, g in randomization_steps(net, by="block") for m in g]
+
+
+def test_by_block_of_a_probe_stops_at_its_layer_and_is_drawn_by_name(resnet):
+    from cnnlab.probe import Probe
+
+    probe = Probe(resnet, "layer2", **IMAGENET)
+    steps = randomization_steps(probe, (3, 32, 32), by="block")
+    assert [name for name, _ in steps] == RESNET_BLOCKS[3:]
+    result = Randomization(layers=["trained", *RESNET_BLOCKS], methods=["gradient"],
+                           correlation=np.linspace(1, 0, 7)[None].astype(np.float32),
+                           compared=np.array([2]), by="block")
+    ax = plot_randomization(result).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == \
+        ["trained", *(f"+ {name}" for name in RESNET_BLOCKS)]
+    assert ax.get_xlabel() == "blocks re-initialised, from the top down"
+    with pytest.raises(ValueError, match="by='blocks' is not a way to cascade"):
+        randomization_steps(resnet, by="blocks")
+
+
+def test_the_course_network_cascades_alike_by_layer_and_by_block(model, images):
+    """Each weight layer of the course network is a top-level child: by block is the
+    same cascade, step for step, as the default (Adebayo et al.'s, layer by layer)."""
+    kw = {"methods": ["gradient"], "seed": 0}
+    by_layer = cascading_randomization(model[:14], images[:3], 2, **kw)
+    by_block = cascading_randomization(model[:14], images[:3], 2, by="block", **kw)
+    assert by_layer.by == "layer" and by_layer.layers == by_block.layers == [
+        "trained", "13 Linear", "8 Conv2d", "6 Conv2d", "2 Conv2d", "0 Conv2d"]
+    np.testing.assert_array_equal(by_layer.correlation, by_block.correlation)

@@ -7,7 +7,7 @@ import torch
 from matplotlib.figure import Figure
 
 from cnnlab import attribution
-from cnnlab.activations import extract_features, feature_extractor, top_k
+from cnnlab.activations import extract_features, feature_extractor, plot_top_k, top_k
 from cnnlab.data import normalize, to_display
 from cnnlab.model import build_model
 from cnnlab.occlusion import masked_images, top_k_occlusion
@@ -284,3 +284,43 @@ def test_the_lab_figure_shows_guided_backprop_for_exercise_9():
     assert TITLES["guided_backprop"] in titles
     panel = fig.axes[titles.index(TITLES["guided_backprop"])]
     np.testing.assert_array_equal(_arrays(panel)[1], views.maps["guided_backprop"][0, 0])
+
+
+def test_the_outputs_of_a_network_are_named_by_class_in_every_unit_figure():
+    """A tiny network read at its outputs (layer '') with class names: the top-K grid,
+    the occlusion grid and the every-view rows are titled by class, not "unit u"."""
+    from cnnlab.occlusion import plot_occlusion
+    from cnnlab.probe import Probe
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 3))
+    probe = Probe(net, "", classes=["ant", "bee", "cow"])
+    images = torch.randint(0, 256, (6, 3, 12, 12), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(3))
+    top = top_k(extract_features(probe, images, progress=False, precision="fp32"), 2)
+    views = unit_views(probe, images, top, [2, 1], methods=["gradient"], synthesize=False,
+                       size=5, stride=3)
+    assert views.classes == ("ant", "bee", "cow")
+    fig = plot_top_k(images, top, [2, 1], classes=probe.classes)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["class 'cow'", "class 'bee'"]
+    fig = plot_occlusion(images, top, [2, 1], views.occlusion.transpose(1, 0, 2, 3),
+                         classes=probe.classes)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["class 'cow'", "class 'bee'"]
+    fig = plot_unit_views(views, n_best=1)
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert [lab.split(" (dead)")[0] for lab in labels] == ["class 'cow'", "class 'bee'"]
+    assert fig._suptitle.get_text().startswith("One class, every view")
+    assert views.of_unit(1).classes == probe.classes
+
+
+def test_the_course_network_s_units_keep_their_numbers(views):
+    """The default course probe (its 128 units) has no class names: rows say "unit u"
+    and the title is the lab's, as before."""
+    assert views.classes is None
+    fig = plot_unit_views(views, n_best=1)
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert [lab.split(" (dead)")[0] for lab in labels] == ["unit 3", "unit 7"]
+    assert fig._suptitle.get_text() == ("One unit, every view: the maps are on each unit's "
+                                        "best image (red raises the unit, blue lowers it)")

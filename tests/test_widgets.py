@@ -552,3 +552,19 @@ def test_a_failed_draw_is_shown_and_the_next_move_draws(model, images, features,
 def test_attribution_explorer_rejects_bad_arguments(model, images, features, kwargs, message):
     with pytest.raises(ValueError, match=message):
         widgets.attribution_explorer(model, images, features, synthesize=False, **kwargs)
+
+
+def test_unit_explorer_finds_the_top_images_once(images, features, monkeypatch):
+    """The K slider's (max_k, D) top indices come from one top_k call, not one for the
+    first K and another for the slider."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[1:] + tuple(kwargs.values()))
+        return top_k(*args, **kwargs)
+
+    monkeypatch.setattr(widgets, "top_k", counted)
+    box = widgets.unit_explorer(images, features, k=3, max_k=6)
+    assert calls == [(6,)]
+    np.testing.assert_array_equal(box.top_indices, top_k(features, 6))
+    assert (box.k_slider.value, box.k_slider.max) == (3, 6)
