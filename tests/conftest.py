@@ -63,6 +63,12 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_configure(config):
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:  # an xdist worker: its share of the cores, for it and its children
+        # (two processes each spinning two OpenMP threads on two cores run several times slower)
+        threads = max(1, (os.cpu_count() or 1) // int(worker["workercount"]))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     folder = Path(tempfile.mkdtemp(prefix="cnnlab-test-checkpoints-"))
     SESSION.update(checkpoints=folder, memo=folder / "memo")
     os.environ["CNNLAB_CHECKPOINTS"] = str(folder)

@@ -67,7 +67,8 @@ DRAG_PX = 10  # how far a slider's handle is dragged to the right
 #: How both front ends render a traceback (an "error" output is shown as stderr text).
 STDERR_SELECTOR = '[data-mime-type="application/vnd.jupyter.stderr"]'
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.timeout(1200)]  # the session's one training included, on busy cores
 
 
 def _get(url: str):
