@@ -774,9 +774,10 @@ def grade_task(bundle: dict[str, bytes], job: dict) -> dict:
     """One student graded on a worker, in a private course folder made from ``bundle``.
 
     ``job``: student, notebook (bytes), status (its grading record), limit (s), jobs,
-    no_sandbox, probe (check this worker's sandbox before its first task). Returns {"student", "outcome", "status", "log", "autograded": {path:
-    bytes}, "grades": the gradebook rows or None}, or {"refused": why, "worker"} when this
-    worker's sandbox does not hold. Nothing is written outside the private folder, so
+    no_sandbox, probe (check this worker's sandbox before its first task). Returns
+    {"student", "outcome", "status", "log", "autograded": {path: bytes}, "grades": the
+    gradebook rows or None}, or {"refused": why, "worker"} when this worker's sandbox
+    does not hold. Nothing is written outside the private folder, so
     running a task twice is harmless."""
     import tempfile
     sid = job["student"]
