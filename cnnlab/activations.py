@@ -243,6 +243,16 @@ def _check_top_indices(top_indices, units, n_images: int | None = None
     return top_indices, validate_units(units, top_indices.shape[1])
 
 
+def _check_grid(images, top_indices, units, classes
+                ) -> tuple[torch.Tensor, np.ndarray, list[int], tuple[str, ...] | None]:
+    """The arguments of a top-K grid (:func:`plot_top_k`,
+    :func:`cnnlab.occlusion.plot_occlusion`), checked: ``images`` as a batch, ``top_indices``
+    and ``units`` by :func:`_check_top_indices`, ``classes`` one name per unit or None."""
+    images = as_image_batch(images)
+    top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
+    return images, top_indices, units, class_names(classes, top_indices.shape[1])
+
+
 def _unit_grid(
     fig: Figure | None,
     k: int,
@@ -298,10 +308,7 @@ def plot_top_k(
     Raises:
         ValueError: bad ``top_indices`` or units, or not one class name per unit.
     """
-
-    images = as_image_batch(images)
-    top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
-    classes = class_names(classes, top_indices.shape[1])
+    images, top_indices, units, classes = _check_grid(images, top_indices, units, classes)
     k = top_indices.shape[0]
     return _unit_grid(
         fig, k, units,

@@ -283,6 +283,9 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
             else:
                 model, info = train_or_load(config, train, test, checkpoint, retrain, device,
                                             progress)
+        # just trained: it was evaluated on the classes; reused or shipped: one image tells
+        n_out = (len(test.classes) if info.get("evaluation") is not None
+                 else predict(model, test.images[:1], config.precision).shape[1])
         probe = Probe(model, unit_layer(model))
         like = None  # the course's CIFAR-10 colours, as the notebook's synthesis
     else:
@@ -302,9 +305,6 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
               f"{image_shape}", flush=True)
     with stage("evaluate"):  # already done when the model was just trained
         result = info.get("evaluation")
-        if network is None:
-            n_out = predict(model, test.images[:1], config.precision).shape[1] \
-                if result is None else len(test.classes)
         if n_out == len(test.classes):
             result = result or evaluate(model, test, config.precision, probe.mean, probe.std)
         else:

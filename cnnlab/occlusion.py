@@ -29,8 +29,8 @@ from ._inference import Runner, as_image_batch, prepare_batch
 from ._memo import remembered
 from ._pixels import normalize, to_display
 from ._progress import bar
-from ._validate import class_names, is_whole, number_in, whole_number
-from .activations import _check_top_indices, _unit_grid, validate_units
+from ._validate import is_whole, number_in, whole_number
+from .activations import _check_grid, _check_top_indices, _unit_grid, validate_units
 from .config import IMAGE_SIDE, or_config
 from .probe import as_extractor, input_channels
 
@@ -479,9 +479,7 @@ def plot_occlusion(
         The matplotlib Figure: K rows, one column per unit titled "unit u" (or
         "class 'name'").
     """
-    images = as_image_batch(images)
-    top_indices, units = _check_top_indices(top_indices, units, images.shape[0])
-    classes = class_names(classes, top_indices.shape[1])
+    images, top_indices, units, classes = _check_grid(images, top_indices, units, classes)
     maps = np.asarray(maps)
     k = top_indices.shape[0]
     if maps.ndim != 4 or maps.shape[:2] != (k, len(units)):

@@ -338,6 +338,20 @@ def test_plot_occlusion_shows_each_top_image_through_its_mask(model, images):
         plot_occlusion(images, top, [10, 20], maps)
 
 
+def test_plot_occlusion_titles_classes_as_plot_top_k_does():
+    """The class names are checked and shown as plot_top_k's (one helper for both)."""
+    images = torch.zeros(8, 3, 4, 4, dtype=torch.uint8)
+    top = top_k(np.random.default_rng(4).normal(size=(8, 3)), k=2)
+    maps = np.zeros((2, 2, 2, 2), np.float32)
+    fig = plot_occlusion(images, top, [2, 0], maps, classes=["ant", "bee", "cow"])
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["class 'cow'", "class 'ant'"]
+    assert fig._suptitle.get_text().startswith("Top 2 images per class")
+    with pytest.raises(ValueError, match="classes has 2 names for 3 units"):
+        plot_occlusion(images, top, [0], maps[:, :1], classes=["ant", "bee"])
+    with pytest.raises(TypeError, match="one per unit"):
+        plot_occlusion(images, top, [0], maps[:, :1], classes="ant")
+
+
 def test_top_indices_past_the_images_is_a_clear_error(model, images):
     top = np.full((2, 128), len(images), dtype=np.int64)  # one past the last image
     maps = np.zeros((2, 1, 7, 7), dtype=np.float32)
