@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="its number of outputs (default: the data's number of classes)")
     own.add_argument("--layer", metavar="NAME",
                      help="the layer whose units the lab reads, a dotted name from "
-                     "named_modules() such as layer3, or '' for the network's outputs "
-                     "(named by the data's classes) (default: the last layer with a "
-                     "spatial output)")
+                     "named_modules() such as layer3, or '' (or the layer they come "
+                     "from, such as fc) for the network's outputs, named by the data's "
+                     "classes (default: the last layer with a spatial output)")
     own.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                      help="resize the images to H x W (default: their own size)")
     own.add_argument("--mean", nargs="+", metavar="M",

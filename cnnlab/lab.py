@@ -37,7 +37,7 @@ from .metrics import plot_confusion
 from .model import unit_layer
 from .occlusion import plot_occlusion, scaled_occluder, top_k_occlusion
 from .pretrained import load_pretrained
-from .probe import Probe, last_spatial_layer
+from .probe import Probe, last_spatial_layer, reads_output
 from .sanity import (
     FILLS,
     SANITY_METHODS,
@@ -129,8 +129,9 @@ class Network:
         name: how it was named (``"resnet18"``, ``"mypkg.nets:small"``), for the summary.
         layer: the layer whose units the lab reads, a name from ``named_modules()``;
             None = the last layer with a spatial output
-            (:func:`cnnlab.probe.last_spatial_layer`); ``""`` = the network's outputs,
-            named by the data's classes when there is one output per class.
+            (:func:`cnnlab.probe.last_spatial_layer`); ``""`` (or the layer they come
+            from, as a ResNet's ``"fc"``) = the network's outputs, named by the data's
+            classes when there is one output per class.
         mean, std: the per-channel normalisation it was trained with (None: 0.5).
         weights: the file the weights came from, for the summary.
     """
@@ -295,8 +296,10 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
                      else network.layer)
             n_out = predict(model, test.images[:1], config.precision, mean=network.mean,
                             std=network.std).shape[1]
-            # read at its outputs, one per class: the data's folders name them
-            classes = test.classes if layer == "" and n_out == len(test.classes) else None
+            # read at its outputs ('' or the layer they come from, as a ResNet's fc), one per
+            # class: the data's folders name them
+            classes = (test.classes if n_out == len(test.classes) and reads_output(model, layer)
+                       else None)
             probe = Probe(model, layer, mean=network.mean, std=network.std, classes=classes)
             info = {"metrics": {}, "reused": True, "checkpoint": network.weights}
         like = train.images
@@ -389,7 +392,7 @@ def _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
     if network is None:
         captions = FIGURES
     else:
-        outputs = probe.layer == ""  # "layer ''" reads badly: they are the network's outputs
+        outputs = probe.reads_output  # "layer ''" reads badly: they are the network's outputs
         facts = {"unit_of": "output of the network" if outputs else f"unit of layer {probe.layer}",
                  "units_of": "outputs of the network" if outputs
                  else f"units of layer {probe.layer}",

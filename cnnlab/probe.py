@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from ._inference import evaluating
 from ._pixels import MEAN, STD, channel_stat, normalize
@@ -100,6 +101,31 @@ def unit_layer(model: nn.Module) -> str:
         f"{type(model).__name__} has no nn.Linear layer; name the layer to read "
         "(cnnlab.layers(model, (C, H, W)) lists them)."
     )
+
+
+def reads_output(model: nn.Module, layer: str) -> bool:
+    """Whether the output of ``layer`` is the output of ``model``: ``""`` (the model
+    itself), or a layer that runs once and whose output ``forward`` returns as it is (the
+    course network's last ``Linear``, ``"16"``; a torchvision ResNet's ``"fc"``).
+
+    Read from the model's code with ``torch.fx`` (the layer traced as one step), so no
+    image is needed. A model that fx cannot trace (control flow on tensor values) counts
+    as not: read its outputs with ``layer=""``.
+    """
+    if layer == "":
+        return True
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, module: nn.Module, name: str) -> bool:
+            return name == layer or super().is_leaf_module(module, name)
+
+    try:
+        graph = Tracer().trace(model)
+    except Exception:  # fx cannot follow every forward (data-dependent branches, ...)
+        return False
+    calls = [node for node in graph.nodes if node.op == "call_module" and node.target == layer]
+    returned = next(node for node in graph.nodes if node.op == "output").args[0]
+    return len(calls) == 1 and returned is calls[0]
 
 
 def first_linear_index(model: nn.Module) -> int:
@@ -256,14 +282,16 @@ class Probe:
             number or one per channel; None = the course's 0.5.
         std: per-channel standard deviation, like ``mean``; None = the course's 0.5.
         classes: names of the network's outputs in order, when they are classes and
-            the probe reads them (``layer=""``); None = the network's own ``classes``
-            attribute if it has one (:func:`cnnlab.build_model` sets CIFAR-10's), else
-            none known.
+            the probe reads them (``layer=""``, or the layer whose output the network
+            returns, as ResNet's ``"fc"``: :func:`reads_output`); None = the network's
+            own ``classes`` attribute if it has one (:func:`cnnlab.build_model` sets
+            CIFAR-10's), else none known.
 
     Attributes:
         model, layer (the name), module (the layer), mean, std,
         classes: a tuple of names, or None (the units are not known to be classes),
         kind: what one unit is called in messages, ``"class"`` or ``"unit"``,
+        reads_output: whether the layer's output is the network's (:func:`reads_output`),
         extractor: an ``nn.Module`` from uint8 images (N, C, H, W) to units (N, D).
 
     A module that runs more than once in a pass (ResNet's ``BasicBlock.relu``) is
@@ -271,7 +299,7 @@ class Probe:
 
     Raises:
         LayerError: no layer of that name (the message names the closest ones).
-        ValueError: ``classes`` given for an inner layer.
+        ValueError: ``classes`` given for a layer whose output is not the network's.
 
     Example:
         >>> probe = Probe(resnet, "layer3", mean=(0.485, 0.456, 0.406),
@@ -285,16 +313,22 @@ class Probe:
         self.layer, self.module = find_layer(model, layer)
         if isinstance(classes, str):
             raise TypeError(f"classes={classes!r} must be a list of names, one per output.")
-        if classes is not None and self.layer:
+        if classes is not None and not self.reads_output:
             raise ValueError(f"classes names a network's outputs, but this probe reads layer "
-                             f"{self.layer!r}: give classes only with layer=''.")
-        if classes is None and not self.layer:
-            classes = getattr(model, "classes", None)
+                             f"{self.layer!r}: give classes only with layer='' (or the layer "
+                             "whose output the network returns, as a ResNet's 'fc').")
+        if classes is None and getattr(model, "classes", None) is not None and self.reads_output:
+            classes = model.classes
         self.classes = None if classes is None else tuple(map(str, classes))
         # None stays None: normalize's default (0.5, 0.5)
         self.mean = None if mean is None else _stat(mean, "mean")
         self.std = None if std is None else _stat(std, "std")
         self.extractor = Extractor(model, self.layer, self.mean, self.std)
+
+    @functools.cached_property
+    def reads_output(self) -> bool:
+        """Whether the layer's output is the network's output (:func:`reads_output`)."""
+        return reads_output(self.model, self.layer)
 
     @property
     def kind(self) -> str:

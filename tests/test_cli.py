@@ -288,17 +288,18 @@ def test_lab_on_a_network_of_your_own_says_which_sections_do_not_apply(own_netwo
 @pytest.mark.slow  # one run of the command on 24 small images (about 10 s)
 def test_lab_reading_the_outputs_of_your_network_names_them_by_the_datas_classes(
         own_network, tmp_path):
-    """``--layer ''`` reads the network's outputs; with one output per class of the
-    ImageFolder, the lab's probe names them by the data's folders (ant, bee, cow), so its
-    targets are classes; at an inner layer (the ResNet's layer3) they stay units."""
+    """``--layer fc``, the layer whose output the network returns, reads the network's
+    outputs as ``--layer ''`` does (tests/test_lab.py runs both): with one output per class
+    of the ImageFolder, the lab's probe names them by the data's folders (ant, bee, cow),
+    so its targets are classes; at an inner layer (the ResNet's layer3) they stay units."""
     data, _ = own_network
     out = tmp_path / "out"
-    r = run("lab", "--profile", "quick", *_tiny_network(tmp_path, 3), "--layer", "",
+    r = run("lab", "--profile", "quick", *_tiny_network(tmp_path, 3), "--layer", "fc",
             "--data", str(data), "--size", "16", "24", "--units", "1", "--out", str(out),
             env_extra={"PYTHONPATH": f"{tmp_path}:{ROOT}", "CNNLAB_SOURCE": ""})
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["layer"] == "" and summary["feature_shape"] == [24, 3]
+    assert summary["layer"] == "fc" and summary["feature_shape"] == [24, 3]
     assert summary["classes"] == list(CLASSES)
-    assert "at layer '' (the classes ant, bee, cow)" in r.stdout
+    assert "at layer 'fc' (the classes ant, bee, cow)" in r.stdout
     assert "confusion" not in summary["skipped"]

@@ -152,11 +152,13 @@ def test_index_html_shows_the_section_6_tables(lab_run):
     assert f"<td>{corr:.2f}</td>" in page
 
 
+@pytest.mark.parametrize("layer", ["", "4"])
 def test_the_lab_at_a_network_s_outputs_names_them_by_class_and_builds_one_probe(
-        tmp_path, monkeypatch):
-    """A tiny network of your own read at layer '' (one output per class of the data):
-    one Probe is built, named by the data's classes; its figures title the columns by
-    class and the captions speak of the network's outputs, not of "layer ''"."""
+        tmp_path, monkeypatch, layer):
+    """A tiny network of your own read at its outputs (one per class of the data), as
+    layer '' or by the name of the Linear that gives them ("4"): one Probe is built, named
+    by the data's classes; its figures title the columns by class and the captions speak
+    of the network's outputs, not of "layer ''"."""
     import cnnlab.lab as lab
     from cnnlab.probe import Probe
 
@@ -185,8 +187,8 @@ def test_the_lab_at_a_network_s_outputs_names_them_by_class_and_builds_one_probe
                         smoothgrad_samples=2, ig_steps=4, featvis_steps=4,
                         faithfulness_steps=2)
     summary = run_lab(config, train, test, tmp_path, device=torch.device("cpu"),
-                      progress=False, network=lab.Network(net, "tiny", layer=""))
-    assert built == [(("",), test.classes)]
+                      progress=False, network=lab.Network(net, "tiny", layer=layer))
+    assert built == [((layer,), test.classes)]
     assert summary["classes"] == list(test.classes)
     names = [f"class {test.classes[u]!r}" for u in (3, 8)]
     for name in ("plot_top_k", "plot_occlusion"):

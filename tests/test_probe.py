@@ -19,13 +19,13 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from cnnlab.attribution import (contribution_map, grad_cam, gradient, guided_backprop,
                                 integrated_gradients)
-from cnnlab.activations import extract_features, top_k
+from cnnlab.activations import extract_features, plot_top_k, top_k
 from cnnlab.config import CLASSES
 from cnnlab.data import normalize
 from cnnlab.filters import activation_maps, conv_weight
 from cnnlab.model import build_model
 from cnnlab.occlusion import occlusion_maps
-from cnnlab.probe import LayerError, Probe, last_spatial_layer, layers
+from cnnlab.probe import LayerError, Probe, last_spatial_layer, layers, reads_output
 
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,8 +197,8 @@ def test_a_target_is_a_class_only_where_class_names_are_known(model, images, res
     assert Probe(model, "").classes == CLASSES and Probe(model[:14], "").classes is None
     assert "a class number from 0 to 9 (0 airplane, 1 automobile," in target_message(
         model, images, 10)
-    inner = target_message(Probe(model, "16"), images, 10)  # the same 10 values, by name
-    assert "a unit number from 0 to 9." in inner and "airplane" not in inner
+    inner = target_message(Probe(model, "13"), images, 128)
+    assert "a unit number from 0 to 127." in inner and "airplane" not in inner
     assert "a unit number from 0 to 127." in target_message(model[:14], images, 128)
     seven = build_model(7)
     assert seven.classes is None
@@ -216,6 +216,79 @@ def test_a_target_is_a_class_only_where_class_names_are_known(model, images, res
         gradient(Probe(resnet, "", classes=names), pictures, 0)
     with pytest.raises(ValueError, match="layer 'layer4'.*only with layer=''"):
         Probe(resnet, "layer4", classes=ten)
+
+
+def test_the_layer_that_gives_the_network_s_output_names_its_classes(model, images, resnet,
+                                                                     pictures, monkeypatch):
+    """Read by name, the layer whose output the network returns (the course network's
+    last Linear "16", a ResNet's "fc") is the network's output: its units carry the
+    class names as layer '' does, in messages and figures. The layers before it (a conv,
+    layer4, the pooling) stay units."""
+    assert [reads_output(model, name) for name in ("", "16", "15", "13", "0")] == [
+        True, True, False, False, False]
+    assert Probe(model, "16").classes == CLASSES and Probe(model, "16").kind == "class"
+    assert Probe(model, "13").classes is None and Probe(model, "0").kind == "unit"
+    assert "a class number from 0 to 9 (0 airplane, 1 automobile," in target_message(
+        Probe(model, "16"), images, 10)
+
+    ten = tuple(f"c{i}" for i in range(10))
+    fc = Probe(resnet, "fc", classes=ten, **IMAGENET)
+    assert fc.reads_output and fc.classes == ten
+    assert "a class number from 0 to 9 (0 c0, 1 c1," in target_message(fc, pictures, 10)
+    for inner in ("layer4", "avgpool", "layer4.1.conv2"):
+        assert not reads_output(resnet, inner)
+        with pytest.raises(ValueError, match=f"layer '{inner}'.*only with layer=''"):
+            Probe(resnet, inner, classes=ten)
+    monkeypatch.setattr(resnet, "classes", ten, raising=False)  # names carried by the network
+    assert Probe(resnet, "fc").classes == ten and Probe(resnet, "layer4").classes is None
+
+    top = top_k(fc.units(pictures).numpy(), 2)
+    figure = plot_top_k(pictures, top, [3, 7], classes=fc.classes)
+    assert [ax.get_title() for ax in figure.axes[:2]] == ["class 'c3'", "class 'c7'"]
+    layer4 = Probe(resnet, "layer4", **IMAGENET)
+    figure = plot_top_k(pictures, top_k(layer4.units(pictures).numpy(), 2), [3],
+                        classes=layer4.classes)
+    assert figure.axes[0].get_title() == "unit 3"
+
+
+class AfterFc(nn.Module):
+    """A classifier whose fc output is changed (or fc called twice) before it is returned."""
+
+    def __init__(self, twice: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 4)
+        self.twice = twice
+
+    def forward(self, x):
+        x = self.fc(self.conv(x).mean(dim=(2, 3)))
+        return self.fc(x) if self.twice else F.log_softmax(x, dim=1)
+
+
+class Branching(nn.Module):
+    """A forward that branches on a tensor's value: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+def test_reads_output_is_the_tensor_forward_returns():
+    """The layer must give the returned tensor as it is, from its only call; a nested
+    Sequential's last layer gives its parent's output too; untraceable means no."""
+    assert not reads_output(AfterFc(), "fc")  # log_softmax after it
+    assert not reads_output(AfterFc(twice=True), "fc")  # the returned value is its 2nd call
+    nested = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(),
+                           nn.Sequential(nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 3)))
+    assert [reads_output(nested, name) for name in ("2", "2.2", "2.1", "0")] == [
+        True, True, False, False]
+    assert not reads_output(Branching(), "fc")
+    with pytest.raises(ValueError, match="only with layer=''"):
+        Probe(Branching(), "fc", classes=["a", "b"])
+    assert Probe(Branching(), "", classes=["a", "b"]).classes == ("a", "b")
 
 
 @pytest.mark.slow  # about 10 s: every analysis of the course network, twice
