@@ -75,13 +75,14 @@ def number_in(value, name: str, low: float, high: float | None = None, *,
 
 
 def feature_array(features, name: str = "features", dtype=None,
-                  source: str = "extract_features") -> np.ndarray:
+                  source: str = "extract_features", images=None) -> np.ndarray:
     """``features`` (array or tensor) as a numpy array of shape (N, D), N, D >= 1.
 
-    ``source`` names the function that makes such an array, for the message.
+    ``source`` names the function that makes such an array, for the message. With
+    ``images`` (the images the rows are of, (N, C, H, W)), there must be one row per image.
 
     Raises:
-        ValueError: not 2-D, or no rows or no columns.
+        ValueError: not 2-D, no rows or no columns, or not one row per image.
     """
     if isinstance(features, torch.Tensor):
         features = features.detach().cpu().numpy()
@@ -91,8 +92,13 @@ def feature_array(features, name: str = "features", dtype=None,
             f"{name} must be a non-empty (N, D) array, one row per image (e.g. from "
             f"{source}), got shape {features.shape}."
         )
+    if images is not None and len(images) != len(features):
+        raise ValueError(
+            f"images holds {len(images)} images but {name} has {len(features)} rows: "
+            f"pass the images the {name} were computed from, e.g. "
+            f"{name} = {source}(extractor, images)."
+        )
     return features
-
 
 
 def class_names(classes, n_units: int) -> tuple[str, ...] | None:

@@ -61,6 +61,11 @@ def check_points(embedding, labels, classes: Sequence[str]) -> tuple[np.ndarray,
     return embedding, labels
 
 
+def check_point(point, n: int) -> int:
+    """``point`` as an int, checked to be one of the ``n`` points of a map (0..n-1)."""
+    return whole_number(point, "point", 0, n - 1, why="is not a point of the map")
+
+
 def _cache_key(features: np.ndarray, params: tuple) -> str:
     digest = hashlib.sha256()
     digest.update(repr((features.shape, params)).encode())
@@ -230,7 +235,7 @@ def plot_embedding(
     embedding, labels = check_points(embedding, labels, classes)
     visible = np.ones(len(labels), bool) if shown is None else np.isin(labels, list(shown))
     if point is not None:
-        point = whole_number(point, "point", 0, len(labels) - 1, why="is not a point of the map")
+        point = check_point(point, len(labels))
     fig = new_figure(fig, figsize=(7.5, 6.0))
     ax = fig.add_subplot()
     size = 3 if visible.sum() > 2000 else 8

@@ -82,12 +82,17 @@ def occluder_centres(image_size: int = IMAGE_SIDE, size: int | None = None,
 
 def scaled_occluder(height: int, width: int, size: int | None = None,
                     stride: int | None = None) -> tuple[int, int]:
-    """``(size, stride)``: those given, else the configuration's scaled to the image.
+    """``(size, stride)``: those given, else the configuration's scaled to the image,
+    checked to fit it.
 
     The configuration's 11 and 4 pixels are for the lab's images, of side
     :data:`cnnlab.config.IMAGE_SIDE` (32); on an image whose shorter side is ``s``
     they become ``round(11 s / 32)`` and ``round(4 s / 32)`` (at least 1), so the
     occluder hides the same share of any image.
+
+    Raises:
+        ValueError: as :func:`occluder_centres`: ``size`` < 1 or larger than the
+            image's shorter side, ``stride`` < 1.
     """
     side = min(height, width)
 
@@ -96,7 +101,9 @@ def scaled_occluder(height: int, width: int, size: int | None = None,
             return value
         return max(1, round(or_config(None, field) * side / IMAGE_SIDE))
 
-    return scaled(size, "occluder"), scaled(stride, "stride")
+    size, stride = scaled(size, "occluder"), scaled(stride, "stride")
+    occluder_centres(side, size, stride)  # checks both
+    return size, stride
 
 
 def _occluder_masks(height: int, width: int, size: int, stride: int) -> torch.Tensor:
@@ -154,7 +161,7 @@ def occluded_images(
         )
     _, _, height, width = image.shape
     size, stride = scaled_occluder(height, width, size, stride)
-    masks = _occluder_masks(height, width, size, stride)  # (P, 1, H, W), validates
+    masks = _occluder_masks(height, width, size, stride)  # (P, 1, H, W)
     fill = number_in(fill, "fill", 0, 1, advice="0 is black (the lab's choice), 1 white.")
     if positions is None:
         positions = range(masks.shape[0])
@@ -272,7 +279,7 @@ def occlusion_maps(
     images = as_image_batch(images, channels=input_channels(extractor))
     n, channels, height, width = images.shape
     size, stride = scaled_occluder(height, width, size, stride)
-    masks = _occluder_masks(height, width, size, stride)  # validates size and stride
+    masks = _occluder_masks(height, width, size, stride)
     grid = tuple(len(occluder_centres(side, size, stride)) for side in (height, width))
     fill = number_in(fill, "fill", 0, 1, advice="It is a pixel value before normalisation: "
                      "0 is black (the lab's choice), 0.5 grey, 1 white.")

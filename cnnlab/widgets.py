@@ -20,7 +20,8 @@ The top-K explorers (unit, occlusion, attribution) share their first arguments:
 ``features`` do not match, a unit is not a unit of the layer, or ``k`` is out of range.
 Their occlusion settings (``size``, ``stride``, ``threshold``, ``sigma``, ``dim``,
 ``precision``) go to :func:`~cnnlab.occlusion.top_k_occlusion` and
-:func:`~cnnlab.occlusion.plot_occlusion`; None is the configuration's value.
+:func:`~cnnlab.occlusion.plot_occlusion`; None is the configuration's value (the
+occluder's scaled to the image, :func:`~cnnlab.occlusion.scaled_occluder`).
 
 Every returned box carries ``output`` (the ``ipywidgets.Output`` drawn in), ``figure``
 (the last Figure drawn, None while an error is shown), ``error`` (the exception of the
@@ -43,9 +44,9 @@ from ._methods import registered
 from ._validate import feature_array, whole_number
 from .activations import check_k, plot_top_k, top_k, validate_units
 from .config import or_config
-from .embedding import plot_embedding
+from .embedding import check_point, plot_embedding
 from .filters import plot_filters
-from .occlusion import check_mask_settings, occluder_centres, plot_occlusion, top_k_occlusion
+from .occlusion import check_mask_settings, plot_occlusion, scaled_occluder, top_k_occlusion
 
 if TYPE_CHECKING:  # only for the annotations; imported lazily at run time
     import ipywidgets
@@ -153,6 +154,11 @@ def _slider(ipw, description: str, value, low, high, step=1):
                            continuous_update=False, readout_format=".2f")
 
 
+def _visited(units, n_units: int) -> list[int]:
+    """The units a unit control visits: all ``n_units`` (``units`` None), or those given."""
+    return list(range(n_units)) if units is None else validate_units(units, n_units)
+
+
 def _unit_control(ipw, units, visited: list[int], first: int):
     """A slider over every unit (``units`` None), or over the listed ones."""
     if units is None:
@@ -171,25 +177,6 @@ def _computed(box, cache: dict, key, message: str, compute: Callable):
             box.status.value = ""
         box.n_computed += 1
     return cache[key]
-
-
-def _top_setup(images, features, units, k, most: int | None = None
-               ) -> tuple[np.ndarray, int, list[int]]:
-    """``(top, k, units)`` with one :func:`top_k`: ``k`` checked (None: the
-    configuration's), ``features`` checked to have a row per image, the units a list
-    (None: all D), and ``top`` the (K', D) top indices: K' = k, or ``max(k, most)`` up to
-    N for a K slider (its first k rows are ``top_k(features, k)``)."""
-    features = feature_array(features)
-    k = check_k(or_config(k, "top_k"), len(features))
-    top = top_k(features, k if most is None else min(max(most, k), len(features)))
-    if len(images) != len(features):
-        raise ValueError(
-            f"images holds {len(images)} images but features has {len(features)} rows: "
-            "pass the images the features were computed from, e.g. "
-            "features = extract_features(extractor, images)."
-        )
-    n_units = top.shape[1]
-    return top, k, list(range(n_units)) if units is None else validate_units(units, n_units)
 
 
 def unit_explorer(
@@ -225,8 +212,10 @@ def unit_explorer(
     """
     ipw = _ipywidgets()
     max_k = whole_number(max_k, "max_k", advice="The default is 20.")
-    top, k, visited = _top_setup(images, features, units, k, most=max_k)
-    max_k = len(top)  # its first K rows are top_k(features, K)
+    features = feature_array(features, images=images)
+    k = check_k(or_config(k, "top_k"), len(features))  # the K slider's first value
+    top = top_k(features, min(max(max_k, k), len(features)))  # top_k(features, K) = top[:K]
+    max_k, visited = len(top), _visited(units, top.shape[1])
     unit_slider = _unit_control(ipw, units, visited, visited[0])
     k_slider = _slider(ipw, "K", k, 1, max_k)
     mask_toggle = ipw.ToggleButton(
@@ -273,7 +262,7 @@ def occlusion_explorer(
         images, features, units, k: as the module says (units: one column each; None
             for the configuration's).
         size, stride, threshold, sigma, dim, precision: as the module says; the
-            sliders start there (the stride slider goes up to half the image).
+            sliders start there (the stride slider goes up to half the image's side).
 
     Returns:
         The ``ipywidgets.VBox``, with ``size_slider``, ``stride_slider``,
@@ -287,14 +276,14 @@ def occlusion_explorer(
         >>> occlusion_explorer(model[:14], test.images, features, units=[1, 2, 4])
     """
     ipw = _ipywidgets()
-    top, _, units = _top_setup(images, features, or_config(units, "units"), k)
-    size, stride = or_config(size, "occluder"), or_config(stride, "stride")
-    image_size = int(images.shape[-1])
-    occluder_centres(image_size, size, stride)  # checks size and stride
+    top = top_k(feature_array(features, images=images), k)
+    units = validate_units(or_config(units, "units"), top.shape[1])
+    side = min(images.shape[-2:])
+    size, stride = scaled_occluder(*images.shape[-2:], size, stride)
     sigma, threshold, dim = check_mask_settings(sigma, threshold, dim)
 
-    size_slider = _slider(ipw, "occluder", size, 1, image_size)
-    stride_slider = _slider(ipw, "stride", stride, 1, max(image_size // 2, stride))
+    size_slider = _slider(ipw, "occluder", size, 1, side)
+    stride_slider = _slider(ipw, "stride", stride, 1, max(side // 2, stride))
     threshold_slider = _slider(ipw, "threshold", threshold, 0.0, 1.0, 0.05)
     sigma_slider = _slider(ipw, "sigma", sigma, 0.0, max(5.0, sigma), 0.25)
     cache: dict[tuple[int, int], np.ndarray] = {}
@@ -404,8 +393,7 @@ def embedding_explorer(embedding, labels, classes: Sequence[str], images,
     if len(images) != n:
         raise ValueError(f"embedding has {n} points but images holds {len(images)}: pass "
                          "one image per point, in the same order.")
-    point_slider = _slider(ipw, "point", whole_number(point, "point", 0, n - 1,
-                                                      why="is not a point of the map"), 0, n - 1)
+    point_slider = _slider(ipw, "point", check_point(point, n), 0, n - 1)
     class_boxes = [ipw.Checkbox(value=True, description=name, indent=False,
                                 layout=ipw.Layout(width="auto")) for name in classes]
 
@@ -465,7 +453,8 @@ def attribution_explorer(
     from .views import VIEWS, UnitViews, plot_unit_views, unit_views
 
     ipw = _ipywidgets()
-    top, k, visited = _top_setup(images, features, units, k)
+    top = top_k(feature_array(features, images=images), k)
+    k, visited = len(top), _visited(units, top.shape[1])
     if views is not None and (not isinstance(views, UnitViews) or views.k < k):
         raise ValueError(
             "views must be the UnitViews that unit_views(model, images, top, units) "

@@ -12,7 +12,7 @@ from cnnlab.data import normalize
 from cnnlab._figures import alt_text
 from cnnlab.occlusion import (masked_images, occluded_images, occluder_centres,
                               occlusion_mask, occlusion_maps, plot_occluded, plot_occlusion,
-                              top_k_occlusion)
+                              scaled_occluder, top_k_occlusion)
 
 
 def loop_reference(extractor, images, units, size=11, stride=4):
@@ -82,6 +82,17 @@ def test_centres_errors_say_what_is_wrong_and_what_to_use(kwargs, error, words):
         occluder_centres(**kwargs)
     for word in words:
         assert word in str(info.value)
+
+
+def test_scaled_occluder_scales_the_labs_to_the_shorter_side_and_checks_what_is_given():
+    assert scaled_occluder(32, 32) == (11, 4)
+    assert scaled_occluder(40, 56) == (14, 5)  # round(11 * 40 / 32), round(4 * 40 / 32)
+    assert scaled_occluder(8, 8) == (3, 1)
+    assert scaled_occluder(40, 56, 7, 3) == (7, 3)
+    with pytest.raises(ValueError, match="size=41 is larger than the 40x40 image"):
+        scaled_occluder(40, 56, size=41)  # fits the width, not the height
+    with pytest.raises(ValueError, match="stride=0 would never move the occluder"):
+        scaled_occluder(40, 56, stride=0)
 
 
 # --- occlusion_maps: hand-checkable ---------------------------------------------

@@ -332,6 +332,26 @@ def test_occlusion_explorer_rejects_bad_starting_values(
         widgets.occlusion_explorer(extractor, images, features, **kwargs)
 
 
+def test_occlusion_explorer_scales_the_occluder_to_non_square_images(screen):
+    """On 40x56 images the occluder starts at the lab's 11 and 4 scaled to the shorter
+    side (as top_k_occlusion's default), and the sliders stop at that side."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    pictures = torch.randint(0, 256, (6, 3, 40, 56), dtype=torch.uint8,
+                             generator=torch.Generator().manual_seed(5))
+    feats = extract_features(net, pictures, progress=False, precision="fp32")
+    box = widgets.occlusion_explorer(net, pictures, feats, units=[0, 3], k=2, precision="fp32")
+    assert (box.size_slider.value, box.stride_slider.value) == (14, 5)
+    assert (box.size_slider.max, box.stride_slider.max) == (40, 20)
+    assert list(box.cache) == [(14, 5)] and box.figure is not None
+    top = top_k(feats, 2)
+    maps = top_k_occlusion(net, pictures, top, [0, 3], precision="fp32")  # its defaults
+    assert_same_images(box.figure, plot_occlusion(pictures, top, [0, 3], maps))
+    with pytest.raises(ValueError, match="size=41 is larger than the 40x40 image"):
+        widgets.occlusion_explorer(net, pictures, feats, units=[0], k=2, size=41)
+
+
 # --- filter_explorer -----------------------------------------------------------
 
 
@@ -432,6 +452,8 @@ def test_embedding_explorer_shows_plot_embeddings_error_for_bad_labels(screen, i
     assert box.figure is None and isinstance(box.error, ValueError)
     with pytest.raises(ValueError, match="embedding has 20 points but images holds 19"):
         widgets.embedding_explorer(xy, np.zeros(N_IMAGES, int), ["a"], images[:19])
+    with pytest.raises(ValueError, match="point=20 is not a point of the map"):
+        widgets.embedding_explorer(xy, np.zeros(N_IMAGES, int), ["a"], images, point=20)
 
 
 # --- behaviour outside Jupyter ---------------------------------------------------
