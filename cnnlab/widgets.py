@@ -21,7 +21,9 @@ The top-K explorers (unit, occlusion, attribution) share their first arguments:
 Their occlusion settings (``size``, ``stride``, ``threshold``, ``sigma``, ``dim``,
 ``precision``) go to :func:`~cnnlab.occlusion.top_k_occlusion` and
 :func:`~cnnlab.occlusion.plot_occlusion`; None is the configuration's value (the
-occluder's scaled to the image, :func:`~cnnlab.occlusion.scaled_occluder`).
+occluder's scaled to the image, :func:`~cnnlab.occlusion.scaled_occluder`). An
+``extractor`` that is a :class:`cnnlab.Probe` of a network's classes (its ``classes``)
+titles each column by class, as the static figures do.
 
 Every returned box carries ``output`` (the ``ipywidgets.Output`` drawn in), ``figure``
 (the last Figure drawn, None while an error is shown), ``error`` (the exception of the
@@ -47,6 +49,7 @@ from .config import or_config
 from .embedding import check_point, plot_embedding
 from .filters import plot_filters
 from .occlusion import check_mask_settings, plot_occlusion, scaled_occluder, top_k_occlusion
+from .probe import Probe
 
 if TYPE_CHECKING:  # only for the annotations; imported lazily at run time
     import ipywidgets
@@ -216,6 +219,7 @@ def unit_explorer(
     k = check_k(or_config(k, "top_k"), len(features))  # the K slider's first value
     top = top_k(features, min(max(max_k, k), len(features)))  # top_k(features, K) = top[:K]
     max_k, visited = len(top), _visited(units, top.shape[1])
+    classes = extractor.classes if isinstance(extractor, Probe) else None  # names the columns
     unit_slider = _unit_control(ipw, units, visited, visited[0])
     k_slider = _slider(ipw, "K", k, 1, max_k)
     mask_toggle = ipw.ToggleButton(
@@ -229,16 +233,15 @@ def unit_explorer(
 
     def make_figure(unit, kk, masks: bool) -> Figure:
         if not masks:
-            return plot_top_k(images, top[:kk], [unit], title=f"Unit {unit}: top {kk} images")
+            return plot_top_k(images, top[:kk], [unit], classes=classes)
         if unit in mask_cache and mask_cache[unit].shape[0] < kk:
             del mask_cache[unit]  # computed for fewer images
         maps = _computed(box, mask_cache, unit,
                          f"Computing occlusion maps of unit {unit} on {kk} images...",
                          lambda: top_k_occlusion(extractor, images, top[:kk], [unit], size=size,
                                                  stride=stride, precision=precision))
-        return plot_occlusion(
-            images, top[:kk], [unit], maps[:kk], sigma=sigma, threshold=threshold,
-            title=f"Unit {unit}: top {kk} images, dimmed where occlusion mattered least")
+        return plot_occlusion(images, top[:kk], [unit], maps[:kk], sigma=sigma,
+                              threshold=threshold, classes=classes)
 
     return _draw_into(box, [[unit_slider, k_slider, mask_toggle], box.status],
                       {"unit": unit_slider, "kk": k_slider, "masks": mask_toggle}, make_figure)
@@ -278,6 +281,7 @@ def occlusion_explorer(
     ipw = _ipywidgets()
     top = top_k(feature_array(features, images=images), k)
     units = validate_units(or_config(units, "units"), top.shape[1])
+    classes = extractor.classes if isinstance(extractor, Probe) else None  # names the columns
     side = min(images.shape[-2:])
     size, stride = scaled_occluder(*images.shape[-2:], size, stride)
     sigma, threshold, dim = check_mask_settings(sigma, threshold, dim)
@@ -301,6 +305,7 @@ def occlusion_explorer(
             images, top, units, maps, sigma=sigma, threshold=threshold, dim=dim,
             title=(f"Occluder {size}x{size}, stride {stride}: top {len(top)} images, "
                    f"bright where the mask is >= {threshold:.2f}"),
+            classes=classes,
         )
 
     controls = {"size": size_slider, "stride": stride_slider,

@@ -352,6 +352,27 @@ def test_occlusion_explorer_scales_the_occluder_to_non_square_images(screen):
         widgets.occlusion_explorer(net, pictures, feats, units=[0], k=2, size=41)
 
 
+def test_explorers_of_a_probe_at_the_network_s_output_title_columns_by_class(model, images):
+    """Read at the course network's last layer by name, the units are CIFAR-10's classes:
+    the explorers' figures say class 'cat' where the static ones do."""
+    from cnnlab.probe import Probe
+
+    probe = Probe(model, "16")
+    feats = extract_features(probe, images, progress=False, precision="fp32")
+    box = widgets.unit_explorer(images, feats, units=[3], k=2, extractor=probe,
+                                stride=8, precision="fp32")
+    assert box.figure.axes[0].get_title() == "class 'cat'"
+    box.mask_toggle.value = True
+    assert box.figure.axes[0].get_title() == "class 'cat'" and box.n_computed == 1
+    box = widgets.occlusion_explorer(probe, images, feats, units=[3, 5], k=2, stride=8,
+                                     precision="fp32")
+    assert [ax.get_title() for ax in box.figure.axes[:2]] == ["class 'cat'", "class 'dog'"]
+    inner = Probe(model, "13")  # the 128 units
+    box = widgets.unit_explorer(images, extract_features(inner, images, progress=False),
+                                units=[3], k=2, extractor=inner)
+    assert box.figure.axes[0].get_title() == "unit 3"
+
+
 # --- filter_explorer -----------------------------------------------------------
 
 
