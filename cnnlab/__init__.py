@@ -37,7 +37,8 @@ from .data import (
 )
 from .device import choose_precision, get_device
 from .embedding import embed, plot_embedding, trustworthiness_score
-from .filters import activation_maps, conv_weight, filter_images, plot_activation_maps, plot_filters
+from .filters import (activation_maps, conv_layers, conv_weight, filter_images,
+                      plot_activation_maps, plot_filters)
 from .metrics import plot_confusion
 from .model import N_UNITS, build_model, first_linear_index, load_checkpoint, save_checkpoint
 from .occlusion import (
@@ -72,6 +73,6 @@ __all__ = [
     "unit_explorer", "occlusion_explorer", "filter_explorer", "embedding_explorer",
     "Firing", "dead_units", "firing_stats", "plot_firing",
     "UnitViews", "plot_unit_views", "unit_views", "attribution_explorer",
-    "Layer", "LayerError", "Probe", "conv_weight", "last_spatial_layer", "layers",
+    "Layer", "LayerError", "Probe", "conv_layers", "conv_weight", "last_spatial_layer", "layers",
     "load_pretrained",
 ]

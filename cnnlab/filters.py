@@ -86,6 +86,18 @@ def filter_images(weight, scale: str = "global", channel: int = 0) -> np.ndarray
     return np.ascontiguousarray(scaled[:, channel], dtype=np.float32)
 
 
+def conv_layers(model: nn.Module) -> list[str]:
+    """The names of the ``Conv2d`` layers of ``model``, in ``named_modules()`` order:
+    the layers that have filters to show (``["0", "2", "6", "8"]`` in the course
+    network, ``"conv1"``, ``"layer1.0.conv1"``, ... in a ResNet).
+
+    Args:
+        model: a network, or a :class:`cnnlab.Probe` (its network).
+    """
+    net = model.model if isinstance(model, Probe) else model
+    return [name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+
+
 def conv_weight(model: nn.Module, layer) -> torch.Tensor:
     """The filters of a named conv layer, for :func:`filter_images` and :func:`plot_filters`.
 
@@ -107,7 +119,7 @@ def conv_weight(model: nn.Module, layer) -> torch.Tensor:
     net = model.model if isinstance(model, Probe) else model
     name, module = find_layer(net, layer)
     if not isinstance(module, nn.Conv2d):
-        convs = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+        convs = conv_layers(net)
         shown = ", ".join(map(repr, convs[:8])) + (", ..." if len(convs) > 8 else "")
         raise ValueError(f"Layer {name!r} is a {type(module).__name__}, not a Conv2d: it "
                          f"has no filters. The conv layers are {shown or 'none'}.")

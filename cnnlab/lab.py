@@ -32,7 +32,8 @@ from .config import LabConfig, using
 from .data import MEAN, STD, Split
 from .device import get_device
 from .embedding import embed, plot_embedding, trustworthiness_score
-from .filters import activation_maps, conv_weight, plot_activation_maps, plot_filters
+from .filters import (activation_maps, conv_layers, conv_weight, plot_activation_maps,
+                      plot_filters)
 from .metrics import plot_confusion
 from .model import unit_layer
 from .occlusion import plot_occlusion, scaled_occluder, top_k_occlusion
@@ -191,11 +192,6 @@ def run_lab(
     with using(config):  # every default below is this config's, not $CNNLAB_PROFILE's
         return _run_lab(config, train, test, out, checkpoint, retrain, device, progress,
                         network, pretrained)
-
-
-def conv_layers(model: nn.Module) -> list[str]:
-    """The names of the ``Conv2d`` layers of ``model``, in ``named_modules()`` order."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
 def maps_layer(model: nn.Module) -> str:

@@ -47,7 +47,7 @@ from ._validate import feature_array, whole_number
 from .activations import check_k, plot_top_k, top_k, validate_units
 from .config import or_config
 from .embedding import check_point, plot_embedding
-from .filters import plot_filters
+from .filters import conv_layers, conv_weight, plot_filters
 from .occlusion import check_mask_settings, plot_occlusion, scaled_occluder, top_k_occlusion
 from .probe import Probe
 
@@ -317,35 +317,40 @@ def occlusion_explorer(
 def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
     """Pick a conv layer, the input channel shown and the scaling of its filters.
 
-    The figure is ``plot_filters(layer.weight, scale, channel)``, read from the model
-    at every draw (so it follows further training). The channel slider runs over the
-    layer's input channels, disabled for a layer with 3 (its filters are in colour).
+    The menu offers every ``nn.Conv2d`` of the model by its name from
+    ``named_modules()`` (:func:`cnnlab.filters.conv_layers`, as the lab lists them):
+    ``"0"`` to ``"8"`` in the course network, ``"layer1.0.conv1"`` and the like in a
+    ResNet. The figure is ``plot_filters(conv_weight(model, layer), scale, channel)``,
+    read from the model by name at every draw (so it follows further training). The
+    channel slider runs over the layer's input channels, disabled for a layer with 3
+    (its filters are in colour).
 
     Args:
-        model: the course network, or any module whose children include ``nn.Conv2d``.
+        model: the course network, or any module with ``nn.Conv2d`` layers, nested
+            or not.
 
     Returns:
         The ``ipywidgets.VBox``, with ``layer_dropdown`` (its ``.value`` is the layer's
-        index in the model), ``channel_slider`` and ``scale_buttons`` (``"global"``
-        or ``"per_filter"``).
+        name, its labels e.g. ``"layer1.0.conv1: Conv2d(64, 64, 3x3)"``),
+        ``channel_slider`` and ``scale_buttons`` (``"global"`` or ``"per_filter"``).
 
     Raises:
-        ValueError: the model has no ``nn.Conv2d`` child.
+        ValueError: the model has no ``nn.Conv2d``.
 
     Example:
         >>> filter_explorer(model)
     """
     ipw = _ipywidgets()
-    layers = list(model.children())
-    convs = [(i, layer) for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
-    if not convs:
-        raise ValueError(f"{type(model).__name__} has no nn.Conv2d among its children, so "
-                         "there are no filters to show. Pass the network from "
-                         "cnnlab.build_model().")
+    names = conv_layers(model)
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer, so there are no "
+                         "filters to show. Pass a network with convolution layers, such as "
+                         "the one from cnnlab.build_model().")
+    convs = {name: model.get_submodule(name) for name in names}
     layer_dropdown = ipw.Dropdown(
-        options=[(f"model[{i}]: Conv2d({c.in_channels}, {c.out_channels}, "
-                  f"{c.kernel_size[0]}x{c.kernel_size[1]})", i) for i, c in convs],
-        value=convs[0][0], description="layer")
+        options=[(f"{name}: Conv2d({c.in_channels}, {c.out_channels}, "
+                  f"{c.kernel_size[0]}x{c.kernel_size[1]})", name) for name, c in convs.items()],
+        value=names[0], description="layer")
     channel_slider = _slider(ipw, "channel", 0, 0, 0)  # fitted to the layer by each draw
     scale_buttons = ipw.ToggleButtons(
         options=[("global", "global"), ("per filter", "per_filter")], value="global",
@@ -354,11 +359,12 @@ def filter_explorer(model: nn.Module) -> ipywidgets.VBox:
                   "Each filter scaled on its own: shows each one's pattern"])
 
     def make_figure(layer, channel, scale) -> Figure | None:
-        n_in = layers[layer].in_channels
+        weight = conv_weight(model, layer)
+        n_in = weight.shape[1]
         channel_slider.max, channel_slider.disabled = max(n_in - 1, 0), n_in == 3
         if channel_slider.value != channel:  # clamped to the layer: that move drew it
             return None
-        return plot_filters(layers[layer].weight, scale=scale, channel=channel)
+        return plot_filters(weight, scale=scale, channel=channel)
 
     box = _new_box(ipw, "filter_explorer", "plot_filters", layer_dropdown=layer_dropdown,
                    channel_slider=channel_slider, scale_buttons=scale_buttons)

@@ -10,13 +10,27 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from cnnlab.data import normalize
-from cnnlab.filters import (activation_maps, filter_images, grid_shape, plot_activation_maps,
-                            plot_filters)
+from cnnlab.filters import (activation_maps, conv_layers, filter_images, grid_shape,
+                            plot_activation_maps, plot_filters)
+from cnnlab.probe import Probe
 
 
 def colour_weight():
     """Two 3-channel filters of 1x2: value = 6 * filter + 2 * channel + column."""
     return torch.arange(12, dtype=torch.float32).reshape(2, 3, 1, 2)
+
+
+# --- conv_layers -------------------------------------------------------------------
+
+
+def test_conv_layers_are_named_as_named_modules_lists_them(model, resnet):
+    assert conv_layers(model) == ["0", "2", "6", "8"]
+    assert conv_layers(Probe(model, "13")) == ["0", "2", "6", "8"]  # the probe's network
+    names = conv_layers(resnet)
+    assert names[:2] == ["conv1", "layer1.0.conv1"] and names[-1] == "layer4.1.conv2"
+    assert all(isinstance(resnet.get_submodule(n), torch.nn.Conv2d) for n in names)
+    assert len(names) == sum(isinstance(m, torch.nn.Conv2d) for m in resnet.modules()) == 20
+    assert conv_layers(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 2))) == []
 
 
 # --- filter_images ----------------------------------------------------------------

@@ -378,8 +378,8 @@ def test_explorers_of_a_probe_at_the_network_s_output_title_columns_by_class(mod
 
 def test_filter_explorer_offers_the_conv_layers_of_the_course_network(model):
     box = widgets.filter_explorer(model)
-    assert [value for _, value in box.layer_dropdown.options] == [0, 2, 6, 8]
-    assert box.layer_dropdown.label == "model[0]: Conv2d(3, 32, 3x3)"
+    assert [value for _, value in box.layer_dropdown.options] == ["0", "2", "6", "8"]
+    assert box.layer_dropdown.label == "0: Conv2d(3, 32, 3x3)"
     assert box.channel_slider.disabled  # 3 input channels: shown in colour
     assert_same_images(box.figure, plot_filters(model[0].weight))
     assert drawn(box.figure)[0].shape == (3, 3, 3)
@@ -393,39 +393,58 @@ def test_filter_explorer_follows_layer_channel_and_scale():
     )
     box = widgets.filter_explorer(small)
 
-    def expect(layer: int, scale: str = "global", channel: int = 0) -> None:
-        pictures = filter_images(small[layer].weight, scale=scale, channel=channel)
+    def expect(layer: str, scale: str = "global", channel: int = 0) -> None:
+        pictures = filter_images(small.get_submodule(layer).weight, scale=scale,
+                                 channel=channel)
         got = drawn(box.figure)
         assert len(got) == len(pictures)
         for a, b in zip(got, pictures):
             np.testing.assert_array_equal(a, b)
 
-    assert [value for _, value in box.layer_dropdown.options] == [0, 2, 3]
-    box.layer_dropdown.value = 2
+    assert [value for _, value in box.layer_dropdown.options] == ["0", "2", "3"]
+    box.layer_dropdown.value = "2"
     assert box.n_draws == 2  # fitting the channel slider to the layer did not draw again
     assert not box.channel_slider.disabled and box.channel_slider.max == 3
-    expect(2)
+    expect("2")
     assert_same_images(box.figure, plot_filters(small[2].weight))
 
     box.channel_slider.value = 3
     box.scale_buttons.value = "per_filter"
     assert box.n_draws == 4
-    expect(2, "per_filter", 3)
+    expect("2", "per_filter", 3)
 
-    box.layer_dropdown.value = 3  # 5 input channels: the channel is kept
+    box.layer_dropdown.value = "3"  # 5 input channels: the channel is kept
     assert (box.channel_slider.value, box.channel_slider.max) == (3, 4)
-    expect(3, "per_filter", 3)
+    expect("3", "per_filter", 3)
     box.channel_slider.value = 4
-    box.layer_dropdown.value = 2  # 4 input channels: channel 4 becomes 3, drawn once
+    box.layer_dropdown.value = "2"  # 4 input channels: channel 4 becomes 3, drawn once
     assert box.channel_slider.value == 3 and box.n_draws == 7
-    expect(2, "per_filter", 3)
-    box.layer_dropdown.value = 0
+    expect("2", "per_filter", 3)
+    box.layer_dropdown.value = "0"
     assert box.channel_slider.disabled
-    expect(0, "per_filter")
+    expect("0", "per_filter")
+
+
+def test_filter_explorer_lists_a_resnets_nested_conv_layers_by_name(resnet):
+    box = widgets.filter_explorer(resnet)
+    names = [value for _, value in box.layer_dropdown.options]
+    assert names[:3] == ["conv1", "layer1.0.conv1", "layer1.0.conv2"]
+    assert names[-1] == "layer4.1.conv2" and "layer2.0.downsample.0" in names
+    assert len(names) == 20  # the stem's, 4 per stage and 3 downsampling 1x1 convs
+    assert box.layer_dropdown.label == "conv1: Conv2d(3, 64, 7x7)"
+    assert box.channel_slider.disabled
+    assert_same_images(box.figure, plot_filters(resnet.conv1.weight))
+
+    box.layer_dropdown.value = "layer1.0.conv1"  # 64 input channels, drawn in grey
+    assert box.layer_dropdown.label == "layer1.0.conv1: Conv2d(64, 64, 3x3)"
+    assert not box.channel_slider.disabled and box.channel_slider.max == 63
+    box.channel_slider.value = 40
+    assert_same_images(box.figure, plot_filters(resnet.layer1[0].conv1.weight, channel=40))
+    assert box.n_draws == 3
 
 
 def test_filter_explorer_needs_conv_layers():
-    with pytest.raises(ValueError, match="no nn.Conv2d"):
+    with pytest.raises(ValueError, match="Sequential has no nn.Conv2d layer.*convolution"):
         widgets.filter_explorer(torch.nn.Sequential(torch.nn.Linear(2, 2)))
 
 
