@@ -12,15 +12,20 @@ student is written once; grading two students again changes nothing and adds no 
 worker whose bubblewrap is refused its user namespace (a fake ``bwrap`` failing as
 Docker's seccomp profile makes it fail) refuses to grade with the cause and the fix, not a
 traceback. Where PostgreSQL cannot run, the second course is SQLite and the test of the
-shared database says why it skips.
+shared database says why it skips. The guide's Slurm example (dask-jobqueue's
+``SLURMCluster``) runs as written, at one job of one worker, against a fake ``sbatch``, and
+``grade --scheduler`` on the address it prints grades a student as the serial run did.
 
-Cost: five short submissions twice and two again (the untrained course model, made-up
-images), about ten seconds each; skips, saying why, where bubblewrap cannot make a sandbox.
+Cost: five short submissions twice, two again and one on the Slurm example's worker (the
+untrained course model, made-up images), about ten seconds each; skips, saying why, where
+bubblewrap cannot make a sandbox (the Slurm test: where dask-jobqueue is not installed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib.util
 import os
 import re
 import shutil
@@ -114,6 +119,77 @@ def _cluster(base: Path, env: dict, workers: int, name: str) -> tuple[str, list]
                      f"{name}-{k}"], env, base / f"{name}-worker-{k}.log")
               for k in range(workers)]
     return address, procs
+
+
+#: the guide's Slurm example at one job of one worker (its 2 GB a worker kept), each
+#: replaced once: a changed guide fails here rather than going untested
+SLURM_SMALL = {"cores=8": "cores=1", "processes=8": "processes=1", 'memory="16GB"': 'memory="2GB"',
+               "jobs=4": "jobs=1"}
+#: what the test's Python runs after the guide's lines: the job script saved, the cluster
+#: held until the test has graded (a line on stdin), then closed as an instructor would
+SLURM_AFTER = """
+import sys
+from pathlib import Path
+Path(sys.argv[1] + ".part").write_text(cluster.job_script())
+Path(sys.argv[1] + ".part").rename(sys.argv[1])
+sys.stdin.readline()
+cluster.close()
+print("closed", flush=True)
+"""
+
+
+def _guide_slurm() -> str:
+    """The ```python block under **Slurm** in the instructor guide, at SLURM_SMALL's sizes."""
+    guide = (ROOT / "autograder" / "README.md").read_text()
+    found = re.search(r"^\*\*Slurm\*\*.*?^```python\n(.*?)^```", guide, re.S | re.M)
+    assert found, "autograder/README.md has no ```python block under **Slurm**"
+    code = found.group(1)
+    for old, new in SLURM_SMALL.items():
+        assert code.count(old) == 1, f"the guide's Slurm example no longer has {old} once:\n{code}"
+        code = code.replace(old, new)
+    return code
+
+
+def _fake_slurm(folder: Path) -> Path:
+    """A folder with ``sbatch`` and ``scancel`` as Slurm answers them, without Slurm: sbatch
+    keeps a copy of the job script (dask-jobqueue deletes its own) and runs it at once in
+    the background, in a session of its own, its output to ``job-N.log``, ``#SBATCH`` lines
+    ignored; scancel sends SIGTERM to that session (Slurm's first signal), noting the job."""
+    bin_ = folder / "bin"
+    bin_.mkdir(parents=True)
+    (bin_ / "sbatch").write_text(f"""#!/bin/sh
+set -e
+cd "{folder}"
+n=$(( $(cat last 2>/dev/null || echo 1000) + 1 ))
+echo $n > last
+cp "$1" job-$n.sh
+CNNLAB_FAKE_SLURM="{folder}" SLURM_JOB_ID=$n setsid sh -c 'echo $$ > "$1.pid"; exec bash "$1"' \
+    sh job-$n.sh > job-$n.log 2>&1 < /dev/null &
+while [ ! -s job-$n.sh.pid ]; do sleep 0.1; done
+echo "Submitted batch job $n"
+""")
+    (bin_ / "scancel").write_text(f"""#!/bin/sh
+cd "{folder}"
+for n in "$@"; do echo $n >> cancelled; kill -TERM -- "-$(cat job-$n.sh.pid)"; done
+""")
+    for tool in bin_.iterdir():
+        tool.chmod(0o755)
+    return bin_
+
+
+def _slurm_jobs_processes(folder: Path) -> list:
+    """The processes of _fake_slurm's jobs: in a job's session, or with its mark."""
+    import psutil
+    sessions = {int(p.read_text()) for p in folder.glob("job-*.sh.pid")}
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if (os.getsid(proc.pid) in sessions
+                    or proc.environ().get("CNNLAB_FAKE_SLURM") == str(folder)):
+                found.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return found
 
 
 def _rows(course: Path) -> dict[str, dict]:
@@ -340,6 +416,80 @@ def test_a_worker_without_user_namespaces_refuses_with_the_fix(class_graded, tmp
                    "kernel.apparmor_restrict_unprivileged_userns", "user.max_user_namespaces"):
         assert phrase in run.stderr, (phrase, run.stderr)
     assert _gradebook_rows(class_graded["course"]) == before
+
+
+@slow
+@pytest.mark.skipif(importlib.util.find_spec("dask_jobqueue") is None,
+                    reason="dask-jobqueue is not installed (pip install -e \".[instructor]\")")
+def test_the_guides_slurm_workers_grade_as_one(class_graded, tmp_path):
+    """The guide's Slurm example run as written (one job of one worker instead of 4 of 8)
+    by dask-jobqueue against a fake ``sbatch``, from the guide's clone in ``$HOME/cnnlab``
+    (this checkout, by a link in the job's home); ``grade --scheduler`` with the address it
+    prints grades a student as the serial run did. Its job script puts the autograder
+    folder on ``PYTHONPATH`` and starts one-thread workers; the worker imports this
+    checkout's grading code and cnnlab; once the cluster is closed, no process of its job is
+    left."""
+    import psutil
+    from distributed import Client
+    env, course = class_graded["env"], class_graded["course"]
+    slurm, home = tmp_path / "slurm", tmp_path / "home"
+    home.mkdir()
+    (home / "cnnlab").symlink_to(ROOT, target_is_directory=True)
+    (tmp_path / "cluster.py").write_text(_guide_slurm() + SLURM_AFTER)
+    login = {**env, "HOME": str(home),
+             "PATH": os.pathsep.join([str(_fake_slurm(slurm)), env["PATH"]])}
+    out = tmp_path / "cluster.out"
+    before = _gradebook_rows(course)
+    driver = subprocess.Popen([sys.executable, "-u", str(tmp_path / "cluster.py"),
+                               str(tmp_path / "job.sh")], cwd=tmp_path, env=login,
+                              stdin=subprocess.PIPE, stdout=open(out, "wb"),
+                              stderr=open(tmp_path / "cluster.err", "wb"), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "job.sh").exists() and driver.poll() is None:
+            assert time.monotonic() < deadline, (tmp_path / "cluster.err").read_text()[-3000:]
+            time.sleep(0.5)
+        assert driver.poll() is None, (tmp_path / "cluster.err").read_text()[-3000:]
+        address = out.read_text().split()[0]  # what the guide's print() printed
+        assert re.fullmatch(r"tcp://[\w.-]+:\d+", address), out.read_text()
+        script = (tmp_path / "job.sh").read_text()
+        (export,) = [ln for ln in script.splitlines() if ln.startswith("export PYTHONPATH=")]
+        said = subprocess.run(["bash", "-c", f'{export}; printf %s "$PYTHONPATH"'],
+                              env={"HOME": str(home), "PATH": env["PATH"]}, capture_output=True,
+                              text=True, check=True).stdout
+        assert Path(said.split(os.pathsep)[0]).resolve() == ROOT / "autograder", (export, said)
+        assert re.search(rf"-m (distributed\.cli\.dask_worker|dask worker) {re.escape(address)} "
+                         r".*--nthreads 1\b", script), script
+        assert (slurm / "last").read_text().split() == ["1001"], "not one job submitted"
+
+        run = lab._run(["grade", str(course), "--scheduler", address, "--student", "right"],
+                       env, timeout=600)
+        assert re.search(r"^  right: graded\b", run.stdout, re.M), run.stdout
+        with Client(address, timeout=30) as client:
+            where = client.run(lambda: [importlib.util.find_spec(m).origin
+                                        for m in ("cnnlab_grade", "cnnlab")])
+        assert [[Path(p).resolve() for p in w] for w in where.values()] == [
+            [ROOT / "autograder" / "cnnlab_grade.py", ROOT / "cnnlab" / "__init__.py"]], where
+        assert _rows(course) == class_graded["first"]
+        assert _gradebook_rows(course) == before == class_graded["first_rows"]
+
+        driver.communicate(b"\n", timeout=120)
+        assert driver.returncode == 0, (tmp_path / "cluster.err").read_text()[-3000:]
+        assert (slurm / "cancelled").read_text().split() == ["1001"]
+        deadline = time.monotonic() + 60  # Slurm would send SIGKILL after its KillWait (30 s)
+        while _slurm_jobs_processes(slurm) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = [(p.pid, p.cmdline()) for p in _slurm_jobs_processes(slurm)]
+        assert not left, left
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+        for proc in _slurm_jobs_processes(slurm):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        job_log = slurm / "job-1001.log"
+        print(job_log.read_text()[-4000:] if job_log.exists() else "no job ran")
 
 
 def test_bwrap_refused_its_namespace_is_explained(tmp_path, monkeypatch):
