@@ -28,7 +28,7 @@ add ``--no-reference``. A short smoke run: ``--epochs 1 --cnnlab-epochs 1 --trai
 
 The fp32 limit. Every row is also given as a share of the fastest fp32 training this
 CPU could do: its measured fp32 matmul peak (``torch.mm`` of two 1024x1024 matrices,
-best of 20, torch's threads) over the network's cost per training image, counted from
+median of 30, torch's threads) over the network's cost per training image, counted from
 its layers: the forward pass's multiply-adds (2 FLOP each, convolutions and linear
 layers: 50 MFLOP) three times (forward, gradient of the input, gradient of the
 weights), less the first convolution's input gradient, which training never computes:
@@ -43,6 +43,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -75,17 +76,19 @@ def machine() -> str:
             f"Python {platform.python_version()}, {platform.system()}")
 
 
-def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
-    """The best fp32 ``torch.mm`` rate of two ``size`` x ``size`` matrices, in FLOP/s."""
+def matmul_peak(size: int = 1024, repeats: int = 30) -> float:
+    """The fp32 ``torch.mm`` rate of two ``size`` x ``size`` matrices, in FLOP/s: the
+    median of ``repeats`` timed products (the best one swings by 20 % on a shared
+    machine)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     for _ in range(3):
         a @ b
-    best = float("inf")
+    times = []
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
 
 
 def training_flop(model: nn.Module, side: int = 32) -> float:
