@@ -32,7 +32,8 @@ median of 30, torch's threads) over the network's cost per training image, count
 its layers: the forward pass's multiply-adds (2 FLOP each, convolutions and linear
 layers: 50 MFLOP) three times (forward, gradient of the input, gradient of the
 weights), less the first convolution's input gradient, which training never computes:
-148 MFLOP. On a 2-core AMD EPYC: 168 GFLOP/s / 148 MFLOP = 1,135 images/s.
+148 MFLOP. The goal for a 2-core AMD EPYC took 168 GFLOP/s / 148 MFLOP = 1,135 images/s;
+the peak measured 157-196 GFLOP/s there from run to run, so read the share beside the peak.
 ``--as-fp32-cpu`` runs cnnlab's default as a CPU without native bf16 runs it (fp32 +
 ``channels_last``), to measure that path on a CPU that has bf16.
 """
