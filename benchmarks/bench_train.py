@@ -25,6 +25,17 @@ Reproduce (about 15 minutes on a quiet 2-core CPU):
 
 Without the slow reference (cnnlab default against cnnlab fp32 only, about 4 minutes):
 add ``--no-reference``. A short smoke run: ``--epochs 1 --cnnlab-epochs 1 --train-size 2000``.
+
+The fp32 limit. Every row is also given as a share of the fastest fp32 training this
+CPU could do: its measured fp32 matmul peak (``torch.mm`` of two 1024x1024 matrices,
+median of 30, torch's threads) over the network's cost per training image, counted from
+its layers: the forward pass's multiply-adds (2 FLOP each, convolutions and linear
+layers: 50 MFLOP) three times (forward, gradient of the input, gradient of the
+weights), less the first convolution's input gradient, which training never computes:
+148 MFLOP. The goal for a 2-core AMD EPYC took 168 GFLOP/s / 148 MFLOP = 1,135 images/s;
+the peak measured 157-196 GFLOP/s there from run to run, so read the share beside the peak.
+``--as-fp32-cpu`` runs cnnlab's default as a CPU without native bf16 runs it (fp32 +
+``channels_last``), to measure that path on a CPU that has bf16.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -63,6 +75,46 @@ def machine() -> str:
     return (f"{cpu} ({os.cpu_count()} cores, native bf16: {cpu_has_fast_bf16()}), "
             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
             f"Python {platform.python_version()}, {platform.system()}")
+
+
+def matmul_peak(size: int = 1024, repeats: int = 30) -> float:
+    """The fp32 ``torch.mm`` rate of two ``size`` x ``size`` matrices, in FLOP/s: the
+    median of ``repeats`` timed products (the best one swings by 20 % on a shared
+    machine)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
+
+
+def training_flop(model: nn.Module, side: int = 32) -> float:
+    """FLOP to train on one image: 3x the forward multiply-adds of the convolutions and
+    linear layers (forward, input gradient, weight gradient) less the first layer's input
+    gradient, which training does not compute."""
+    forward = []
+
+    def count(layer, inputs, output):
+        if isinstance(layer, nn.Conv2d):
+            per_output = layer.in_channels // layer.groups * layer.kernel_size[0] \
+                * layer.kernel_size[1]
+        else:
+            per_output = layer.in_features
+        forward.append(2 * per_output * output[0].numel())
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(count) for m in layers]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, side, side))
+    finally:
+        for h in handles:
+            h.remove()
+    return 3 * sum(forward) - forward[0]
 
 
 def reference_transform():
@@ -172,14 +224,25 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-reference", action="store_true",
                    help="skip the slow 2019 pipeline: cnnlab default against cnnlab fp32 only")
+    p.add_argument("--as-fp32-cpu", action="store_true",
+                   help="run cnnlab's default as on a CPU without native bf16 (fp32 + "
+                        "channels_last), on a CPU that has it")
     p.add_argument("--json", help="write the figures as JSON to this path")
     args = p.parse_args(argv)
+    if args.as_fp32_cpu:
+        import cnnlab.device
+
+        cnnlab.device.cpu_has_fast_bf16 = lambda: False  # read by choose_precision
 
     torch.set_num_threads(torch.get_num_threads())
     print("command: python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])))
     print(f"machine: {machine()}")
     train = load_cifar10("train", args.data).subset(args.train_size, args.seed)
     test = load_cifar10("test", args.data)
+    peak, flop = matmul_peak(), training_flop(build_model())
+    limit = peak / flop
+    print(f"fp32 limit: matmul peak {peak / 1e9:.0f} GFLOP/s / {flop / 1e6:.0f} MFLOP per "
+          f"training image = {limit:,.0f} images/s")
     print(f"data: {len(train)} training, {len(test)} test images ({test.source})")
     config = get_config("full", seed=args.seed)
     if args.cnnlab_epochs:
@@ -219,6 +282,10 @@ def main(argv=None) -> int:
         "target_accuracy": target,
         "seconds": {name: seconds(run) for name, run in runs.items()},
         "images_per_s": {name: rate(run) for name, run in runs.items()},
+        "fp32_matmul_flop_per_s": peak,
+        "training_flop_per_image": flop,
+        "fp32_limit_images_per_s": limit,
+        "share_of_fp32_limit": {name: rate(run) / limit for name, run in runs.items()},
         "default_precision": plan.describe(),
         "default_over_fp32_throughput": (rate(runs["cnnlab"]) / rate(runs["cnnlab-fp32"])
                                          if "cnnlab-fp32" in runs else 1.0),
@@ -226,6 +293,8 @@ def main(argv=None) -> int:
     print()
     print(f"{'':22s}" + "".join(f"{name:>14s}" for name in runs))
     print(f"{'images/s':22s}" + "".join(f"{rate(run):14.0f}" for run in runs.values()))
+    print(f"{'of the fp32 limit':22s}"
+          + "".join(f"{rate(run) / limit:14.0%}" for run in runs.values()))
     print(f"{'training seconds':22s}" + "".join(f"{seconds(run):14.1f}" for run in runs.values()))
     print(f"{'final test accuracy':22s}"
           + "".join(f"{run['epochs'][-1]['test_accuracy']:14.2%}" for run in runs.values()))

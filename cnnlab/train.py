@@ -6,10 +6,18 @@ the batch there. No DataLoader, no per-sample PIL transforms. Where the hardware
 is fast at it, the forward and backward passes run under bf16 (or fp16) autocast
 in ``channels_last`` layout (fp16 with a ``GradScaler``); elsewhere in fp32.
 :func:`cnnlab.device.choose_precision` decides which.
+
+On the CPU two things more, measured on a 2-core AMD EPYC in fp32 (``channels_last``,
+batch 32): ``nn.Dropout`` draws its masks from ``torch.rand`` during training
+(:func:`cpu_dropout`; torch's ``bernoulli_`` took 13 % of a training step there), and
+Adam is the fused kernel (:func:`make_optimizer`: 2.4 ms a step down to 0.9). A
+``full`` training there: 871 images/s and 66.9 % against 793 images/s and 66.3 % before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import random
@@ -75,6 +83,53 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, config: LabConfig, total_step
     )
 
 
+def make_optimizer(model: nn.Module, config: LabConfig) -> torch.optim.Adam:
+    """Adam with ``config``'s rate over ``model``'s parameters; on the CPU the fused
+    kernel (one call for every parameter instead of about ten small ops each; the same
+    update, a test compares the first steps with the plain loop's)."""
+    fused = True if model_device(model).type == "cpu" else None
+    return torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
+
+
+def rand_dropout(layer: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
+    """``layer``'s dropout with the mask drawn from ``torch.rand``: in training each
+    value is kept with probability ``1 - p`` and scaled by ``1 / (1 - p)``, as
+    ``F.dropout`` does; in eval mode ``x`` itself.
+
+    The same distribution as torch's, a different random stream. On a CPU it is about 3x
+    faster: torch's dropout draws its mask with ``bernoulli_``, which ran one number at
+    a time on the AMD EPYC measured (MKL's vectorised path is taken on Intel CPUs only),
+    while ``torch.rand`` is vectorised. The mask is drawn in fp32 whatever ``x``'s dtype
+    (a bf16 uniform would round values next to ``p``).
+    """
+    p = layer.p
+    if not layer.training or p == 0.0:
+        return x
+    if p == 1.0:
+        return torch.zeros_like(x)
+    keep = torch.rand_like(x, dtype=torch.float32) >= p
+    return x * (keep * (1.0 / (1.0 - p))).to(x.dtype)
+
+
+@contextlib.contextmanager
+def cpu_dropout(model: nn.Module):
+    """While training on the CPU, every plain ``nn.Dropout`` of ``model`` runs
+    :func:`rand_dropout`; its class and ``p`` stay as they are, and its own
+    ``forward`` is back on exit. A layer whose ``forward`` is already overridden,
+    a subclass, or a model on another device is left alone."""
+    layers = []
+    if model_device(model).type == "cpu":
+        layers = [m for m in model.modules()
+                  if type(m) is nn.Dropout and "forward" not in vars(m)]
+    for layer in layers:
+        layer.forward = functools.partial(rand_dropout, layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                plan: Precision, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -129,7 +184,7 @@ def train_model(
     n = len(data)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = steps_per_epoch * config.epochs
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config)
     scheduler = lr_scheduler(optimizer, config, total)
     scaler = plan.grad_scaler()
     if progress:
@@ -144,20 +199,22 @@ def train_model(
             start = time.perf_counter()
             perm = torch.randperm(n, generator=gen).to(device)
             loss_sum = torch.zeros((), device=device)
-            for i in range(steps_per_epoch):
-                idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
-                x = normalize(images[idx]).contiguous(memory_format=fmt)
-                loss = train_step(model, x, labels[idx], optimizer, scaler, plan,
-                                  config.label_smoothing)
-                if scheduler is not None:
-                    scheduler.step()
-                loss_sum += loss * len(idx)
-                if progress and (i % 25 == 0 or i == steps_per_epoch - 1):
-                    done = min(n, (i + 1) * config.batch_size)
-                    rate = done / max(time.perf_counter() - start, 1e-9)
-                    steps.set_postfix(epoch=f"{epoch}/{config.epochs}", loss=f"{loss.item():.3f}",
-                                    img_s=f"{rate:,.0f}", refresh=False)
-                steps.update(1)
+            with cpu_dropout(model):  # on the CPU, masks from torch.rand: rand_dropout
+                for i in range(steps_per_epoch):
+                    idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
+                    x = normalize(images[idx]).contiguous(memory_format=fmt)
+                    loss = train_step(model, x, labels[idx], optimizer, scaler, plan,
+                                      config.label_smoothing)
+                    if scheduler is not None:
+                        scheduler.step()
+                    loss_sum += loss * len(idx)
+                    if progress and (i % 25 == 0 or i == steps_per_epoch - 1):
+                        done = min(n, (i + 1) * config.batch_size)
+                        rate = done / max(time.perf_counter() - start, 1e-9)
+                        steps.set_postfix(epoch=f"{epoch}/{config.epochs}",
+                                          loss=f"{loss.item():.3f}", img_s=f"{rate:,.0f}",
+                                          refresh=False)
+                    steps.update(1)
             seconds = time.perf_counter() - start
             entry = {
                 "epoch": epoch,

@@ -3,13 +3,16 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from sklearn.metrics import confusion_matrix
 
 from cnnlab.config import LabConfig, get_config
 from cnnlab.data import Split, synthetic_cifar10
 from cnnlab.device import get_device
 from cnnlab.model import build_model
-from cnnlab.train import evaluate, lr_scheduler, seed_everything, train_model, train_or_load
+import cnnlab.train as train_module
+from cnnlab.train import (cpu_dropout, evaluate, lr_scheduler, make_optimizer, seed_everything,
+                          train_model, train_or_load)
 
 TINY = get_config("quick", epochs=3, batch_size=64, lr=2e-3, train_size=1500, test_size=500)
 
@@ -142,3 +145,84 @@ def test_empty_training_split_is_refused():
                   ("a",) * 10, "empty")
     with pytest.raises(ValueError, match="empty"):
         train_model(build_model(), empty, TINY, progress=False)
+
+
+def test_fused_adam_on_the_cpu_takes_the_plain_adams_steps():
+    # make_optimizer's fused kernel against torch's plain per-parameter loop: the
+    # same 5 steps (onecycle rate included) on the course network, within fp32 rounding.
+    # Each step moves a weight by up to the rate (2e-3); a handful of the 590,000
+    # weights, those whose squared-gradient average is near 0, differ by about 1e-6.
+    data = synthetic_cifar10("train", n=64, seed=3)
+    x, y = ((data.images.float() / 255) - 0.5) / 0.5, data.labels
+    models, optimizers = [], []
+    for fused in (True, False):
+        seed_everything(0)
+        m = build_model().eval()  # eval: no dropout, so both see the same function
+        opt = make_optimizer(m, TINY) if fused else torch.optim.Adam(
+            m.parameters(), lr=TINY.lr, foreach=False)
+        models.append(m)
+        optimizers.append((opt, lr_scheduler(opt, TINY, 5)))
+    assert optimizers[0][0].defaults["fused"] and not optimizers[1][0].defaults["fused"]
+    for _ in range(5):
+        for m, (opt, sched) in zip(models, optimizers):
+            loss = torch.nn.functional.cross_entropy(m(x), y, label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    seed_everything(0)
+    start = build_model()
+    for (name, p), q in zip(models[0].named_parameters(), models[1].parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-5, msg=name)
+    for p, p0 in zip(models[0].parameters(), start.parameters()):
+        assert (p - p0).abs().median() > 1e-3  # 100x the tolerance: the steps moved it
+
+
+def test_cpu_dropout_keeps_1_minus_p_scaled_and_restores_the_layer():
+    layer = nn.Dropout(0.3)
+    model = nn.Sequential(nn.Identity(), layer)
+    x = torch.ones(4, 64, 32, 32).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    with cpu_dropout(model):
+        assert "forward" in vars(layer) and type(layer) is nn.Dropout
+        y = model(x)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        kept = y != 0
+        assert 0.69 < kept.float().mean().item() < 0.71  # 262,144 draws
+        torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+        y.sum().backward()
+        torch.testing.assert_close(x.grad, kept.float() / 0.7)  # the same mask backwards
+        assert model(x.detach().bfloat16()).dtype == torch.bfloat16
+        model.eval()
+        assert torch.equal(model(x), x)  # eval mode: the identity
+        model.train()
+    assert "forward" not in vars(layer)  # torch's own forward again
+    torch.manual_seed(0)
+    y = model(x.detach())
+    assert 0.69 < (y != 0).float().mean().item() < 0.71
+
+
+def test_training_on_the_cpu_draws_every_dropout_mask_with_rand(monkeypatch):
+    calls = []
+    plain = train_module.rand_dropout
+
+    def counting(layer, x):
+        calls.append(layer)
+        return plain(layer, x)
+
+    monkeypatch.setattr(train_module, "rand_dropout", counting)
+    model = build_model()
+    data = synthetic_cifar10("train", n=128, seed=1)
+    train_model(model, data, TINY.replace(epochs=1, batch_size=64), progress=False)
+    dropouts = [m for m in model if isinstance(m, nn.Dropout)]
+    assert len(calls) == 2 * len(dropouts) == 6  # 2 steps, the 3 dropout layers each
+    assert {id(m) for m in calls} == {id(m) for m in dropouts}
+    assert all("forward" not in vars(m) for m in dropouts)
+
+    class Mine(nn.Dropout):
+        pass
+
+    model[5] = Mine(0.5)  # a subclass of the student's own keeps its forward
+    calls.clear()
+    train_model(model, data, TINY.replace(epochs=1, batch_size=64), progress=False)
+    assert len(calls) == 4 and model[5] not in calls
