@@ -87,8 +87,13 @@ def make_optimizer(model: nn.Module, config: LabConfig) -> torch.optim.Adam:
     """Adam with ``config``'s rate over ``model``'s parameters; on the CPU the fused
     kernel (one call for every parameter instead of about ten small ops each; the same
     update, a test compares the first steps with the plain loop's)."""
-    fused = True if model_device(model).type == "cpu" else None
-    return torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
+    params = list(model.parameters())
+    if model_device(model).type == "cpu":
+        try:
+            return torch.optim.Adam(params, lr=config.lr, fused=True)
+        except RuntimeError:  # torch before 2.4 has no fused Adam for the CPU
+            pass
+    return torch.optim.Adam(params, lr=config.lr)
 
 
 def rand_dropout(layer: nn.Dropout, x: torch.Tensor) -> torch.Tensor:

@@ -147,6 +147,24 @@ def test_empty_training_split_is_refused():
         train_model(build_model(), empty, TINY, progress=False)
 
 
+def test_without_a_fused_cpu_adam_the_plain_one_is_used(monkeypatch):
+    # torch before 2.4 (pyproject allows 2.2) refuses fused=True for CPU parameters
+    # with a RuntimeError: training must go on with the plain Adam.
+    plain = torch.optim.Adam
+
+    def old_adam(params, lr, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point "
+                               "Tensors of supported devices: ['cuda', 'xpu', 'privateuseone']")
+        return plain(params, lr=lr, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", old_adam)
+    opt = make_optimizer(build_model(), TINY)
+    assert isinstance(opt, plain) and not opt.defaults["fused"]
+    # the course network's 6 layers, a weight and a bias each
+    assert opt.defaults["lr"] == TINY.lr and len(opt.param_groups[0]["params"]) == 12
+
+
 def test_fused_adam_on_the_cpu_takes_the_plain_adams_steps():
     # make_optimizer's fused kernel against torch's plain per-parameter loop: the
     # same 5 steps (onecycle rate included) on the course network, within fp32 rounding.
