@@ -743,6 +743,15 @@ def test_feedback_shows_no_hidden_test(graded):
     assert "output removed: it quoted a hidden test" in html["intruder"]  # its print(In)
 
 
+def _bounded_note(text: str) -> bool:
+    """Whether the flood's cell says how its output was bounded: cut at the 4 MB a cell
+    keeps, or, where the kernel batched more than 16 MB into one message (a busy machine
+    delays its output thread), that message refused and the rest of the cell's output
+    lost. Which limit stops it depends on the kernel's timing; one of them must."""
+    cut = "output cut: " in text and "over the limit of 4194304 bytes per cell" in text
+    return cut or "output lost: the kernel sent a message over the limit of 16 MB" in text
+
+
 def test_floods_stay_bounded_on_the_host(graded):
     """Output, stderr and files of a kernel: nothing reaches the instructor's disk or the
     grader's memory beyond the limits (cnnlab_course.json: 4 MB of output per cell, 256 kB
@@ -754,7 +763,7 @@ def test_floods_stay_bounded_on_the_host(graded):
     notebook = course / "autograded" / "flood" / A / f"{A}.ipynb"
     assert notebook.stat().st_size < 8 << 20
     text = notebook.read_text()
-    assert "output cut: " in text and "over the limit of 4194304 bytes per cell" in text
+    assert _bounded_note(text), text[-3000:]
     assert "big file stopped: OSError 256 MB" in text  # RLIMIT_FSIZE, not the tmpfs
     assert not list((course / "grading" / "runtime").glob("*/fill*"))
     status = {sid: json.loads((course / "grading" / "status" / f"{sid}.json").read_text())
@@ -795,7 +804,7 @@ def test_feedback_command_is_bounded(graded):
         shutil.rmtree(course / "autograded" / "huge")
         (course / "grading" / "status" / "huge.json").unlink(missing_ok=True)
     html = course / "feedback" / "flood" / A / f"{A}.html"
-    assert html.stat().st_size < 12 << 20 and "output cut: " in html.read_text()
+    assert html.stat().st_size < 12 << 20 and _bounded_note(html.read_text())
     assert (course / "feedback" / "forms" / A / f"{A}.html").exists()
     assert not (course / "feedback" / "huge").exists()
     assert "huge: not written (the autograded notebook is" in run.stdout
