@@ -229,14 +229,15 @@ def main(argv=None) -> int:
                         "channels_last), on a CPU that has it")
     p.add_argument("--json", help="write the figures as JSON to this path")
     args = p.parse_args(argv)
+    torch.set_num_threads(torch.get_num_threads())
+    print("command: python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])))
+    host = machine()  # read before --as-fp32-cpu hides the CPU's bf16
+    print(f"machine: {host}")
     if args.as_fp32_cpu:
         import cnnlab.device
 
         cnnlab.device.cpu_has_fast_bf16 = lambda: False  # read by choose_precision
-
-    torch.set_num_threads(torch.get_num_threads())
-    print("command: python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])))
-    print(f"machine: {machine()}")
+        print("as a CPU without native bf16 (--as-fp32-cpu): fp32 + channels_last")
     train = load_cifar10("train", args.data).subset(args.train_size, args.seed)
     test = load_cifar10("test", args.data)
     peak, flop = matmul_peak(), training_flop(build_model())
@@ -274,7 +275,8 @@ def main(argv=None) -> int:
     ref = runs.get("reference")
     target = ref["epochs"][-1]["test_accuracy"] if ref else None
     result = {
-        "machine": machine(),
+        "machine": host,
+        "as_fp32_cpu": args.as_fp32_cpu,
         "train_images": len(train),
         "test_images": len(test),
         **runs,
